@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything compose-kfp's tests, demo and benchmarks need on a fresh Debian machine.
+# Idempotent: a second run installs nothing new. Needs root (or sudo) for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(docker-registry skopeo umoci podman runc debootstrap buildah bubblewrap hyperfine pigz curl make)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! $PY -c 'import compose_kfp, pytest, jsonschema, hera, jwt' 2>/dev/null \
+   || [ "$($PY -c 'import compose_kfp,os;print(os.path.dirname(compose_kfp.__file__))' 2>/dev/null)" != "$PWD/compose_kfp" ]; then
+  echo "installing compose-kfp (editable) with test extras" >&2
+  $PY -m pip install -q --disable-pip-version-check -e '.[test]'
+fi

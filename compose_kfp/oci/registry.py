@@ -1,0 +1,1071 @@
+"""A client for the OCI distribution API (``/v2/``), one method per protocol step.
+
+Shaped after go-containerregistry's ``remote/write.go``: for each blob
+*exists -> mount -> upload -> commit*, then the config, then the manifest by
+digest, and only then the tags, so that a tag never points at an image whose
+blobs are not all in the registry.
+
+Transport:
+
+* ``requests`` with a pooled :class:`~requests.adapters.HTTPAdapter` and urllib3
+  :class:`~urllib3.util.Retry`: connection errors, timeouts and HTTP 408, 429,
+  500, 502, 503, 504 are retried with exponential backoff and jitter, honouring
+  ``Retry-After`` (capped at :data:`MAX_RETRY_AFTER` seconds), at most
+  ``retries`` times. ``PATCH`` (not idempotent) is not retried by urllib3: a
+  failed chunk is resumed by asking the upload URL how far it got.
+* Auth from the ``WWW-Authenticate`` challenge of ``GET /v2/``: Basic, or Bearer
+  tokens fetched from the realm (with credentials, an identity token, or
+  anonymously), cached per scope until they expire, and refreshed once when a
+  request is answered 401 in the middle of an operation.
+* TLS with the system CAs plus the per-registry certificate folders docker and
+  podman use (``<dir>/<host[:port]>/*.crt`` CA files, ``*.cert``/``*.key``
+  client pairs; dirs in :data:`DEFAULT_CERT_DIRS`), or explicit paths. Plain
+  HTTP only for loopback hosts (``insecure=None``) or when ``insecure=True``;
+  credentials are never sent over plain HTTP to a non-loopback host.
+
+Secrets never reach a log line, an exception message or ``repr()``.
+
+Progress callbacks have the signature ``progress(digest: str, done_bytes: int,
+total_bytes: int)`` and may be called from worker threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import ipaddress
+import json
+import logging
+import os
+import pathlib
+import random
+import re
+import ssl
+import threading
+import time
+import urllib.parse
+from typing import BinaryIO, Callable, Iterable, Mapping, Protocol, Sequence
+
+import requests
+import requests.adapters
+from urllib3.util.retry import Retry
+
+from compose_kfp.oci.auth import ANONYMOUS, Credential, Keychain, default_keychain
+from compose_kfp.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError
+from compose_kfp.oci.reference import validate_digest
+
+__all__ = [
+    "RegistryClient",
+    "BlobSource",
+    "BytesBlob",
+    "FileBlob",
+    "ImageBlobs",
+    "push_image",
+    "push_index",
+    "MANIFEST_ACCEPT",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_CERT_DIRS",
+    "RETRY_STATUSES",
+    "UploadInterrupted",
+]
+
+log = logging.getLogger(__name__)
+
+# Media types accepted for manifests (OCI and Docker v2.2 manifests and indexes).
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_ACCEPT: tuple[str, ...] = (_OCI_MANIFEST, _OCI_INDEX, _DOCKER_MANIFEST, _DOCKER_LIST)
+_INDEX_TYPES = frozenset({_OCI_INDEX, _DOCKER_LIST})
+
+DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 5
+MAX_RETRY_AFTER = 60.0
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_CERT_DIRS: tuple[str, ...] = (
+    "/etc/containers/certs.d",
+    "/etc/docker/certs.d",
+    "~/.config/containers/certs.d",
+)
+_READ_BLOCK = 1024 * 1024
+_MAX_MANIFEST = 8 * 1024 * 1024
+_TOKEN_MARGIN = 10.0
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class UploadInterrupted(RegistryError):
+    """A blob upload failed after its retries and resumes; nothing was committed for it."""
+
+
+class BlobSource(Protocol):
+    """What :meth:`RegistryClient.upload_blob` needs: a digest, a size in bytes, and a way to reopen the bytes.
+
+    ``open()`` should return a seekable binary file so that a broken upload can be resumed
+    at the offset the registry reports; an unseekable one is restarted instead.
+    """
+
+    digest: str
+    size: int
+
+    def open(self) -> BinaryIO: ...
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class BytesBlob:
+    """A blob held in memory (configs, manifests, small test layers). ``digest`` is its sha256."""
+
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data)
+
+    def __repr__(self) -> str:
+        return f"BytesBlob({self.digest}, {self.size} bytes)"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileBlob:
+    """A blob stored in a file; ``digest`` and ``size`` are computed from the file when not given."""
+
+    path: pathlib.Path
+    digest: str = ""
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", pathlib.Path(self.path))
+        if not self.digest or self.size < 0:
+            h, n = hashlib.sha256(), 0
+            with open(self.path, "rb") as f:
+                while block := f.read(_READ_BLOCK):
+                    h.update(block)
+                    n += len(block)
+            object.__setattr__(self, "digest", self.digest or "sha256:" + h.hexdigest())
+            object.__setattr__(self, "size", n)
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Challenge:
+    scheme: str  # "basic" or "bearer"
+    params: Mapping[str, str]
+
+
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_www_authenticate(header: str) -> tuple[str, dict[str, str]]:
+    """Parse one ``WWW-Authenticate`` challenge into (lowercase scheme, params). ``("", {})`` if empty."""
+    header = (header or "").strip()
+    if not header:
+        return "", {}
+    scheme, _, rest = header.partition(" ")
+    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+              for m in _CHALLENGE_PARAM.finditer(rest)}
+    return scheme.lower(), params
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (with or without ``:port`` / brackets)."""
+    h = host
+    if h.startswith("["):
+        h = h[1:h.find("]")]
+    elif h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    if h.lower() == "localhost" or h.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _digest_of(data: bytes, algo: str) -> str:
+    return f"{algo}:" + hashlib.new(algo, data).hexdigest()
+
+
+class _CappedRetry(Retry):
+    """urllib3 Retry whose ``Retry-After`` sleeps are capped at :data:`MAX_RETRY_AFTER` seconds."""
+
+    def get_retry_after(self, response):  # type: ignore[override]
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, MAX_RETRY_AFTER)
+
+
+def _scope_key(scopes: Iterable[str]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for s in scopes:
+        kind, _, rest = s.partition(":")
+        name, _, actions = rest.rpartition(":")
+        out.setdefault(f"{kind}:{name}", set()).update(a for a in actions.split(",") if a)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _covers(have: dict[str, frozenset[str]], need: dict[str, frozenset[str]]) -> bool:
+    return all(k in have and v <= have[k] for k, v in need.items())
+
+
+class RegistryClient:
+    """Speaks the distribution API to one registry.
+
+    Args:
+        registry: API host, ``host[:port]`` (use ``Reference.api_host``; ``registry-1.docker.io`` for Docker Hub).
+        keychain: resolves credentials; default :func:`~compose_kfp.oci.auth.default_keychain`.
+        insecure: ``None`` (default): plain HTTP for loopback hosts, HTTPS otherwise; ``True``: plain HTTP;
+            ``False``: always HTTPS.
+        ca_dirs: certificate folders to look in for ``<dir>/<registry>/`` (default :data:`DEFAULT_CERT_DIRS`).
+        ca_file: an extra CA bundle (PEM) trusted in addition to the system CAs.
+        client_cert: ``(cert_path, key_path)`` for TLS client authentication.
+        timeout: seconds to wait to connect and between bytes of a response.
+        retries: how many times a failed request (or an upload chunk) is retried.
+        backoff: base of the exponential backoff in seconds (jitter of the same size is added).
+        chunk_size: bytes per ``PATCH``; blobs up to this size are uploaded with one ``PUT``.
+        auth_registry: the host credentials are looked up under (default ``registry``;
+            pass ``docker.io`` when talking to ``registry-1.docker.io``).
+
+    The client is safe to use from several threads (one pooled session, a locked token cache).
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        keychain: Keychain | None = None,
+        *,
+        insecure: bool | None = None,
+        ca_dirs: Sequence[str | os.PathLike[str]] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_cert: tuple[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = 0.5,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        auth_registry: str | None = None,
+        user_agent: str = "compose-kfp",
+    ):
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1 byte")
+        self.registry = registry
+        self.auth_registry = auth_registry or ("docker.io" if registry == "registry-1.docker.io" else registry)
+        self.keychain = keychain if keychain is not None else default_keychain()
+        self.loopback = is_loopback(registry)
+        self.insecure = insecure
+        self.scheme = "http" if (insecure or (insecure is None and self.loopback)) else "https"
+        self.base_url = f"{self.scheme}://{registry}"
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.chunk_size = chunk_size
+        self._lock = threading.Lock()
+        self._challenge: _Challenge | None = None
+        self._pinged = False
+        self._tokens: list[tuple[dict[str, frozenset[str]], str, float]] = []
+        self._creds: dict[str | None, Credential] = {}
+        self._pending_uploads: dict[tuple[str, str], str] = {}
+        self.session = self._make_session(ca_dirs, ca_file, client_cert, user_agent)
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.base_url!r})"
+
+    # ------------------------------------------------------------------ transport
+
+    def _ssl_context(self, ca_dirs, ca_file, client_cert) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        bases = DEFAULT_CERT_DIRS if ca_dirs is None else ca_dirs
+        for base in bases:
+            d = pathlib.Path(os.path.expanduser(str(base))) / self.registry.replace("[", "").replace("]", "")
+            d2 = pathlib.Path(os.path.expanduser(str(base))) / self.registry
+            for folder in {d, d2}:
+                if not folder.is_dir():
+                    continue
+                for crt in sorted(folder.glob("*.crt")):
+                    log.debug("trusting CA %s for %s", crt, self.registry)
+                    ctx.load_verify_locations(cafile=str(crt))
+                if client_cert is None:
+                    for cert in sorted(folder.glob("*.cert")):
+                        key = cert.with_suffix(".key")
+                        if key.exists():
+                            log.debug("using client certificate %s for %s", cert, self.registry)
+                            ctx.load_cert_chain(str(cert), str(key))
+                            break
+        if ca_file:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        if client_cert:
+            ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        return ctx
+
+    def _make_session(self, ca_dirs, ca_file, client_cert, user_agent) -> requests.Session:
+        retry = _CappedRetry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "POST"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.backoff,
+            backoff_jitter=self.backoff,
+            backoff_max=MAX_RETRY_AFTER,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        ctx = self._ssl_context(ca_dirs, ca_file, client_cert) if self.scheme == "https" else None
+
+        class _Adapter(requests.adapters.HTTPAdapter):
+            def init_poolmanager(self, *args, **kwargs):  # noqa: D401 - requests hook
+                if ctx is not None:
+                    kwargs["ssl_context"] = ctx
+                super().init_poolmanager(*args, **kwargs)
+
+        session = requests.Session()
+        adapter = _Adapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers["User-Agent"] = user_agent
+        session.auth = lambda r: r  # never pick up ~/.netrc credentials implicitly
+        return session
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _url(self, path_or_url: str) -> str:
+        return urllib.parse.urljoin(self.base_url + "/", path_or_url)
+
+    @staticmethod
+    def _shown(url: str) -> str:
+        """A URL as it may appear in messages: path only, no query (upload state)."""
+        return urllib.parse.urlsplit(url).path
+
+    def _credential(self, repository: str | None) -> Credential:
+        with self._lock:
+            if repository not in self._creds:
+                self._creds[repository] = self.keychain.resolve(self.auth_registry, repository)
+            return self._creds[repository]
+
+    def _may_send_secret(self, url: str) -> bool:
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme == "https" or is_loopback(parts.netloc)
+
+    def _raw(self, method: str, url: str, *, headers=None, data=None, stream=False,
+             allow_redirects=True) -> requests.Response:
+        try:
+            return self.session.request(method, url, headers=headers, data=data, stream=stream,
+                                        timeout=(self.timeout, self.timeout), allow_redirects=allow_redirects)
+        except requests.exceptions.SSLError:
+            raise RegistryError(
+                f"TLS verification of {self.registry} failed; put its CA certificate in "
+                f"/etc/containers/certs.d/{self.registry}/ca.crt (or pass a CA file)"
+            ) from None
+        except requests.exceptions.RetryError as e:
+            raise RegistryError(f"{self.registry}: {method} {self._shown(url)} kept failing after "
+                                f"{self.retries} retries ({type(e).__name__})") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            kind = "timed out" if isinstance(e, requests.exceptions.Timeout) or "timed out" in str(e).lower() \
+                else "connection failed"
+            raise RegistryError(f"cannot reach {self.registry}: {method} {self._shown(url)} {kind} "
+                                f"after {self.retries} retries") from None
+
+    def ping(self) -> str | None:
+        """``GET /v2/`` (spec: "Determining support"): learn how the registry wants to be authenticated.
+
+        Returns ``None`` (no auth), ``"basic"`` or ``"bearer"``. Raises :class:`RegistryError`
+        if the registry cannot be reached or does not speak the v2 API.
+        """
+        resp = self._raw("GET", self._url("/v2/"))
+        with resp:
+            if resp.status_code == 200:
+                challenge = None
+            elif resp.status_code == 401:
+                scheme, params = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
+                if scheme not in ("basic", "bearer"):
+                    raise RegistryError(f"{self.registry} asks for unsupported authentication {scheme or '(none)'!r}",
+                                        status=401)
+                challenge = _Challenge(scheme, params)
+            else:
+                raise self._error(resp, "GET /v2/ (API version check)")
+        with self._lock:
+            self._challenge, self._pinged = challenge, True
+        return challenge.scheme if challenge else None
+
+    def _ensure_pinged(self) -> None:
+        if not self._pinged:
+            self.ping()
+
+    def _fetch_token(self, challenge: _Challenge, scopes: Sequence[str], repository: str | None) -> tuple[str, float]:
+        realm = challenge.params.get("realm")
+        if not realm:
+            raise RegistryError(f"{self.registry} sent a Bearer challenge without a realm", status=401)
+        cred = self._credential(repository)
+        service = challenge.params.get("service")
+        if cred.registry_token:
+            return cred.registry_token, time.time() + 300
+        if not cred.anonymous and not self._may_send_secret(realm):
+            raise AuthError(f"refusing to send credentials for {self.registry} over plain HTTP to the token "
+                            f"service {urllib.parse.urlsplit(realm).netloc}", status=401)
+        if cred.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token,
+                    "client_id": "compose-kfp", "scope": " ".join(scopes)}
+            if service:
+                form["service"] = service
+            resp = self._raw("POST", realm, data=form)
+        else:
+            query = [("scope", s) for s in scopes] + ([("service", service)] if service else [])
+            url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+            headers = {}
+            if cred.username or cred.password:
+                raw = f"{cred.username or ''}:{cred.password or ''}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+            resp = self._raw("GET", url, headers=headers)
+        with resp:
+            if resp.status_code in (401, 403):
+                raise self._refused(cred, resp.status_code)
+            if resp.status_code != 200:
+                raise RegistryError(f"the token service of {self.registry} answered HTTP {resp.status_code}",
+                                    status=resp.status_code)
+            try:
+                body = resp.json()
+                token = body.get("token") or body.get("access_token")
+                expires_in = float(body.get("expires_in") or 60)
+            except (ValueError, AttributeError, TypeError):
+                token = None
+            if not token:
+                raise RegistryError(f"the token service of {self.registry} returned no token", status=resp.status_code)
+        return token, time.time() + max(expires_in - _TOKEN_MARGIN, expires_in / 2)
+
+    def _refused(self, cred: Credential, status: int) -> AuthError:
+        if cred.anonymous:
+            return AuthError(
+                f"{self.registry} requires credentials and none were found for it; log in with "
+                f"`podman login {self.auth_registry}` / `docker login {self.auth_registry}`, or set "
+                f"COMPOSE_KFP_USERNAME and COMPOSE_KFP_PASSWORD", status=status)
+        who = f" for user {cred.username!r}" if cred.username else ""
+        return AuthError(f"{self.registry} refused the credentials{who} from {cred.source}; "
+                         "check the user name and password or token", status=status)
+
+    def _token(self, scopes: Sequence[str], repository: str | None, *, force: bool = False) -> str:
+        need = _scope_key(scopes)
+        now = time.time()
+        with self._lock:
+            self._tokens = [t for t in self._tokens if t[2] > now]
+            if not force:
+                for have, token, _exp in self._tokens:
+                    if _covers(have, need):
+                        return token
+            challenge = self._challenge
+        assert challenge is not None
+        token, expiry = self._fetch_token(challenge, scopes, repository)
+        with self._lock:
+            self._tokens = [t for t in self._tokens if not _covers(need, t[0])]
+            self._tokens.append((need, token, expiry))
+        return token
+
+    def _auth_header(self, url: str, scopes: Sequence[str], repository: str | None, force: bool) -> dict[str, str]:
+        challenge = self._challenge
+        if challenge is None:
+            return {}
+        if challenge.scheme == "basic":
+            cred = self._credential(repository)
+            if cred.anonymous:
+                raise self._refused(cred, 401)
+            if not self._may_send_secret(url):
+                raise AuthError(f"refusing to send credentials to {self.registry} over plain HTTP; "
+                                "use HTTPS for registries that are not on this machine", status=401)
+            raw = f"{cred.username or ''}:{cred.password or cred.identity_token or ''}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {"Authorization": "Bearer " + self._token(scopes, repository, force=force)}
+
+    def _send(self, method: str, url: str, *, scopes: Sequence[str], repository: str | None,
+              headers: Mapping[str, str] | None = None, data=None, stream: bool = False) -> requests.Response:
+        """Send one authenticated request; on a 401 refresh the token once and resend."""
+        self._ensure_pinged()
+        url = self._url(url)
+        for attempt in (0, 1):
+            hdrs = dict(headers or {})
+            hdrs.update(self._auth_header(url, scopes, repository, force=attempt == 1))
+            log.debug("%s %s", method, self._shown(url))
+            resp = self._raw(method, url, headers=hdrs, data=data, stream=stream)
+            if resp.status_code != 401:
+                return resp
+            scheme, params = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
+            resp.close()
+            if attempt == 0 and scheme == "bearer" and self._challenge and self._challenge.scheme == "bearer":
+                log.debug("%s answered 401 (%s); fetching a new token", self.registry, params.get("error", "no error"))
+                with self._lock:
+                    self._challenge = _Challenge("bearer", {**self._challenge.params,
+                                                             **{k: v for k, v in params.items() if k != "scope"}})
+                continue
+            if scheme == "bearer" and self._challenge is None and attempt == 0:
+                with self._lock:
+                    self._challenge = _Challenge("bearer", params)
+                continue
+            if scheme == "basic" and self._challenge is None and attempt == 0:
+                with self._lock:
+                    self._challenge = _Challenge("basic", params)
+                continue
+            if params.get("error") == "insufficient_scope":
+                raise AuthError(f"{self.registry} denied access to {', '.join(scopes)}", status=401)
+            raise self._refused(self._credential(repository), 401)
+        raise AssertionError("unreachable")
+
+    def _error(self, resp: requests.Response, what: str) -> RegistryError:
+        code = message = None
+        try:
+            errors = resp.json().get("errors") or []
+            if errors:
+                code, message = errors[0].get("code"), errors[0].get("message")
+        except (ValueError, AttributeError, TypeError):
+            pass
+        detail = f" {code}" if code else ""
+        detail += f": {message}" if message else ""
+        text = f"{self.registry}: {what} failed: HTTP {resp.status_code}{detail}"
+        if resp.status_code == 404:
+            return NotFound(text, status=404, code=code)
+        if resp.status_code in (401, 403):
+            return AuthError(text, status=resp.status_code, code=code)
+        return RegistryError(text, status=resp.status_code, code=code)
+
+    @staticmethod
+    def _pull(repo: str) -> list[str]:
+        return [f"repository:{repo}:pull"]
+
+    @staticmethod
+    def _push(repo: str) -> list[str]:
+        return [f"repository:{repo}:pull,push"]
+
+    # ------------------------------------------------------------------ manifests
+
+    def get_manifest(self, repo: str, ref: str, accept: Sequence[str] = MANIFEST_ACCEPT) -> tuple[bytes, str, str]:
+        """``GET /v2/<repo>/manifests/<ref>`` (spec §Pulling manifests); ``ref`` is a tag or a digest.
+
+        Returns ``(manifest bytes, media type, digest)``. The digest is computed from the
+        bytes and checked against ``ref`` when it is a digest and against the
+        ``Docker-Content-Digest`` header when there is one; a mismatch raises
+        :class:`DigestMismatch`. Raises :class:`NotFound` for an unknown repository or manifest.
+        """
+        resp = self._send("GET", f"/v2/{repo}/manifests/{ref}", scopes=self._pull(repo), repository=repo,
+                          headers={"Accept": ", ".join(accept)}, stream=True)
+        with resp:
+            if resp.status_code != 200:
+                raise self._error(resp, f"GET manifest {repo}:{ref}")
+            data = resp.raw.read(_MAX_MANIFEST + 1, decode_content=True)
+            if len(data) > _MAX_MANIFEST:
+                raise RegistryError(f"{self.registry}: manifest {repo}:{ref} is larger than {_MAX_MANIFEST} bytes")
+            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        digest = self._check_manifest_digest(repo, ref, data, header_digest)
+        if not media_type or media_type in ("application/json", "text/plain", "application/octet-stream"):
+            try:
+                media_type = json.loads(data).get("mediaType") or media_type
+            except (ValueError, AttributeError):
+                pass
+        return data, media_type, digest
+
+    def _check_manifest_digest(self, repo: str, ref: str, data: bytes, header_digest: str | None) -> str:
+        if ":" in ref:
+            algo = ref.split(":", 1)[0]
+            got = _digest_of(data, algo)
+            if got != ref:
+                raise DigestMismatch(f"{self.registry}: manifest {repo}@{ref} has digest {got}")
+            return ref
+        digest = _sha256(data)
+        if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+            raise DigestMismatch(f"{self.registry}: manifest {repo}:{ref} hashes to {digest} but the registry "
+                                 f"says {header_digest}")
+        return digest
+
+    def head_manifest(self, repo: str, ref: str, accept: Sequence[str] = MANIFEST_ACCEPT) -> tuple[str, str, int] | None:
+        """``HEAD /v2/<repo>/manifests/<ref>`` (spec §Checking if content exists).
+
+        Returns ``(media type, digest, size in bytes)``, or ``None`` when the registry answers 404.
+        If the registry omits ``Docker-Content-Digest`` the manifest is fetched to compute it.
+        Any other error status raises.
+        """
+        resp = self._send("HEAD", f"/v2/{repo}/manifests/{ref}", scopes=self._pull(repo), repository=repo,
+                          headers={"Accept": ", ".join(accept)})
+        with resp:
+            if resp.status_code == 404:
+                return None
+            if resp.status_code != 200:
+                raise self._error(resp, f"HEAD manifest {repo}:{ref}")
+            digest = resp.headers.get("Docker-Content-Digest")
+            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            size = int(resp.headers.get("Content-Length") or -1)
+        if not digest or size < 0:
+            data, media_type, digest = self.get_manifest(repo, ref, accept)
+            size = len(data)
+        return media_type, digest, size
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        """``PUT /v2/<repo>/manifests/<ref>`` (spec §Pushing Manifests) with ``Content-Type: media_type``.
+
+        ``ref`` is a tag or the manifest's own digest. Returns the sha256 digest of ``data``.
+        Raises :class:`DigestMismatch` if ``ref`` is a digest ``data`` does not hash to, and
+        :class:`RegistryError` (code ``MANIFEST_BLOB_UNKNOWN``...) when the registry rejects it.
+        """
+        digest = _sha256(data)
+        if ":" in ref and _digest_of(data, ref.split(":", 1)[0]) != ref:
+            raise DigestMismatch(f"manifest for {repo}@{ref} hashes to {digest}")
+        resp = self._send("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo), repository=repo,
+                          headers={"Content-Type": media_type}, data=data)
+        with resp:
+            if resp.status_code not in (200, 201, 202):
+                raise self._error(resp, f"PUT manifest {repo}:{ref}")
+            echoed = resp.headers.get("Docker-Content-Digest")
+        if echoed and echoed.startswith("sha256:") and echoed != digest:
+            raise DigestMismatch(f"{self.registry} stored manifest {repo}:{ref} as {echoed}, expected {digest}")
+        log.debug("pushed manifest %s:%s (%s)", repo, ref, digest)
+        return digest
+
+    def delete_manifest(self, repo: str, ref: str) -> None:
+        """``DELETE /v2/<repo>/manifests/<digest>`` (spec §Deleting Manifests).
+
+        A tag is first resolved to its digest (the spec deletes by digest), which deletes
+        every tag pointing at that manifest. Raises :class:`NotFound` if absent.
+        """
+        if ":" not in ref:
+            head = self.head_manifest(repo, ref)
+            if head is None:
+                raise NotFound(f"{self.registry}: manifest {repo}:{ref} not found", status=404)
+            ref = head[1]
+        resp = self._send("DELETE", f"/v2/{repo}/manifests/{ref}", scopes=[f"repository:{repo}:delete"],
+                          repository=repo)
+        with resp:
+            if resp.status_code not in (200, 202):
+                raise self._error(resp, f"DELETE manifest {repo}@{ref}")
+
+    def list_tags(self, repo: str, page_size: int | None = None) -> list[str]:
+        """``GET /v2/<repo>/tags/list`` (spec §Listing Tags), following ``Link: <...>; rel="next"`` pages.
+
+        Returns the tags in the order the registry gives them (lexical for the distribution registry).
+        Raises :class:`NotFound` for an unknown repository.
+        """
+        url = f"/v2/{repo}/tags/list" + (f"?n={page_size}" if page_size else "")
+        tags: list[str] = []
+        while url:
+            resp = self._send("GET", url, scopes=self._pull(repo), repository=repo)
+            with resp:
+                if resp.status_code != 200:
+                    raise self._error(resp, f"list tags of {repo}")
+                tags.extend(resp.json().get("tags") or [])
+                link = resp.headers.get("Link", "")
+            m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+            url = m.group(1) if m else ""
+        return tags
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        """``HEAD /v2/<repo>/blobs/<digest>`` (spec §Checking if content exists).
+
+        True on 200, False on 404; any other answer raises (never taken as "missing").
+        """
+        resp = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo), repository=repo)
+        with resp:
+            if resp.status_code == 200:
+                return True
+            if resp.status_code == 404:
+                return False
+            raise self._error(resp, f"HEAD blob {repo}@{digest}")
+
+    def get_blob(self, repo: str, digest: str, dest_path: str | os.PathLike[str], expected_size: int | None = None,
+                 progress: ProgressCallback | None = None) -> int:
+        """``GET /v2/<repo>/blobs/<digest>`` (spec §Pulling blobs), streamed to ``dest_path``.
+
+        Redirects (to object storage) are followed without credentials. A broken download
+        is resumed with a ``Range`` request. The bytes are hashed as they arrive; on a digest
+        or size mismatch the file is removed and :class:`DigestMismatch` raised. Writes
+        through ``<dest_path>.part`` and renames at the end. Returns the size in bytes.
+        """
+        validate_digest(digest)
+        dest = pathlib.Path(dest_path)
+        part = dest.with_name(dest.name + ".part")
+        algo = digest.split(":", 1)[0]
+        h, done, total = hashlib.new(algo), 0, expected_size if expected_size is not None else -1
+        failures = 0
+        try:
+            with open(part, "wb") as out:
+                while True:
+                    headers = {"Range": f"bytes={done}-"} if done else {}
+                    resp = self._send("GET", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo),
+                                      repository=repo, headers=headers, stream=True)
+                    with resp:
+                        if resp.status_code == 200 and done:
+                            out.seek(0)
+                            out.truncate()
+                            h, done = hashlib.new(algo), 0
+                        elif resp.status_code not in (200, 206):
+                            raise self._error(resp, f"GET blob {repo}@{digest}")
+                        if total < 0 and resp.status_code == 200 and resp.headers.get("Content-Length"):
+                            total = int(resp.headers["Content-Length"])
+                        try:
+                            for block in resp.iter_content(_READ_BLOCK):
+                                out.write(block)
+                                h.update(block)
+                                done += len(block)
+                                if progress:
+                                    progress(digest, done, max(total, done))
+                        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                                requests.exceptions.Timeout):
+                            failures += 1
+                            if failures > self.retries:
+                                raise RegistryError(f"{self.registry}: download of blob {repo}@{digest} kept "
+                                                    f"breaking off after {done} bytes") from None
+                            log.debug("download of %s broke off at %d bytes; resuming", digest, done)
+                            self._sleep(failures, None)
+                            continue
+                    break
+            got = f"{algo}:" + h.hexdigest()
+            if got != digest or (expected_size is not None and done != expected_size):
+                raise DigestMismatch(f"{self.registry}: blob {repo}@{digest} downloaded as {got} ({done} bytes"
+                                     + (f", expected {expected_size}" if expected_size is not None else "") + ")")
+            os.replace(part, dest)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return done
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """``POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from_repo>`` (spec §Mounting a blob from another repository).
+
+        Asks for push on ``repo`` and pull on ``from_repo``. Returns True when the registry
+        mounted the blob (201); False when it started a normal upload instead (202; that
+        upload session is then used by :meth:`upload_blob`) or refused the source repository.
+        """
+        query = urllib.parse.urlencode({"mount": digest, "from": from_repo})
+        try:
+            resp = self._send("POST", f"/v2/{repo}/blobs/uploads/?{query}",
+                              scopes=self._push(repo) + [f"repository:{from_repo}:pull"], repository=repo)
+        except AuthError as e:
+            log.debug("cannot mount %s from %s into %s: %s", digest, from_repo, repo, e)
+            return False
+        with resp:
+            if resp.status_code == 201:
+                log.debug("mounted %s from %s into %s", digest, from_repo, repo)
+                return True
+            if resp.status_code == 202 and resp.headers.get("Location"):
+                with self._lock:
+                    self._pending_uploads[(repo, digest)] = self._url(resp.headers["Location"])
+                return False
+            if resp.status_code in (401, 403, 404):
+                return False
+            raise self._error(resp, f"mount blob {digest} from {from_repo} into {repo}")
+
+    def start_upload(self, repo: str) -> str:
+        """``POST /v2/<repo>/blobs/uploads/`` (spec §Pushing blobs): open an upload session; returns its URL."""
+        resp = self._send("POST", f"/v2/{repo}/blobs/uploads/", scopes=self._push(repo), repository=repo,
+                          headers={"Content-Length": "0"})
+        with resp:
+            if resp.status_code != 202 or not resp.headers.get("Location"):
+                raise self._error(resp, f"start upload to {repo}")
+            return self._url(resp.headers["Location"])
+
+    def upload_status(self, repo: str, location: str) -> tuple[int, str] | None:
+        """``GET <upload URL>`` (spec §Getting an upload's status): how many bytes the registry holds.
+
+        Returns ``(offset, upload URL to continue with)``, or ``None`` when the session is gone
+        or unusable (404 ``BLOB_UPLOAD_UNKNOWN``, 400 ``BLOB_UPLOAD_INVALID``, 416).
+        """
+        resp = self._send("GET", location, scopes=self._push(repo), repository=repo)
+        with resp:
+            if resp.status_code in (400, 404, 416):
+                return None
+            if resp.status_code not in (200, 204):
+                raise self._error(resp, f"upload status for {repo}")
+            rng = resp.headers.get("Range", "")
+            m = re.fullmatch(r"(?:bytes=)?0-(-?\d+)", rng.strip())
+            end = int(m.group(1)) if m else -1
+            # The distribution registry reports "0-0" both for an empty session and for one byte;
+            # 0 is far more likely, and if wrong the next PATCH gets 416 and the upload restarts.
+            offset = end + 1 if end > 0 else 0
+            return offset, self._url(resp.headers.get("Location") or location)
+
+    def patch_chunk(self, repo: str, location: str, offset: int, chunk: bytes) -> requests.Response:
+        """``PATCH <upload URL>`` with ``Content-Range: <first>-<last>`` (spec §Pushing a blob in chunks).
+
+        Returns the response (the caller reads ``Location`` from a 202); raises only on
+        transport failure after connect retries (:class:`RegistryError`).
+        """
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
+        return self._send("PATCH", location, scopes=self._push(repo), repository=repo, headers=headers, data=chunk)
+
+    def finish_upload(self, repo: str, location: str, digest: str, data: bytes = b"") -> None:
+        """``PUT <upload URL>?digest=<digest>`` (spec §Pushing blobs: closing the upload / monolithic upload).
+
+        ``data`` is the whole blob for a monolithic upload, empty after chunks. Raises
+        :class:`RegistryError` (``DIGEST_INVALID`` when the bytes do not hash to ``digest``).
+        """
+        parts = urllib.parse.urlsplit(location)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True) + [("digest", digest)]
+        url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+        headers = {"Content-Type": "application/octet-stream"}
+        resp = self._send("PUT", url, scopes=self._push(repo), repository=repo, headers=headers, data=data)
+        with resp:
+            if resp.status_code not in (201, 204):
+                raise self._error(resp, f"commit blob {digest} to {repo}")
+
+    def _sleep(self, attempt: int, retry_after: float | None) -> None:
+        if retry_after is not None:
+            delay = min(retry_after, MAX_RETRY_AFTER)
+        else:
+            delay = min(self.backoff * (2 ** (attempt - 1)), MAX_RETRY_AFTER) + random.uniform(0, self.backoff)
+        time.sleep(delay)
+
+    @staticmethod
+    def _retry_after(resp: requests.Response) -> float | None:
+        value = resp.headers.get("Retry-After")
+        if value and value.strip().isdigit():
+            return float(value)
+        return None
+
+    def upload_blob(self, repo: str, source: BlobSource, progress: ProgressCallback | None = None) -> str:
+        """Upload ``source`` into ``repo`` and commit it under ``source.digest``; returns the digest.
+
+        Blobs up to ``chunk_size`` bytes: ``POST`` then one ``PUT ?digest=`` with the body
+        (spec §Monolithic upload). Larger: ``POST``, ``PATCH`` chunks of ``chunk_size`` with
+        ``Content-Range``, ``PUT ?digest=``. When a chunk fails (broken connection, 5xx, 429
+        with ``Retry-After``) the client asks the upload URL how far it got and continues from
+        there; if the registry dropped the session, the upload starts over. Bounded by
+        ``retries`` consecutive failures, then :class:`UploadInterrupted`. Does not check
+        whether the blob already exists (see :meth:`ensure_blob`).
+        """
+        digest, total = source.digest, source.size
+        validate_digest(digest)
+        with self._lock:
+            location = self._pending_uploads.pop((repo, digest), None)
+        if location is None:
+            location = self.start_upload(repo)
+        if progress:
+            progress(digest, 0, total)
+        if total <= self.chunk_size:
+            with source.open() as f:
+                data = f.read()
+            if len(data) != total:
+                raise RegistryError(f"blob {digest} has {len(data)} bytes, expected {total}")
+            try:
+                self.finish_upload(repo, location, digest, data)
+            except RegistryError as e:
+                if isinstance(e, AuthError) or not self.blob_exists(repo, digest):
+                    raise
+            if progress:
+                progress(digest, total, total)
+            return digest
+        failures, offset = 0, 0
+        with source.open() as f:
+            seekable = f.seekable()
+            while offset < total:
+                if seekable:
+                    f.seek(offset)
+                chunk = f.read(min(self.chunk_size, total - offset))
+                if not chunk:
+                    raise RegistryError(f"blob {digest} ended after {offset} bytes, expected {total}")
+                retry_after, why = None, ""
+                try:
+                    resp = self.patch_chunk(repo, location, offset, chunk)
+                except AuthError:
+                    raise
+                except RegistryError as e:
+                    why = str(e)
+                else:
+                    with resp:
+                        if resp.status_code in (202, 204):
+                            location = self._url(resp.headers.get("Location") or location)
+                            offset += len(chunk)
+                            failures = 0
+                            if progress:
+                                progress(digest, offset, total)
+                            continue
+                        if resp.status_code not in RETRY_STATUSES | {400, 404, 416}:
+                            raise self._error(resp, f"upload chunk of {digest} to {repo}")
+                        why = f"HTTP {resp.status_code}"
+                        retry_after = self._retry_after(resp)
+                failures += 1
+                if failures > self.retries:
+                    raise UploadInterrupted(f"{self.registry}: upload of blob {digest} to {repo} failed at byte "
+                                            f"{offset} of {total} after {self.retries} retries ({why})")
+                log.debug("chunk at %d of %s failed (%s); asking the registry how far it got", offset, digest, why)
+                self._sleep(failures, retry_after)
+                status = self.upload_status(repo, location) if seekable else None
+                if status is None:
+                    log.debug("upload session for %s is gone; starting over", digest)
+                    location, offset = self.start_upload(repo), 0
+                else:
+                    offset, location = status
+                    if offset > total:
+                        location, offset = self.start_upload(repo), 0
+                if not seekable and offset:
+                    raise UploadInterrupted(f"{self.registry}: upload of blob {digest} broke off and its source "
+                                            "cannot be reread")
+                if progress:
+                    progress(digest, offset, total)
+        for attempt in range(1, self.retries + 2):
+            try:
+                self.finish_upload(repo, location, digest)
+                return digest
+            except AuthError:
+                raise
+            except RegistryError:
+                if self.blob_exists(repo, digest):
+                    return digest
+                if attempt > self.retries:
+                    raise
+                self._sleep(attempt, None)
+        return digest
+
+    def ensure_blob(self, repo: str, source: BlobSource, mount_from: Sequence[str] = (),
+                    progress: ProgressCallback | None = None) -> str:
+        """Make ``source.digest`` present in ``repo``: exists? -> mount from each of ``mount_from`` -> upload.
+
+        Returns what happened: ``"present"``, ``"mounted"`` or ``"uploaded"``. ``progress`` is
+        called with ``(digest, size, size)`` for a blob that needed no upload.
+        """
+        digest = source.digest
+        if self.blob_exists(repo, digest):
+            result = "present"
+        elif any(self.mount_blob(repo, digest, src) for src in mount_from if src != repo):
+            result = "mounted"
+        else:
+            self.upload_blob(repo, source, progress)
+            return "uploaded"
+        if progress:
+            progress(digest, source.size, source.size)
+        return result
+
+
+# ---------------------------------------------------------------------- high level
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageBlobs:
+    """One image to push: its manifest (bytes and media type), its config and its layers.
+
+    ``config`` is the config JSON bytes or a :class:`BlobSource`. ``layers`` need only the
+    blobs the registry may lack; layers referenced by the manifest but not given must be
+    present or mountable from ``mount_from``.
+    """
+
+    manifest: bytes
+    media_type: str
+    config: bytes | BlobSource
+    layers: Sequence[BlobSource] = ()
+
+
+def _referenced(manifest: bytes) -> list[tuple[str, int]]:
+    try:
+        doc = json.loads(manifest)
+        items = [doc["config"]] + list(doc.get("layers") or [])
+        return [(d["digest"], int(d.get("size", -1))) for d in items]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RegistryError(f"manifest is not a valid image manifest ({type(e).__name__}: {e})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Absent:
+    digest: str
+    size: int
+
+    def open(self) -> BinaryIO:
+        raise RegistryError(f"blob {self.digest} is referenced by the manifest but was not given, is not in the "
+                            "repository and could not be mounted")
+
+
+def _push_blobs(client: RegistryClient, repo: str, image: ImageBlobs, mount_from: Sequence[str],
+                progress: ProgressCallback | None, max_workers: int) -> None:
+    config = BytesBlob(image.config) if isinstance(image.config, (bytes, bytearray)) else image.config
+    given: dict[str, BlobSource] = {}
+    for layer in image.layers:
+        given.setdefault(layer.digest, layer)
+    refs = _referenced(image.manifest)
+    config_digest = refs[0][0]
+    if config.digest != config_digest:
+        raise DigestMismatch(f"the manifest names config {config_digest} but the config given is {config.digest}")
+    layers = [given.get(d, _Absent(d, size)) for d, size in refs[1:]]
+    unique = list({src.digest: src for src in layers if src.digest != config_digest}.values())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_workers),
+                                               thread_name_prefix="blob-push") as pool:
+        futures = [pool.submit(client.ensure_blob, repo, src, mount_from, progress) for src in unique]
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    client.ensure_blob(repo, config, mount_from, progress)
+
+
+def push_image(client: RegistryClient, repo: str, tags: Sequence[str], manifest_bytes: bytes, media_type: str,
+               config: bytes | BlobSource, layer_sources: Sequence[BlobSource] = (),
+               mount_from: str | Sequence[str] | None = None, progress: ProgressCallback | None = None,
+               max_workers: int = 3) -> str:
+    """Push one image and return its manifest digest.
+
+    Order: every layer the manifest references (in parallel on ``max_workers`` threads: exists
+    -> mount from ``mount_from`` -> upload), then the config, then ``PUT`` the manifest by
+    digest, then each tag in ``tags``. If anything fails before the manifest is written, no tag
+    is touched, so a tag never names an image with missing blobs. Layers referenced by the
+    manifest but absent from ``layer_sources`` (base layers) must already be in ``repo`` or be
+    mountable, else :class:`RegistryError`. Raises :class:`DigestMismatch` if ``config`` is not
+    the blob the manifest names.
+    """
+    mounts = [mount_from] if isinstance(mount_from, str) else list(mount_from or ())
+    image = ImageBlobs(manifest_bytes, media_type, config, tuple(layer_sources))
+    _push_blobs(client, repo, image, mounts, progress, max_workers)
+    digest = client.put_manifest(repo, _sha256(manifest_bytes), manifest_bytes, media_type)
+    for tag in tags:
+        client.put_manifest(repo, tag, manifest_bytes, media_type)
+    return digest
+
+
+def push_index(client: RegistryClient, repo: str, tags: Sequence[str], index_bytes: bytes, media_type: str,
+               images: Sequence[ImageBlobs], mount_from: str | Sequence[str] | None = None,
+               progress: ProgressCallback | None = None, max_workers: int = 3) -> str:
+    """Push a multi-platform index: each image (blobs, then manifest by digest), then the index by digest, then tags.
+
+    Every manifest the index lists must be among ``images`` or already in ``repo``; otherwise
+    :class:`RegistryError` is raised before the index is written. Returns the index digest.
+    """
+    if media_type not in _INDEX_TYPES:
+        raise RegistryError(f"{media_type!r} is not an index media type")
+    mounts = [mount_from] if isinstance(mount_from, str) else list(mount_from or ())
+    pushed = set()
+    for image in images:
+        _push_blobs(client, repo, image, mounts, progress, max_workers)
+        pushed.add(client.put_manifest(repo, _sha256(image.manifest), image.manifest, image.media_type))
+    try:
+        listed = [m["digest"] for m in json.loads(index_bytes).get("manifests") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise RegistryError("index is not valid JSON with a 'manifests' list") from None
+    for d in listed:
+        if d not in pushed and client.head_manifest(repo, d) is None:
+            raise RegistryError(f"the index lists manifest {d}, which was not given and is not in {repo}")
+    digest = client.put_manifest(repo, _sha256(index_bytes), index_bytes, media_type)
+    for tag in tags:
+        client.put_manifest(repo, tag, index_bytes, media_type)
+    return digest

@@ -1,0 +1,294 @@
+"""Rendering the Argo Workflow of a pipeline (``workflow.yaml.j2``) from the resolved task graph.
+
+:func:`workflow_context` turns a :class:`~compose_kfp.graph.TaskGraph` and the
+pipeline settings of ``kfp.toml`` into plain data (dicts, lists, strings and
+numbers); :func:`render_workflow` renders ``workflow.yaml.j2`` with it through
+the shared environment (:func:`compose_kfp.render.make_environment`), so a user
+template folder (``[render] templates``) can replace the template.
+
+The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
+(https://argo-workflows.readthedocs.io/en/latest/fields/):
+
+- ``metadata.generateName`` is the DNS-1123 pipeline name plus ``-``;
+  ``spec.arguments.parameters`` are the pipeline params with their defaults;
+- ``spec.entrypoint`` is a DAG template with one task per graph task and
+  ``dependencies`` from the graph (data and ``after``);
+- one container template per step that is used; a step whose tasks need
+  different command lines or wiring (an optional input given in one task and not
+  in another, an output consumed by value in one task only) gets one template per
+  distinct variant, named ``<step>``, ``<step>-2``, ...;
+- values reach containers as template input parameters (``{{inputs.parameters.x}}``);
+  files as input artifacts at ``/tmp/inputs/<x>/data`` (``from`` an upstream output
+  artifact, or ``raw`` data for a literal or param consumed as a file); outputs are
+  written to ``/tmp/outputs/<y>/data`` and exported as an output parameter
+  (``valueFrom.path``) when a consumer reads the value, as an output artifact when a
+  consumer reads the file (and, when nobody consumes it, by its type);
+- with ``pipeline.data_passing = "volume"`` files stay on one volume per workflow
+  (``volumeClaimTemplates``) mounted at ``/mnt/compose-kfp``; each task writes under
+  ``/mnt/compose-kfp/<task>/`` and consumers receive the upstream path as a parameter;
+- placeholders are resolved with :func:`compose_kfp.placeholders.resolve_command_line`,
+  the same resolver the local runner uses; literal strings in third-party commands
+  (``{{workflow.uid}}``) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from compose_kfp import schema
+from compose_kfp.errors import RenderError
+from compose_kfp.graph import Argument, Task, TaskGraph, dns1123_name
+from compose_kfp.placeholders import input_path, io_name, output_path
+from compose_kfp.render import make_environment, render_template
+
+__all__ = ["render_workflow", "workflow_context", "VOLUME_NAME", "VOLUME_MOUNT", "TASK_DIR_PARAM", "WORKFLOW_TEMPLATE"]
+
+log = logging.getLogger(__name__)
+
+#: Template file rendered by :func:`render_workflow`.
+WORKFLOW_TEMPLATE = "workflow.yaml.j2"
+#: Name of the shared volume (``volumeClaimTemplates``) for ``data_passing = "volume"``.
+VOLUME_NAME = "compose-kfp-data"
+#: Where the shared volume is mounted in every container.
+VOLUME_MOUNT = "/mnt/compose-kfp"
+#: Input parameter of a container template, in volume mode, holding the task's folder on the volume.
+TASK_DIR_PARAM = "compose-kfp-task-dir"
+
+_LABEL_MANAGED = "app.kubernetes.io/managed-by"
+_LABEL_PIPELINE = "compose-kfp.io/pipeline"
+_LABEL_STEP = "compose-kfp.io/step"
+
+
+def render_workflow(graph: TaskGraph, manifest: schema.Manifest, *, templates_dir: Path | None = None) -> str:
+    """Render the Argo Workflow YAML of ``graph``.
+
+    Args:
+        graph: the resolved graph; every task must have an image (resolve with ``images=``).
+        manifest: the ``kfp.toml`` the graph came from (pipeline-level settings).
+        templates_dir: a folder overriding built-in templates; default: ``[render] templates``
+            of ``manifest`` relative to ``graph.manifest_path``, or the built-ins only.
+
+    Returns:
+        The Workflow as YAML text (one document).
+
+    Raises:
+        RenderError: a task has no image, names collide after sanitizing, or the template fails.
+        ConfigError: a placeholder cannot be resolved (see :func:`~compose_kfp.placeholders.resolve_command_line`).
+    """
+    if templates_dir is None and manifest.render.templates:
+        templates_dir = graph.manifest_path.parent / manifest.render.templates
+    env = make_environment(templates_dir)
+    return render_template(env, WORKFLOW_TEMPLATE, **workflow_context(graph, manifest))
+
+
+def workflow_context(graph: TaskGraph, manifest: schema.Manifest) -> dict[str, Any]:
+    """The data ``workflow.yaml.j2`` receives: ``{"workflow": {...}}`` (plain data only; see the module docstring).
+
+    Keys of ``workflow``: ``generate_name``, ``name``, ``description``, ``labels``, ``entrypoint``,
+    ``params`` (list of ``{name, value}``), ``service_account``, ``image_pull_secrets`` (names),
+    ``parallelism``, ``ttl``, ``pod_gc``, ``volume`` (``None`` or ``{name, mount_path, size,
+    storage_class, access_modes}``), ``dag`` (``{name, tasks}``; each task ``{name, template,
+    dependencies, parameters, artifacts}``) and ``templates`` (container templates; each
+    ``{name, image, command, args, env, inputs, outputs, resources, retry, timeout,
+    node_selector, tolerations, volume_mounts}``).
+    """
+    pipeline = manifest.pipeline or schema.PipelineConfig()
+    volume_mode = pipeline.data_passing == "volume"
+    builder = _Builder(graph, volume_mode)
+    dag_tasks = [builder.task(task) for task in graph.tasks]
+    templates = builder.templates
+    entrypoint = graph.k8s_name
+    if any(t["name"] == entrypoint for t in templates):
+        entrypoint = dns1123_name(f"{graph.k8s_name}-pipeline")
+    volume = None
+    if volume_mode:
+        volume = {"name": VOLUME_NAME, "mount_path": VOLUME_MOUNT, "size": pipeline.volume.size,
+                  "storage_class": pipeline.volume.storage_class, "access_modes": list(pipeline.volume.access_modes)}
+    return {"workflow": {
+        "name": graph.name,
+        "generate_name": f"{graph.k8s_name}-",
+        "description": graph.description,
+        "labels": {_LABEL_MANAGED: "compose-kfp", _LABEL_PIPELINE: graph.k8s_name},
+        "entrypoint": entrypoint,
+        "params": [{"name": p.name, "value": p.default_text} for p in graph.params],
+        "service_account": pipeline.service_account,
+        "image_pull_secrets": list(pipeline.image_pull_secrets),
+        "parallelism": pipeline.parallelism,
+        "ttl": pipeline.ttl,
+        "pod_gc": pipeline.pod_gc,
+        "volume": volume,
+        "dag": {"name": entrypoint, "tasks": dag_tasks},
+        "templates": templates,
+    }}
+
+
+class _Builder:
+    """Builds DAG tasks and deduplicated container templates, task by task in graph order."""
+
+    def __init__(self, graph: TaskGraph, volume_mode: bool) -> None:
+        self.graph = graph
+        self.volume_mode = volume_mode
+        self.templates: list[dict[str, Any]] = []
+        self._by_content: dict[str, str] = {}
+        self._names: set[str] = set()
+
+    def fail(self, task: Task, message: str) -> RenderError:
+        return RenderError(f"{task.where}: {message}")
+
+    def _upstream_io(self, arg: Argument) -> tuple[str, str]:
+        up = self.graph.task(arg.task)
+        return up.k8s_name, io_name(arg.output)
+
+    def _source_expr(self, arg: Argument, kind: str = "parameters") -> str:
+        if arg.source == "literal":
+            return arg.text
+        if arg.source == "param":
+            return f"{{{{workflow.parameters.{arg.param}}}}}"
+        up, out = self._upstream_io(arg)
+        return f"{{{{tasks.{up}.outputs.{kind}.{out}}}}}"
+
+    def task(self, task: Task) -> dict[str, Any]:
+        if task.image is None:
+            raise self.fail(task, f"step {task.step!r} has no image; resolve the graph with image digests "
+                                  f"(`compose-kfp apply` writes them to kfp.lock)")
+        in_params: list[dict[str, Any]] = []
+        in_artifacts: list[dict[str, Any]] = []
+        arg_params: list[dict[str, Any]] = []
+        arg_artifacts: list[dict[str, Any]] = []
+        values: dict[str, str] = {}
+        paths: dict[str, str] = {}
+        names_in: dict[str, str] = {}
+
+        def claim(name: str, owner: str) -> str:
+            if name in names_in and names_in[name] != owner:
+                raise self.fail(task, f"inputs {names_in[name]!r} and {owner!r} of step {task.step!r} both map to "
+                                      f"the Argo name {name!r}")
+            names_in[name] = owner
+            return name
+
+        task_dir = f"{VOLUME_MOUNT}/{task.k8s_name}"
+        if self.volume_mode:
+            claim(TASK_DIR_PARAM, "(task folder)")
+            in_params.append({"name": TASK_DIR_PARAM})
+            arg_params.append({"name": TASK_DIR_PARAM, "value": task_dir})
+        for arg in task.arguments:
+            name = io_name(arg.input)
+            if arg.uses_value:
+                claim(name, arg.input)
+                in_params.append({"name": name})
+                arg_params.append({"name": name, "value": self._source_expr(arg)})
+                values[arg.input] = f"{{{{inputs.parameters.{name}}}}}"
+            if not arg.uses_path:
+                continue
+            if arg.source == "task" and self.volume_mode:
+                pname = claim(f"{name}-path", arg.input)
+                up, out = self._upstream_io(arg)
+                in_params.append({"name": pname})
+                arg_params.append({"name": pname, "value": f"{VOLUME_MOUNT}/{up}/{out}/data"})
+                paths[arg.input] = f"{{{{inputs.parameters.{pname}}}}}"
+                continue
+            aname = claim(name, arg.input)
+            in_artifacts.append({"name": aname, "path": input_path(arg.input)})
+            if arg.source == "task":
+                arg_artifacts.append({"name": aname, "from": self._source_expr(arg, "artifacts")})
+            else:
+                arg_artifacts.append({"name": aname, "raw": self._source_expr(arg)})
+            paths[arg.input] = input_path(arg.input)
+
+        out_params: list[dict[str, Any]] = []
+        out_artifacts: list[dict[str, Any]] = []
+        out_paths: dict[str, str] = {}
+        names_out: dict[str, str] = {}
+        for out in task.outputs:
+            name = io_name(out.name)
+            if name in names_out:
+                raise self.fail(task, f"outputs {names_out[name]!r} and {out.name!r} of step {task.step!r} both map "
+                                      f"to the Argo name {name!r}")
+            names_out[name] = out.name
+            if self.volume_mode:
+                path = f"{{{{inputs.parameters.{TASK_DIR_PARAM}}}}}/{name}/data"
+            else:
+                path = output_path(out.name)
+            out_paths[out.name] = path
+            if out.as_parameter:
+                out_params.append({"name": name, "path": path})
+            if out.as_artifact and not self.volume_mode:
+                out_artifacts.append({"name": name, "path": path})
+
+        line = task.command_line(values=values, input_paths=paths, output_paths=out_paths,
+                                 known_values=task.known_values)
+        # An input whose placeholder an `if` left out (or that only decided a condition) is not passed at all.
+        used = "\0".join([*line.command, *line.args, *out_paths.values()])
+        kept_params = {p["name"] for p in in_params if f"{{{{inputs.parameters.{p['name']}}}}}" in used}
+        kept_artifacts = {a["name"] for a in in_artifacts if a["path"] in used}
+        in_params = [p for p in in_params if p["name"] in kept_params]
+        arg_params = [p for p in arg_params if p["name"] in kept_params]
+        in_artifacts = [a for a in in_artifacts if a["name"] in kept_artifacts]
+        arg_artifacts = [a for a in arg_artifacts if a["name"] in kept_artifacts]
+        settings = task.settings
+        env = [{"name": k, "value": v} for k, v in task.component.env]
+        env += [{"name": k, "value": v} for k, v in settings.env.items()]
+        template: dict[str, Any] = {
+            "image": task.image,
+            "command": list(line.command),
+            "args": list(line.args),
+            "env": env,
+            "inputs": {"parameters": in_params, "artifacts": in_artifacts},
+            "outputs": {"parameters": out_params, "artifacts": out_artifacts},
+            "resources": _resources(settings.resources),
+            "retry": _retry(settings.retries),
+            "timeout": str(settings.timeout) if settings.timeout else None,
+            "node_selector": dict(settings.node_selector),
+            "tolerations": [t.model_dump(exclude_none=True) for t in settings.tolerations],
+            "volume_mounts": [{"name": VOLUME_NAME, "mountPath": VOLUME_MOUNT}] if self.volume_mode else [],
+            "labels": {_LABEL_STEP: dns1123_name(task.step) or "step"},
+        }
+        return {
+            "name": task.k8s_name,
+            "template": self._template_name(task, template),
+            "dependencies": [self.graph.task(d).k8s_name for d in task.dependencies],
+            "parameters": arg_params,
+            "artifacts": arg_artifacts,
+        }
+
+    def _template_name(self, task: Task, template: dict[str, Any]) -> str:
+        key = json.dumps(template, sort_keys=True)
+        if key in self._by_content:
+            return self._by_content[key]
+        base = dns1123_name(task.step) or "step"
+        name, n = base, 1
+        while name in self._names:
+            n += 1
+            name = dns1123_name(f"{base[:58]}-{n}")
+        self._names.add(name)
+        self._by_content[key] = name
+        self.templates.append({"name": name, **template})
+        return name
+
+
+def _resources(resources: schema.Resources | None) -> dict[str, dict[str, str]] | None:
+    """``{requests, limits}``: cpu and memory requested and limited alike; GPUs as ``nvidia.com/gpu`` limits."""
+    if resources is None:
+        return None
+    requests: dict[str, str] = {}
+    if resources.cpu:
+        requests["cpu"] = resources.cpu
+    if resources.memory:
+        requests["memory"] = resources.memory
+    limits = dict(requests)
+    if resources.gpu:
+        limits["nvidia.com/gpu"] = str(resources.gpu)
+    if not limits:
+        return None
+    return {"requests": requests, "limits": limits}
+
+
+def _retry(retries: int) -> dict[str, Any] | None:
+    """Argo ``retryStrategy``: ``retries`` more attempts on any failure, backoff 10 s doubling up to 5 min per wait."""
+    if not retries:
+        return None
+    return {"limit": str(retries), "retryPolicy": "Always",
+            "backoff": {"duration": "10s", "factor": "2", "cap": "5m"}}

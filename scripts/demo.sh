@@ -16,6 +16,7 @@ HOSTPORT="localhost:$REGISTRY_PORT"
 export COMPOSE_KFP_BASE="$HOSTPORT/compose-kfp/debian-python:bookworm"
 export COMPOSE_KFP_REPOSITORY="$HOSTPORT/examples/iris"
 
+CKFP=${PYTHON:-python3}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 step "registry on 127.0.0.1:$REGISTRY_PORT"
@@ -25,15 +26,15 @@ step "base image $COMPOSE_KFP_BASE"
 bash scripts/make-base-image.sh "$COMPOSE_KFP_BASE"
 
 step "compose-kfp plan ($EXAMPLE)"
-compose-kfp -f "$EXAMPLE/kfp.toml" plan
+"$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" plan
 
 step "compose-kfp apply ($EXAMPLE)"
-compose-kfp -f "$EXAMPLE/kfp.toml" apply --yes
+"$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" apply --yes
 
 step "compose-kfp run --local ($EXAMPLE)"
 RUN_DIR="$COMPOSE_KFP_STATE/runs/iris"
 rm -rf "$RUN_DIR"
-compose-kfp -f "$EXAMPLE/kfp.toml" run --local --run-dir "$RUN_DIR"
+"$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" run --local --run-dir "$RUN_DIR"
 
 ACC_FILE=$(find "$RUN_DIR/evaluate" -path '*accuracy*' -type f | head -n1)
 [ -n "$ACC_FILE" ] || { echo "the evaluate task wrote no accuracy output under $RUN_DIR/evaluate" >&2; exit 1; }

@@ -33,4 +33,4 @@ env = { PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", L
 name = "rootfs"
 rootfs = "$ROOTFS"
 TOML
-compose-kfp ${COMPOSE_KFP_FLAGS:-} -f "$PROJECT/kfp.toml" apply --yes
+"${PYTHON:-python3}" -m compose_kfp ${COMPOSE_KFP_FLAGS:-} -f "$PROJECT/kfp.toml" apply --yes

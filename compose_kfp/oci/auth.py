@@ -196,9 +196,9 @@ class AuthFileKeychain:
 
     A missing file resolves everything to anonymous; a malformed one raises
     :class:`AuthError` naming the file. Lookup order for ``registry`` (and
-    ``repository``): ``credHelpers[registry]``, then the most specific ``auths``
-    key (``host/repo/path`` prefixes first, then the host, Docker Hub aliases
-    included), then ``credsStore``.
+    ``repository``): ``credHelpers[registry]``, then ``credsStore`` (as docker
+    does), then the most specific ``auths`` key (``host/repo/path`` prefixes
+    first, then the host, Docker Hub aliases included).
     """
 
     def __init__(self, path: str | os.PathLike[str], label: str | None = None):
@@ -240,6 +240,13 @@ class AuthFileKeychain:
                     log.debug("credentials for %s from credential helper %s", registry, helpers[_normalize_key(alias)])
                     return cred
                 break
+        store = data.get("credsStore")
+        if store:  # docker: the store answers first; the file's own entry only if the store has none
+            server = "https://index.docker.io/v1/" if registry in _DOCKER_HUB_KEYS else registry
+            cred = run_credential_helper(store, server)
+            if cred:
+                log.debug("credentials for %s from credential store %s", registry, store)
+                return cred
         auths = {}
         for k, v in (data.get("auths") or {}).items():
             auths.setdefault(_normalize_key(k), v)
@@ -255,13 +262,6 @@ class AuthFileKeychain:
                 if cred:
                     log.debug("credentials for %s from %s", registry, self.label)
                     return dataclasses.replace(cred, source=self.label)
-        store = data.get("credsStore")
-        if store:
-            server = "https://index.docker.io/v1/" if registry in _DOCKER_HUB_KEYS else registry
-            cred = run_credential_helper(store, server)
-            if cred:
-                log.debug("credentials for %s from credential store %s", registry, store)
-                return cred
         return ANONYMOUS
 
 

@@ -275,6 +275,7 @@ class RegistryClient:
         self.backoff = backoff
         self.chunk_size = chunk_size
         self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
         self._challenge: _Challenge | None = None
         self._pinged = False
         self._tokens: list[tuple[dict[str, frozenset[str]], str, float]] = []
@@ -468,24 +469,34 @@ class RegistryClient:
         return AuthError(f"{self.registry} refused the credentials{who} from {cred.source}; "
                          "check the user name and password or token", status=status)
 
-    def _token(self, scopes: Sequence[str], repository: str | None, *, force: bool = False) -> str:
+    def _token(self, scopes: Sequence[str], repository: str | None, *, stale: str | None = None) -> str:
+        """A cached token covering ``scopes``; ``stale`` (a token the registry just refused) is never returned."""
         need = _scope_key(scopes)
-        now = time.time()
-        with self._lock:
-            self._tokens = [t for t in self._tokens if t[2] > now]
-            if not force:
+
+        def cached() -> str | None:
+            now = time.time()
+            with self._lock:
+                self._tokens = [t for t in self._tokens if t[2] > now and t[1] != stale]
                 for have, token, _exp in self._tokens:
                     if _covers(have, need):
                         return token
+            return None
+
+        if (token := cached()) is not None:
+            return token
+        with self._fetch_lock:  # one fetch at a time: parallel uploads share the token
+            if (token := cached()) is not None:
+                return token
             challenge = self._challenge
-        assert challenge is not None
-        token, expiry = self._fetch_token(challenge, scopes, repository)
-        with self._lock:
-            self._tokens = [t for t in self._tokens if not _covers(need, t[0])]
-            self._tokens.append((need, token, expiry))
+            assert challenge is not None
+            token, expiry = self._fetch_token(challenge, scopes, repository)
+            with self._lock:
+                self._tokens = [t for t in self._tokens if not _covers(need, t[0])]
+                self._tokens.append((need, token, expiry))
         return token
 
-    def _auth_header(self, url: str, scopes: Sequence[str], repository: str | None, force: bool) -> dict[str, str]:
+    def _auth_header(self, url: str, scopes: Sequence[str], repository: str | None,
+                     stale: str | None) -> dict[str, str]:
         challenge = self._challenge
         if challenge is None:
             return {}
@@ -498,16 +509,32 @@ class RegistryClient:
                                 "use HTTPS for registries that are not on this machine", status=401)
             raw = f"{cred.username or ''}:{cred.password or cred.identity_token or ''}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        return {"Authorization": "Bearer " + self._token(scopes, repository, force=force)}
+        return {"Authorization": "Bearer " + self._token(scopes, repository, stale=stale)}
+
+    def authorize(self, repo: str, *, push: bool = False, mount_from: Sequence[str] = ()) -> None:
+        """Ping if needed and fetch one token up front for everything an operation on ``repo`` needs.
+
+        With Bearer auth this asks for ``pull`` (and ``push``) on ``repo`` and ``pull`` on each
+        ``mount_from`` repository in one token request, so parallel steps share it. No-op for
+        Basic auth or an open registry. Raises :class:`AuthError` if the token service refuses.
+        """
+        self._ensure_pinged()
+        if self._challenge is not None and self._challenge.scheme == "bearer":
+            scopes = (self._push(repo) if push else self._pull(repo)) + \
+                [f"repository:{src}:pull" for src in mount_from if src != repo]
+            self._token(scopes, repo)
 
     def _send(self, method: str, url: str, *, scopes: Sequence[str], repository: str | None,
               headers: Mapping[str, str] | None = None, data=None, stream: bool = False) -> requests.Response:
         """Send one authenticated request; on a 401 refresh the token once and resend."""
         self._ensure_pinged()
         url = self._url(url)
+        stale = None
         for attempt in (0, 1):
             hdrs = dict(headers or {})
-            hdrs.update(self._auth_header(url, scopes, repository, force=attempt == 1))
+            hdrs.update(self._auth_header(url, scopes, repository, stale))
+            if attempt == 0 and hdrs.get("Authorization", "").startswith("Bearer "):
+                stale = hdrs["Authorization"][7:]
             log.debug("%s %s", method, self._shown(url))
             resp = self._raw(method, url, headers=hdrs, data=data, stream=stream)
             if resp.status_code != 401:
@@ -528,9 +555,11 @@ class RegistryClient:
                 with self._lock:
                     self._challenge = _Challenge("basic", params)
                 continue
-            if params.get("error") == "insufficient_scope":
-                raise AuthError(f"{self.registry} denied access to {', '.join(scopes)}", status=401)
-            raise self._refused(self._credential(repository), 401)
+            cred = self._credential(repository)
+            if params.get("error") == "insufficient_scope" and not cred.anonymous:
+                raise AuthError(f"{self.registry} denied {cred.source} access to {', '.join(scopes)}; check that "
+                                "the account may read (and, to push, write) this repository", status=401)
+            raise self._refused(cred, 401)
         raise AssertionError("unreachable")
 
     def _error(self, resp: requests.Response, what: str) -> RegistryError:
@@ -1036,6 +1065,7 @@ def push_image(client: RegistryClient, repo: str, tags: Sequence[str], manifest_
     """
     mounts = [mount_from] if isinstance(mount_from, str) else list(mount_from or ())
     image = ImageBlobs(manifest_bytes, media_type, config, tuple(layer_sources))
+    client.authorize(repo, push=True, mount_from=mounts)
     _push_blobs(client, repo, image, mounts, progress, max_workers)
     digest = client.put_manifest(repo, _sha256(manifest_bytes), manifest_bytes, media_type)
     for tag in tags:
@@ -1054,6 +1084,7 @@ def push_index(client: RegistryClient, repo: str, tags: Sequence[str], index_byt
     if media_type not in _INDEX_TYPES:
         raise RegistryError(f"{media_type!r} is not an index media type")
     mounts = [mount_from] if isinstance(mount_from, str) else list(mount_from or ())
+    client.authorize(repo, push=True, mount_from=mounts)
     pushed = set()
     for image in images:
         _push_blobs(client, repo, image, mounts, progress, max_workers)

@@ -1,0 +1,286 @@
+"""The distribution API client against the real CNCF registry, in its three auth variants."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import pathlib
+import socket
+
+import pytest
+
+from compose_kfp.oci.auth import AuthFileKeychain, Credential, StaticKeychain
+from compose_kfp.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError
+from compose_kfp.oci.registry import (
+    MANIFEST_ACCEPT,
+    BytesBlob,
+    FileBlob,
+    ImageBlobs,
+    RegistryClient,
+    push_image,
+    push_index,
+)
+from tests.fixtures.registry import BASIC_PASSWORD, FaultProxy, image_json, tar_layer
+
+pytestmark = pytest.mark.registry
+
+VARIANTS = ["registry", "registry_basic", "registry_token"]
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(params=VARIANTS)
+def server(request):
+    return request.getfixturevalue(request.param)
+
+
+def client_for(server, *, password=None, chunk_size=4096, **kw) -> RegistryClient:
+    if server.username:
+        cred = Credential(username=server.username, password=password or server.password, source="test keychain")
+        keychain = StaticKeychain({server.host: cred})
+    else:
+        keychain = StaticKeychain({})
+    kw.setdefault("backoff", 0.01)
+    return RegistryClient(server.host, keychain, chunk_size=chunk_size, **kw)
+
+
+def small_image(seed: str, big: int = 10_000):
+    """Two layers: one larger than the 4 KiB test chunk size (chunked upload), one small (monolithic)."""
+    big_data = random.Random(seed).randbytes(big)  # incompressible
+    layers = [tar_layer({"data/big.bin": big_data}), tar_layer({"etc/hello.txt": f"hello {seed}\n".encode()})]
+    manifest, config = image_json(layers, cmd=["/bin/true"])
+    return manifest, config, layers
+
+
+def test_push_pull_roundtrip_by_tag_and_digest(server, unique_repo, tmp_path, caplog):
+    manifest, config, layers = small_image(unique_repo)
+    assert layers[0].size > 4096 >= layers[1].size
+    seen: dict[str, tuple[int, int]] = {}
+    with caplog.at_level(logging.DEBUG), client_for(server) as client:
+        digest = push_image(client, unique_repo, ["v1", "latest"], manifest, OCI_MANIFEST, config, layers,
+                            progress=lambda d, done, total: seen.__setitem__(d, (done, total)))
+        assert digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+        for ref in ("v1", "latest", digest):
+            data, media_type, got = client.get_manifest(unique_repo, ref)
+            assert (data, media_type, got) == (manifest, OCI_MANIFEST, digest)
+        assert client.head_manifest(unique_repo, "v1") == (OCI_MANIFEST, digest, len(manifest))
+        for blob in [*layers, BytesBlob(config)]:
+            dest = tmp_path / blob.digest.replace(":", "_")
+            assert client.get_blob(unique_repo, blob.digest, dest, expected_size=blob.size) == blob.size
+            assert FileBlob(dest).digest == blob.digest
+            assert seen[blob.digest] == (blob.size, blob.size)
+        assert client.list_tags(unique_repo) == ["latest", "v1"]
+        assert client.list_tags(unique_repo, page_size=1) == ["latest", "v1"]  # Link pagination
+    if server.password:
+        assert server.password not in caplog.text
+
+
+def test_second_push_uploads_nothing(registry, fault_proxy, unique_repo):
+    proxy = fault_proxy(registry)
+    manifest, config, layers = small_image(unique_repo)
+    client = RegistryClient(proxy.host, StaticKeychain({}), chunk_size=4096)
+    first = push_image(client, unique_repo, ["v1"], manifest, OCI_MANIFEST, config, layers)
+    uploaded = proxy.bytes_in
+    assert uploaded >= sum(blob.size for blob in layers) + len(config)
+    assert push_image(client, unique_repo, ["v1"], manifest, OCI_MANIFEST, config, layers) == first
+    assert proxy.bytes_in - uploaded == 2 * len(manifest)  # only the manifest PUTs (by digest, by tag)
+    assert not proxy.records("PATCH", rf"/v2/{unique_repo}/blobs/uploads/")[3:]  # 3 PATCHes, first push only
+
+
+def test_wrong_credentials_are_refused(request, unique_repo, caplog, capsys):
+    for name in ("registry_basic", "registry_token"):
+        server = request.getfixturevalue(name)
+        with caplog.at_level(logging.DEBUG):
+            client = client_for(server, password="wrong-" + BASIC_PASSWORD)
+            with pytest.raises(AuthError) as exc:
+                client.blob_exists(unique_repo, "sha256:" + "0" * 64)
+        message = str(exc.value)
+        assert server.host in message and "refused the credentials" in message and "'tester'" in message
+        assert BASIC_PASSWORD not in message + caplog.text + repr(client) + str(capsys.readouterr())
+        anonymous = RegistryClient(server.host, StaticKeychain({}))
+        with pytest.raises(AuthError, match=rf"{server.host} requires credentials and none were found"):
+            anonymous.head_manifest(unique_repo, "latest")
+
+
+def test_credentials_from_docker_config_file(registry_basic, unique_repo, tmp_path):
+    import base64
+
+    cfg = tmp_path / "config.json"
+    auth = base64.b64encode(f"{registry_basic.username}:{registry_basic.password}".encode()).decode()
+    cfg.write_text(json.dumps({"auths": {f"http://{registry_basic.host}": {"auth": auth}}}))
+    client = RegistryClient(registry_basic.host, AuthFileKeychain(cfg))
+    assert client.ping() == "basic"
+    assert client.head_manifest(unique_repo, "nope") is None
+
+
+def test_identity_token_and_token_cache(registry_token, unique_repo):
+    tokens = registry_token.token_server
+    tokens.refresh_tokens["refresh-" + BASIC_PASSWORD] = registry_token.username
+    keychain = StaticKeychain({registry_token.host: Credential(identity_token="refresh-" + BASIC_PASSWORD)})
+    client = RegistryClient(registry_token.host, keychain, chunk_size=4096)
+    before = len(tokens.issued)
+    manifest, config, layers = small_image(unique_repo)
+    digest = push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config, layers)
+    assert client.get_manifest(unique_repo, "t")[2] == digest
+    assert client.blob_exists(unique_repo, layers[0].digest)
+    issued = tokens.issued[before:]
+    # one pull+push token serves the whole push and the pulls after it
+    assert issued == [("tester", [f"repository:{unique_repo}:pull,push"])]
+
+
+def test_expired_token_is_refreshed_once(registry_token, unique_repo):
+    tokens = registry_token.token_server
+    client = client_for(registry_token)
+    manifest, config, layers = small_image(unique_repo)
+    push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config, layers)
+    before = len(tokens.issued)
+    tokens.expire_next = 1  # the next token is already expired: the registry itself answers 401
+    client2 = client_for(registry_token)
+    assert client2.get_manifest(unique_repo, "t")[0] == manifest
+    assert len(tokens.issued) - before == 2
+    tokens.expire_next = 2  # expired twice in a row: refreshed only once, then a clear error
+    client3 = client_for(registry_token)
+    with pytest.raises(AuthError, match="refused the credentials"):
+        client3.get_manifest(unique_repo, "t")
+    tokens.expire_next = 0
+
+
+def test_missing_things(server, unique_repo, tmp_path):
+    client = client_for(server)
+    missing = "sha256:" + "1" * 64
+    assert client.blob_exists(unique_repo, missing) is False
+    assert client.head_manifest(unique_repo, "nope") is None
+    with pytest.raises(NotFound) as exc:
+        client.get_manifest(unique_repo, "nope")
+    assert exc.value.status == 404 and exc.value.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    with pytest.raises(NotFound):
+        client.get_blob(unique_repo, missing, tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
+    with pytest.raises(NotFound):
+        client.list_tags(unique_repo)
+
+
+def test_delete_manifest(registry, unique_repo):
+    client = client_for(registry)
+    manifest, config, layers = small_image(unique_repo)
+    digest = push_image(client, unique_repo, ["gone"], manifest, OCI_MANIFEST, config, layers)
+    client.delete_manifest(unique_repo, "gone")
+    assert client.head_manifest(unique_repo, digest) is None
+    with pytest.raises(NotFound):
+        client.delete_manifest(unique_repo, "gone")
+
+
+def _blob_data_path(server, digest: str) -> pathlib.Path:
+    hexd = digest.split(":", 1)[1]
+    return server.storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+
+def test_corrupted_blob_and_manifest_are_detected(registry, unique_repo, tmp_path):
+    client = client_for(registry)
+    manifest, config, layers = small_image(unique_repo)
+    digest = push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config, layers)
+    path = _blob_data_path(registry, layers[1].digest)
+    path.write_bytes(b"X" * layers[1].size)  # same size, other bytes
+    with pytest.raises(DigestMismatch, match=layers[1].digest):
+        client.get_blob(unique_repo, layers[1].digest, tmp_path / "layer")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+    _blob_data_path(registry, digest).write_bytes(manifest.replace(b'"schemaVersion":2', b'"schemaVersion": 2'))
+    with pytest.raises(DigestMismatch):
+        client.get_manifest(unique_repo, digest)
+    with pytest.raises(DigestMismatch):
+        client.get_manifest(unique_repo, "t")  # by tag: body vs Docker-Content-Digest
+
+
+def test_push_refuses_incomplete_images(registry, unique_repo):
+    client = client_for(registry)
+    manifest, config, layers = small_image(unique_repo)
+    with pytest.raises(RegistryError, match="referenced by the manifest but was not given"):
+        push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config, layers[:1])
+    with pytest.raises(DigestMismatch, match="config"):
+        push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config + b" ", layers)
+    assert client.head_manifest(unique_repo, "t") is None
+    # the registry itself also refuses a manifest whose blobs are missing
+    with pytest.raises(RegistryError) as exc:
+        client.put_manifest(unique_repo, "t", manifest, OCI_MANIFEST)
+    assert exc.value.code == "MANIFEST_BLOB_UNKNOWN"
+
+
+def test_cross_repository_mount(server, unique_repo):
+    client = client_for(server)
+    manifest, config, layers = small_image(unique_repo)
+    push_image(client, unique_repo + "-base", ["b"], manifest, OCI_MANIFEST, config, layers)
+    other = client_for(server)
+    assert other.mount_blob(unique_repo + "-app", layers[0].digest, unique_repo + "-base") is True
+    assert other.blob_exists(unique_repo + "-app", layers[0].digest)
+    # the layer sources are not needed: blobs are mounted from the base repository
+    descriptors = [type("D", (), {"digest": b.digest, "size": b.size})() for b in layers]
+    digest = push_image(other, unique_repo + "-app", ["a"], manifest, OCI_MANIFEST, config, descriptors,
+                        mount_from=unique_repo + "-base")
+    assert other.get_manifest(unique_repo + "-app", "a")[2] == digest
+    # unknown blob in the source repository: 202, falls back to an upload through that session
+    fresh = tar_layer({"new.txt": unique_repo.encode()})
+    assert other.mount_blob(unique_repo + "-app", fresh.digest, unique_repo + "-base") is False
+    other.upload_blob(unique_repo + "-app", fresh)
+    assert other.blob_exists(unique_repo + "-app", fresh.digest)
+
+
+def test_push_index(server, unique_repo):
+    client = client_for(server)
+    images, entries = [], []
+    for arch in ("amd64", "arm64"):
+        layers = [tar_layer({"arch.txt": arch.encode()})]
+        manifest, config = image_json(layers)
+        config = config.replace(b'"amd64"', f'"{arch}"'.encode())
+        doc = json.loads(manifest)
+        doc["config"]["digest"] = BytesBlob(config).digest
+        doc["config"]["size"] = len(config)
+        manifest = json.dumps(doc).encode()
+        images.append(ImageBlobs(manifest, OCI_MANIFEST, config, layers))
+        entries.append({"mediaType": OCI_MANIFEST, "digest": BytesBlob(manifest).digest, "size": len(manifest),
+                        "platform": {"os": "linux", "architecture": arch}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    digest = push_index(client, unique_repo, ["multi"], index, OCI_INDEX, images)
+    assert client.get_manifest(unique_repo, "multi") == (index, OCI_INDEX, digest)
+    for entry in entries:
+        assert client.get_manifest(unique_repo, entry["digest"])[2] == entry["digest"]
+    bad = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                      "manifests": [{**entries[0], "digest": "sha256:" + "2" * 64}]}).encode()
+    with pytest.raises(RegistryError, match="not given and is not in"):
+        push_index(client, unique_repo, ["bad"], bad, OCI_INDEX, [])
+    assert client.head_manifest(unique_repo, "bad") is None
+
+
+def test_accept_list_covers_oci_and_docker():
+    assert set(MANIFEST_ACCEPT) == {
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json"}
+
+
+def _non_loopback_ip() -> str | None:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))  # no packet is sent; picks the outgoing interface
+            ip = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_no_credentials_over_plain_http_to_remote_hosts(registry_basic, unique_repo, caplog):
+    ip = _non_loopback_ip()
+    if ip is None:
+        pytest.skip("no non-loopback address on this machine")
+    proxy = FaultProxy(registry_basic, bind=ip)
+    try:
+        client = RegistryClient(proxy.host, StaticKeychain({proxy.host: Credential("tester", BASIC_PASSWORD)}),
+                                insecure=True)
+        with caplog.at_level(logging.DEBUG):
+            with pytest.raises(AuthError, match="refusing to send credentials .* over plain HTTP"):
+                client.head_manifest(unique_repo, "latest")
+        assert proxy.records() and all(r.authorization is None for r in proxy.records())
+        assert BASIC_PASSWORD not in caplog.text
+    finally:
+        proxy.stop()

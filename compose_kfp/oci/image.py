@@ -92,6 +92,14 @@ def _base_type(media_type: str | None) -> str | None:
     return media_type.split(";", 1)[0].strip().lower() or None
 
 
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
+
+
 def _load_json(data: bytes | str, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
@@ -109,8 +117,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object (spec field names, ``None`` fields left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The JSON object (spec field names; ``null`` members left out at every depth)."""
+        return _strip_none(self.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     def to_bytes(self) -> bytes:
         """Canonical JSON serialisation (see the module docstring)."""

@@ -1,0 +1,238 @@
+"""Rendering the KFP v2 pipeline package (IR YAML) of a pipeline with the ``kfp`` SDK.
+
+The SDK is the reference for the KFP v2 format, so this module does not write IR
+itself: it loads each step's rendered component file with
+:func:`kfp.components.load_component_from_text`, calls the components the way a
+hand-written ``@dsl.pipeline`` function would, wired exactly as the
+:class:`~compose_kfp.graph.TaskGraph` says, and compiles with
+:class:`kfp.compiler.Compiler` (https://www.kubeflow.org/docs/components/pipelines/user-guides/core-functions/compile-a-pipeline/).
+
+Mapping from the graph:
+
+- pipeline params -> pipeline inputs with their defaults (``str``, ``int``, ``float``,
+  ``bool``, ``list``, ``dict`` by the default's type);
+- each task -> one pipeline task named after the task (its component is the step's
+  component renamed to the task name, with the image the graph pinned);
+- literal arguments -> constants converted to the input's type; component defaults are
+  left to KFP; params -> pipeline inputs; task outputs -> ``task.outputs[...]``
+  (names as KFP sanitizes them: ``"Data file"`` -> ``data_file``);
+- ``after`` -> ``.after(...)``; data dependencies are implied by the wiring;
+- step settings: ``resources`` -> cpu/memory requests and limits, GPUs as
+  ``nvidia.com/gpu`` accelerator; ``retries`` -> ``set_retry`` with the same backoff as
+  the Argo Workflow; ``env`` -> ``set_env_variable``. ``timeout``, ``node_selector`` and
+  ``tolerations`` have no KFP v2 IR form without the ``kfp-kubernetes`` extension; they
+  are left out with a warning in the log.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compose_kfp.component import canonical_type
+from compose_kfp.errors import RenderError
+from compose_kfp.graph import Argument, Task, TaskGraph
+
+__all__ = ["render_kfp_pipeline", "build_kfp_pipeline"]
+
+log = logging.getLogger(__name__)
+
+_PY_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool, "JsonArray": list, "JsonObject": dict}
+
+
+def render_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str], out_path: Path) -> Path:
+    """Compile ``graph`` into a KFP v2 pipeline package (IR YAML) at ``out_path``.
+
+    Args:
+        graph: the resolved graph (with images).
+        component_yaml: step name -> the text of its rendered KFP component file (v1 ``component.yaml``).
+        out_path: the file to write (parent folders are created); overwritten if present.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        RenderError: a step's component text is missing or invalid, or the SDK refuses the
+            wiring (for example a literal for an artifact input, which KFP v2 cannot pass).
+    """
+    from kfp import compiler
+
+    pipeline = build_kfp_pipeline(graph, component_yaml)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(out_path))
+    except Exception as exc:  # the SDK raises many unrelated types; all mean "cannot compile"
+        raise RenderError(f"{graph.manifest_path}: pipeline {graph.name!r}: the KFP compiler failed: {exc}") from exc
+    _repair_header(pipeline, graph, out_path)
+    log.info("wrote KFP pipeline package %s (%d tasks)", out_path, len(graph.tasks))
+    return out_path
+
+
+def _repair_header(pipeline: Any, graph: TaskGraph, out_path: Path) -> None:
+    """Comment out the lines a multi-line param default breaks out of the compiler's ``# Inputs:`` header.
+
+    ``kfp.compiler`` writes a header comment listing the pipeline inputs with their
+    defaults verbatim (``pipeline_spec_builder.extract_comments_from_pipeline_spec``); a
+    default holding a line break ends the comment early and the package no longer loads.
+    The header is recomputed with the same SDK function; when the file starts with it,
+    every line of it that is not a comment gets ``#`` in front. The YAML body is untouched.
+    """
+    from google.protobuf import json_format
+    from kfp.compiler import pipeline_spec_builder
+
+    text = out_path.read_text(encoding="utf-8")
+    try:
+        header = pipeline_spec_builder.extract_comments_from_pipeline_spec(
+            json_format.MessageToDict(pipeline.pipeline_spec), graph.description)
+    except Exception:  # an SDK without this helper: nothing to repair the same way
+        header = ""
+    if header and text.startswith(header):
+        fixed = "".join(line if line.startswith("#") else "#    " + line for line in header.splitlines(True))
+        if fixed != header:
+            out_path.write_text(fixed + text[len(header):], encoding="utf-8")
+    try:
+        list(yaml.safe_load_all(out_path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{out_path}: the KFP compiler wrote a package that is not valid YAML: {exc}") from exc
+
+
+def build_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str]):
+    """The ``kfp`` pipeline object (a ``GraphComponent``) of ``graph``, ready for ``Compiler().compile``.
+
+    Raises:
+        RenderError: see :func:`render_kfp_pipeline`.
+    """
+    from kfp import dsl
+
+    docs = {step: _component_doc(graph, step, component_yaml) for step in graph.steps}
+    params = list(graph.params)
+
+    def pipeline_func(*channels: Any) -> None:
+        by_param = {p.name: channel for p, channel in zip(params, channels)}
+        tasks: dict[str, Any] = {}
+        for task in graph.tasks:
+            tasks[task.name] = _add_task(graph, task, docs[task.step], by_param, tasks)
+
+    pipeline_func.__name__ = graph.k8s_name.replace("-", "_")
+    pipeline_func.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default,
+                          annotation=_PY_TYPES[p.type])
+        for p in params
+    ])
+    try:
+        return dsl.pipeline(name=graph.k8s_name, description=graph.description)(pipeline_func)
+    except RenderError:
+        raise
+    except Exception as exc:
+        raise RenderError(f"{graph.manifest_path}: pipeline {graph.name!r}: the KFP SDK refused it: {exc}") from exc
+
+
+def _component_doc(graph: TaskGraph, step: str, component_yaml: Mapping[str, str]) -> dict[str, Any]:
+    text = component_yaml.get(step)
+    if text is None:
+        raise RenderError(f"{graph.manifest_path}: steps.{step}: no rendered component file for this step")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RenderError(f"{graph.manifest_path}: steps.{step}: the rendered component is not YAML: {exc}") from exc
+    if not isinstance(doc, dict) or "implementation" not in doc:
+        raise RenderError(f"{graph.manifest_path}: steps.{step}: the rendered component has no `implementation`")
+    container = doc["implementation"].get("container") if isinstance(doc["implementation"], dict) else None
+    for cond in _if_conditions([container.get("command"), container.get("args")] if isinstance(container, dict) else []):
+        if not (isinstance(cond, dict) and set(cond) == {"isPresent"}):
+            raise RenderError(f"{graph.manifest_path}: steps.{step}: the component uses an `if` placeholder with "
+                              f"condition {cond!r}; KFP v2 only supports {{isPresent: INPUT}} conditions, so this "
+                              f"step can be rendered for Argo but not as a KFP v2 pipeline")
+    return doc
+
+
+def _if_conditions(value: Any):
+    """Every ``cond`` of an ``if`` placeholder in ``value`` (nested ones included)."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _if_conditions(item)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "if" and isinstance(inner, dict):
+                yield inner.get("cond")
+            yield from _if_conditions(inner)
+
+
+def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mapping[str, Any],
+              tasks: Mapping[str, Any]) -> Any:
+    from kfp import components
+    from kfp.dsl import utils as kfp_utils
+
+    doc = json.loads(json.dumps(doc))  # a private copy
+    doc["name"] = task.name
+    container = doc.get("implementation", {}).get("container")
+    if task.image is not None and isinstance(container, dict):
+        container["image"] = task.image
+    try:
+        component = components.load_component_from_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        kwargs: dict[str, Any] = {}
+        for arg in task.arguments:
+            if arg.from_default:
+                continue
+            name = kfp_utils.sanitize_input_name(arg.input)
+            if arg.source == "param":
+                kwargs[name] = by_param[arg.param]
+            elif arg.source == "task":
+                kwargs[name] = tasks[arg.task].outputs[kfp_utils.sanitize_input_name(arg.output)]
+            else:
+                kwargs[name] = _constant(task, arg)
+        kfp_task = component(**kwargs)
+        after = [tasks[name] for name in task.after]
+        if after:
+            kfp_task.after(*after)
+        _apply_settings(task, kfp_task)
+    except RenderError:
+        raise
+    except Exception as exc:
+        raise RenderError(f"{task.where}: the KFP SDK refused task {task.name!r} (step {task.step!r}): {exc}") from exc
+    return kfp_task
+
+
+def _constant(task: Task, arg: Argument) -> Any:
+    """A literal converted to the Python type KFP expects for the input's type (text for untyped inputs)."""
+    spec_in = task.component.input(arg.input)
+    in_type = canonical_type(spec_in.type) if spec_in is not None else None
+    value = arg.value
+    if in_type == "String" or in_type is None:
+        return arg.text
+    if in_type in ("JsonArray", "JsonObject") and isinstance(value, str):
+        return json.loads(value)
+    if in_type == "Float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if in_type in _PY_TYPES:
+        return value
+    raise RenderError(f"{arg.key}: KFP v2 cannot pass a literal to input {arg.input!r} of type {spec_in.type} "
+                      f"(an artifact); pass it from another task's output or change the input's type")
+
+
+def _apply_settings(task: Task, kfp_task: Any) -> None:
+    settings = task.settings
+    res = settings.resources
+    if res is not None:
+        if res.cpu:
+            kfp_task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu)
+        if res.memory:
+            kfp_task.set_memory_request(res.memory).set_memory_limit(res.memory)
+        if res.gpu:
+            kfp_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(res.gpu)
+    if settings.retries:
+        kfp_task.set_retry(num_retries=settings.retries, backoff_duration="10s", backoff_factor=2.0,
+                           backoff_max_duration="300s")
+    for name, value in settings.env.items():
+        kfp_task.set_env_variable(name, value)
+    skipped = [k for k in ("timeout", "node_selector", "tolerations") if getattr(settings, k)]
+    if skipped:
+        log.warning("%s: %s not expressible in a KFP v2 pipeline package without kfp-kubernetes; left out",
+                    task.where, ", ".join(skipped))

@@ -1,0 +1,273 @@
+"""The ``compose-kfp`` command line (typer). Thin: commands parse options, call the library, print.
+
+Structure, for whoever adds a command (``plan``, ``apply``, ``render``, ``run``, ``lock``):
+
+- global options live on :func:`_global` and end up in :class:`Settings`
+  (``ctx.obj``); a command gets it with ``settings = _settings(ctx)``;
+- a command loads what it needs with ``settings.project()`` (the whole checked
+  project) or ``settings.manifest()`` (the manifest only), passing its own
+  command-line overrides of kfp.toml keys as ``overrides={"image.repository": ...}``;
+- it raises :class:`~compose_kfp.errors.ComposeError` (or lets
+  :class:`~compose_kfp.oci.errors.OCIError` through) and never prints errors or
+  exits itself: :func:`main` is the one error boundary (message on stderr,
+  :func:`~compose_kfp.errors.exit_code_for` as status, a traceback only with ``--debug``);
+- normal output goes to stdout through ``settings.out`` (silenced by ``-q``),
+  progress and notes to stderr through ``settings.err``; a command that returns an
+  ``int`` makes it the exit status (``plan --exit-code``).
+
+Exit codes are those of :mod:`compose_kfp.errors`; usage errors (unknown option,
+missing argument) exit 1.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Mapping, NoReturn, Optional
+
+import typer
+from typer.exceptions import TyperException
+from rich.console import Console
+
+from compose_kfp import __version__
+from compose_kfp.errors import ComposeError, ConfigError, exit_code_for
+from compose_kfp.oci.errors import OCIError
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="compose-kfp",
+    help="Declarative, daemonless builds of Kubeflow Pipelines images, components and workflows from kfp.toml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class Settings:
+    """Global options, resolved. ``project_dir`` is absolute; ``file`` is the kfp.toml given with ``-f``, if any."""
+
+    quiet: bool = False
+    verbose: int = 0
+    debug: bool = False
+    project_dir: Path = field(default_factory=Path.cwd)
+    file: Path | None = None
+    env: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Console(file=sys.stdout, quiet=self.quiet, highlight=False, soft_wrap=True)
+        self.err = Console(file=sys.stderr, quiet=self.quiet, highlight=False, soft_wrap=True)
+
+    @property
+    def manifest_path(self) -> Path:
+        """The kfp.toml to use: ``-f`` (relative to ``-C``), else ``kfp.toml`` in ``-C`` (default: cwd)."""
+        if self.file is not None:
+            return self.file if self.file.is_absolute() else self.project_dir / self.file
+        return self.project_dir / "kfp.toml"
+
+    def manifest(self, overrides: Mapping[str, Any] | None = None):
+        """The validated manifest (:func:`compose_kfp.schema.load_manifest`)."""
+        from compose_kfp.schema import load_manifest
+
+        return load_manifest(self.manifest_path, env=self.env, overrides=overrides)
+
+    def project(self, overrides: Mapping[str, Any] | None = None):
+        """The checked project (:func:`compose_kfp.project.load_project`)."""
+        from compose_kfp.project import load_project
+
+        return load_project(self.manifest_path, env=self.env, overrides=overrides)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Settings):  # a command invoked without the callback (tests calling it directly)
+        obj = ctx.find_root().obj = Settings()
+    return obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"compose-kfp {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False,
+                                         help="More detail (-vv: debug log).")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug log, and a traceback with errors.")] = False,
+    project_dir: Annotated[Optional[Path], typer.Option(
+        "-C", "--project-dir", help="Run as if started in this folder.", file_okay=False)] = None,
+    file: Annotated[Optional[Path], typer.Option(
+        "-f", "--file", help="The kfp.toml to use (default: kfp.toml in the project folder).", dir_okay=False)] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Declarative, daemonless builds of Kubeflow Pipelines images, components and workflows from kfp.toml."""
+    folder = (project_dir or Path.cwd()).expanduser()
+    if project_dir is not None and not folder.is_dir():
+        raise ConfigError(f"-C {project_dir}: no such folder.")
+    settings = Settings(quiet=quiet and not debug, verbose=verbose, debug=debug,
+                        project_dir=folder.resolve(), file=file.expanduser() if file else None)
+    _configure_logging(settings)
+    ctx.obj = settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    level = logging.WARNING
+    if settings.quiet:
+        level = logging.ERROR
+    if settings.verbose == 1:
+        level = logging.INFO
+    if settings.verbose >= 2 or settings.debug:
+        level = logging.DEBUG
+    root = logging.getLogger("compose_kfp")
+    for handler in list(root.handlers):
+        if getattr(handler, "_compose_kfp_cli", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._compose_kfp_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(
+        "%(levelname)s %(name)s: %(message)s" if level == logging.DEBUG else "%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+# --------------------------------------------------------------------------- commands
+
+class SchemaFormat(str, enum.Enum):
+    """Output formats of ``compose-kfp schema``."""
+
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command()
+def schema(
+    ctx: typer.Context,
+    fmt: Annotated[SchemaFormat, typer.Option("--format", help="json (JSON Schema) or markdown (key reference).")
+                   ] = SchemaFormat.json,
+) -> None:
+    """Print the JSON Schema of kfp.toml (for editors), or the key reference as Markdown."""
+    from compose_kfp.schema import json_schema, reference_markdown
+
+    settings = _settings(ctx)
+    text = json.dumps(json_schema(), indent=2) if fmt is SchemaFormat.json else reference_markdown()
+    settings.out.print(text, markup=False, end="\n" if not text.endswith("\n") else "")
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing kfp.toml.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Project name (default: the folder name).")] = None,
+    base: Annotated[str, typer.Option("--base", help="Base image reference.")] = "python:3.11-slim",
+    repository: Annotated[Optional[str], typer.Option(
+        "--repository", help="Destination repository (default: oci:build/image, a local OCI layout).")] = None,
+) -> None:
+    """Write a starting kfp.toml for the project folder (detects src/, data/, requirements.txt, typed functions)."""
+    from compose_kfp.project import detect_steps, scaffold_manifest
+    from compose_kfp.schema import display_path, load_manifest
+
+    settings = _settings(ctx)
+    target = settings.manifest_path
+    if target.exists() and not force:
+        raise ConfigError(f"{display_path(target)} already exists; use `compose-kfp init --force` to replace it.")
+    text = scaffold_manifest(settings.project_dir, name=name, base=base, repository=repository)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    previous = target.read_bytes() if target.exists() else None
+    target.write_text(text, encoding="utf-8")
+    try:
+        loaded = load_manifest(target, env={})
+    except ConfigError:
+        # --name/--base/--repository were not valid: leave no broken file behind.
+        if previous is None:
+            target.unlink()
+        else:
+            target.write_bytes(previous)
+        raise
+    steps = detect_steps(settings.project_dir)
+    settings.out.print(f"wrote {display_path(target)}: {len(loaded.manifest.image.layers or [])} layer(s), "
+                       f"{len(steps)} step(s){': ' + ', '.join(s.name for s in steps) if steps else ''}",
+                       markup=False)
+    settings.out.print("next: edit [pipeline] to connect the steps, then run `compose-kfp validate`", markup=False)
+
+
+@app.command()
+def validate(ctx: typer.Context) -> None:
+    """Load kfp.toml, its step components and the task graph; print OK or the first problem."""
+    settings = _settings(ctx)
+    project = settings.project()
+    manifest = project.manifest
+    tasks = len(project.graph.tasks) if project.graph is not None else 0
+    settings.out.print(
+        f"OK {project.loaded.display_path}: {len(manifest.steps)} step(s), {tasks} task(s), "
+        f"{len(manifest.image.layers or [])} layer(s)", markup=False)
+
+
+# --------------------------------------------------------------------------- error boundary
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); the process entry point.
+
+    The one error boundary: a :class:`ComposeError` or :class:`OCIError` prints
+    ``error: <message>`` on stderr and exits with :func:`exit_code_for`; usage errors
+    exit 1; Ctrl-C exits 130; anything else is a bug, reported as such (exit 1).
+    A traceback is printed only with ``--debug`` (or ``COMPOSE_KFP_DEBUG=1``).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("COMPOSE_KFP_DEBUG") == "1"
+    try:
+        result = app(args=args, prog_name="compose-kfp", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except (ComposeError, OCIError) as error:
+        code = exit_code_for(error)
+        _report(error, debug)
+    except typer.Exit as e:
+        code = e.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        code = 1
+    except TyperException as e:  # usage errors: unknown option, missing argument, bad value
+        show = getattr(e, "show", None)
+        if callable(show):
+            show(file=sys.stderr)
+        else:  # pragma: no cover - every typer usage error has show()
+            print(f"error: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except Exception as error:  # noqa: BLE001 - the boundary: a bug, reported briefly
+        code = 1
+        if debug:
+            _report(error, debug)
+        else:
+            print(f"internal error: {type(error).__name__}: {error}\n"
+                  "This is a bug in compose-kfp; run again with --debug for the traceback and report it.",
+                  file=sys.stderr)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def _report(error: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"error: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

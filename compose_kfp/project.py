@@ -1,0 +1,237 @@
+"""A compose-kfp project: the validated ``kfp.toml``, its step components and its task graph.
+
+:func:`load_project` is what every command that needs more than the manifest
+calls. It fails early, at load time, for everything that can be known without
+the network: the manifest itself (:func:`compose_kfp.schema.load_manifest`),
+each step's interface (:func:`compose_kfp.components.step_components`: missing
+function, untyped parameter, broken component file) and the pipeline's task
+graph (:func:`compose_kfp.graph.resolve_graph`: a missing step, task, output or
+param, a type mismatch between an output and the input it feeds, a cycle).
+
+:func:`scaffold_manifest` writes the starting ``kfp.toml`` of ``compose-kfp init``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from compose_kfp.errors import ComposeError
+from compose_kfp.schema import LoadedManifest, Manifest, load_manifest
+
+if TYPE_CHECKING:  # imported for types only; the modules are imported when a project is loaded
+    from compose_kfp.component import ComponentSpec
+    from compose_kfp.graph import TaskGraph
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Project", "load_project", "scaffold_manifest", "detect_steps", "DetectedStep"]
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded and checked project.
+
+    Attributes:
+        loaded: the manifest with its path, folder and value sources.
+        components: step name -> its component interface, in ``[steps.*]`` order
+            (images not pinned yet: ``ComponentSpec.image`` is ``None`` for Python steps).
+        graph: the resolved task graph, or ``None`` when kfp.toml has no ``[pipeline]``.
+    """
+
+    loaded: LoadedManifest
+    components: Mapping[str, "ComponentSpec"]
+    graph: "TaskGraph | None"
+
+    @property
+    def manifest(self) -> Manifest:
+        """The validated ``kfp.toml`` model."""
+        return self.loaded.manifest
+
+    @property
+    def root(self) -> Path:
+        """The project folder (the folder of ``kfp.toml``); relative paths in the manifest start here."""
+        return self.loaded.root
+
+    @property
+    def path(self) -> Path:
+        """The absolute path of ``kfp.toml``."""
+        return self.loaded.path
+
+
+def load_project(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Project:
+    """Load ``kfp.toml`` (a file, or a folder holding one; default: the current directory) and check it whole.
+
+    ``env`` and ``overrides`` are passed to :func:`compose_kfp.schema.load_manifest`
+    (``None`` env means ``os.environ``; overrides are dotted key paths from the command line).
+
+    Raises:
+        ConfigError: the manifest is invalid, or a task refers to a missing step, task,
+            output or param, an output's type does not fit the input it feeds, or the
+            tasks form a cycle. Messages name ``kfp.toml``, the line where it can be
+            found, and the key path.
+        StepError: a step's function or component file cannot be turned into a component.
+    """
+    loaded = load_manifest(Path(path) if path is not None else Path.cwd(), env=env, overrides=overrides)
+    from compose_kfp.components import step_components
+    from compose_kfp.graph import resolve_graph
+
+    try:
+        components = step_components(loaded.manifest, loaded.root)
+        graph = None
+        if loaded.manifest.pipeline is not None:
+            graph = resolve_graph(loaded.manifest, components, manifest_path=loaded.path)
+    except ComposeError as error:
+        raise _located(error, loaded) from error
+    log.debug("loaded %s: %d steps, %d tasks", loaded.display_path, len(components),
+              len(graph.tasks) if graph else 0)
+    return Project(loaded=loaded, components=components, graph=graph)
+
+
+_KEY_PATH = re.compile(r"(?P<key>[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*): ")
+
+
+def _located(error: ComposeError, loaded: LoadedManifest) -> ComposeError:
+    """``error`` with ``kfp.toml:LINE`` when its message starts with ``<kfp.toml path>: <key path>: ``.
+
+    The component and graph modules name the manifest file and the key path; the
+    line is known here (from the manifest text), so it is added here. Any other
+    message is returned unchanged (the same object).
+    """
+    message = str(error)
+    for prefix in (str(loaded.path), loaded.display_path):
+        if message.startswith(prefix + ": "):
+            rest = message[len(prefix) + 2:]
+            m = _KEY_PATH.match(rest)
+            if not m:
+                break
+            return type(error)(f"{loaded.where(m.group('key'))}: {rest}")
+    return error
+
+
+# --------------------------------------------------------------------------- init
+
+_SIMPLE_NAME = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class DetectedStep:
+    """A function that ``init`` proposes as a step: ``file`` (relative, posix) and ``function`` name."""
+
+    name: str
+    file: str
+    function: str
+
+
+def detect_steps(root: Path, folder: str = "src") -> list[DetectedStep]:
+    """Public top-level functions in ``root/folder/**/*.py`` with a fully typed signature.
+
+    A function qualifies when every parameter has an annotation, it has a return
+    annotation, it takes no ``*args``/``**kwargs`` and its name does not start with
+    ``_``; test files (``test_*.py``, ``*_test.py``, ``tests/``) are skipped. The code is
+    parsed (``ast``), never imported. Files are visited in sorted order, functions in
+    file order; a function name already taken gets the file stem as prefix
+    (``other_load``). Files that do not parse are skipped with a log message.
+    """
+    base = root / folder
+    if not base.is_dir():
+        return []
+    found: list[DetectedStep] = []
+    taken: set[str] = set()
+    for file in sorted(base.rglob("*.py")):
+        rel = file.relative_to(root).as_posix()
+        if file.name.startswith("test_") or file.stem.endswith("_test") or "tests" in file.relative_to(base).parts:
+            continue
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"), filename=rel)
+        except (SyntaxError, UnicodeDecodeError, ValueError) as e:
+            log.info("init: skipping %s: %s", rel, e)
+            continue
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
+                continue
+            a = node.args
+            params = a.posonlyargs + a.args + a.kwonlyargs
+            if a.vararg or a.kwarg or node.returns is None or any(p.annotation is None for p in params):
+                continue
+            name = node.name
+            if name in taken:
+                name = f"{file.stem}_{node.name}"
+            taken.add(name)
+            found.append(DetectedStep(name=name, file=rel, function=node.name))
+    return found
+
+
+def _toml_str(value: str) -> str:
+    """A TOML basic string (JSON string escapes are valid TOML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_str(key)
+
+
+def scaffold_manifest(root: Path, *, name: str | None = None, base: str = "python:3.11-slim",
+                      repository: str | None = None) -> str:
+    """The text of a starting ``kfp.toml`` for the project in ``root``.
+
+    Detects ``requirements.txt``, ``data/`` and ``src/`` (one layer each, in that order,
+    as the defaults of ``[[image.layers]]``) and typed functions in ``src/`` as steps
+    (:func:`detect_steps`). ``name`` defaults to the folder name made lowercase
+    (``[a-z0-9-]``); ``repository`` defaults to ``oci:build/image`` (a local OCI
+    layout: works without a registry). The result is valid for
+    :func:`compose_kfp.schema.load_manifest` as it is; a commented ``[pipeline]``
+    shows how to connect the steps.
+    """
+    project = name or _SIMPLE_NAME.sub("-", root.resolve().name.lower()).strip("-") or "project"
+    repo = repository or "oci:build/image"
+    out = [
+        f"# kfp.toml of {project}: written by `compose-kfp init`; edit freely.",
+        "# Every key is described in the README (\"kfp.toml reference\") and in `compose-kfp schema`.",
+        "",
+        "[project]",
+        f"name = {_toml_str(project)}",
+        "",
+        "[image]",
+        f"base = {_toml_str(base)}",
+        "# Where images go: a registry repository such as \"ghcr.io/you/" + project + "\", or oci:PATH",
+        "# for a local OCI image layout. Credentials are never written here (see [image.auth]).",
+        f"repository = {_toml_str(repo)}",
+        'workdir = "/app"',
+        'env = { PYTHONUNBUFFERED = "1" }',
+    ]
+    layers = []
+    if (root / "requirements.txt").is_file():
+        layers.append(("deps", 'requirements = "requirements.txt"'))
+    if (root / "data").is_dir():
+        layers.append(("data", 'paths = ["data"]'))
+    if (root / "src").is_dir():
+        layers.append(("src", 'paths = ["src"]'))
+    if layers:
+        out += ["", "# Layers on top of the base, base first: what changes least comes first."]
+    for layer_name, line in layers:
+        out += ["", "[[image.layers]]", f"name = {_toml_str(layer_name)}", line]
+    steps = detect_steps(root)
+    for step in steps:
+        out += ["", f"[steps.{_toml_key(step.name)}]", f"function = {_toml_str(step.file + ':' + step.function)}"]
+    out += ["", "# Connect the steps into a pipeline, e.g.:", "# [pipeline]", f"# name = {_toml_str(project)}",
+            "# params = { n_estimators = 100 }"]
+    if steps:
+        first = steps[0].name
+        out += [f"# [pipeline.tasks.{_toml_key(first)}]", f"# step = {_toml_str(first)}",
+                '# args.some_input = { param = "n_estimators" }',
+                '# args.other_input = { task = "upstream_task", output = "output" }']
+    else:
+        out += ["# [steps.train]", '# function = "src/model.py:train"',
+                "# [pipeline.tasks.train]", '# step = "train"']
+    return "\n".join(out) + "\n"

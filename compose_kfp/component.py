@@ -117,6 +117,8 @@ class ComponentSpec:
         env: extra container environment, in order.
         source: where the spec came from (``src/iris.py:train`` or a file path), for messages.
         python_function: ``"path.py:function"`` when the step runs through ``compose_kfp.runtime``.
+        file_outputs: KFP v1 ``fileOutputs``: ``(output name, absolute path)`` pairs for outputs the
+            command writes at a fixed path of its own instead of an ``outputPath`` placeholder.
     """
 
     name: str
@@ -130,6 +132,7 @@ class ComponentSpec:
     source: str = ""
     python_function: str | None = None
     annotations: tuple[tuple[str, str], ...] = field(default=())
+    file_outputs: tuple[tuple[str, str], ...] = ()
 
     def input(self, name: str) -> InputSpec | None:
         """The input called ``name``, or ``None``."""
@@ -182,6 +185,8 @@ class ComponentSpec:
             container["args"] = [_plain(a) for a in self.args]
         if self.env:
             container["env"] = dict(self.env)
+        if self.file_outputs:
+            container["fileOutputs"] = dict(self.file_outputs)
         doc["implementation"] = {"container": container}
         return doc
 

@@ -256,6 +256,9 @@ class OCILayout:
         config is stored as ``config.raw_bytes()`` and must match
         ``manifest.config``; the manifest as ``manifest.raw_bytes()``. An
         existing entry with the same tag is replaced; other entries are kept.
+        Docker v2.2 manifests may be stored too (the spec allows any
+        descriptor), but some tools (skopeo 1.9) only list OCI manifests in a
+        layout: use :func:`write_docker_dir` for those.
 
         Raises:
             LayoutError: a layer blob is in none of the places above.
@@ -344,7 +347,60 @@ def read_docker_dir(path: str | os.PathLike[str], *, platform: str | Platform | 
     return _read_image(store, raw, None, str(p))
 
 
+def write_docker_dir(path: str | os.PathLike[str], manifest: Manifest, config: ImageConfig, *,
+                     layers: Iterable[Layer] = (), sources: Sequence[BlobStore] = ()) -> Descriptor:
+    """Write one image as a skopeo ``dir:`` folder (OCI or Docker v2.2 manifest); return its descriptor.
+
+    Blobs are taken from ``layers`` or ``sources`` like :meth:`OCILayout.write_image`
+    and written atomically (temporary file, rename); ``manifest.json`` comes last.
+
+    Raises:
+        LayoutError: a blob is unavailable. DigestMismatch: config or a blob does not match.
+    """
+    p = pathlib.Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    config_raw = config.raw_bytes()
+    if sha256_digest(config_raw) != manifest.config.digest:
+        raise DigestMismatch(f"config does not match the manifest's config descriptor {manifest.config.digest}")
+    _atomic_write(p / manifest.config.digest.split(":", 1)[1], config_raw)
+    by_digest = {ly.digest: ly for ly in layers}
+    for d in manifest.layers:
+        target = p / d.digest.split(":", 1)[1]
+        if target.is_file() and target.stat().st_size == d.size:
+            continue
+        if d.digest in by_digest:
+            opener = by_digest[d.digest].open
+        else:
+            src = next((s for s in sources if s.has(d.digest)), None)
+            if src is None:
+                raise LayoutError(f"layer {d.digest} is not available for {p}: not among the given layers or sources")
+            opener = lambda s=src, dg=d.digest: s.open(dg)  # noqa: E731
+        staging = BlobStore(p / ".staging")
+        with opener() as f:
+            staging.put_stream(f, d.digest)
+        os.replace(staging.path(d.digest), target)
+    with contextlib.suppress(OSError):
+        for leftover in (p / ".staging" / "blobs" / "sha256", p / ".staging" / "blobs", p / ".staging"):
+            leftover.rmdir()
+    _atomic_write(p / "version", DIR_VERSION.encode())
+    raw = manifest.raw_bytes()
+    _atomic_write(p / "manifest.json", raw)
+    return manifest.descriptor()
+
+
 # --------------------------------------------------------------------------- docker save
+
+
+def _repo_tags(entry: Mapping[str, Any]) -> list[str]:
+    """An archive entry's RepoTags, plus their short forms (``docker.io/library/x:1`` also as ``x:1``)."""
+    out: list[str] = []
+    for t in entry.get("RepoTags") or []:
+        out.append(t)
+        for prefix in ("docker.io/library/", "docker.io/"):
+            if t.startswith(prefix):
+                out.append(t[len(prefix):])
+                break
+    return out
 
 
 def _is_gzip(f: Any) -> bool:
@@ -391,7 +447,7 @@ def read_docker_archive(path: str | os.PathLike[str], store: BlobStore | str | o
             raise LayoutError(f"{p}: manifest.json is not valid JSON") from None
         if not isinstance(entries, list) or not entries:
             raise LayoutError(f"{p}: manifest.json lists no images")
-        entry = _choose(entries, lambda e: list(e.get("RepoTags") or []), tag, p)
+        entry = _choose(entries, _repo_tags, tag, p)
         config_raw = member(entry["Config"]).read()
         config = ImageConfig.from_bytes(config_raw, MEDIA_TYPE_DOCKER_CONFIG)
         diff_ids = config.rootfs.diff_ids
@@ -422,4 +478,4 @@ def read_docker_archive(path: str | os.PathLike[str], store: BlobStore | str | o
     return LocalImage(manifest, config, bs, manifest.descriptor(), tag or (tags[0] if tags else None))
 
 
-__all__ = ["DIR_VERSION", "LocalImage", "OCILayout", "read_docker_archive", "read_docker_dir"]
+__all__ = ["DIR_VERSION", "LocalImage", "OCILayout", "read_docker_archive", "read_docker_dir", "write_docker_dir"]

@@ -63,6 +63,17 @@ def _check(spec: ComponentSpec, text: str) -> None:
         raise RenderError(f"component {spec.name!r}: the template produced {type(doc).__name__}, not a mapping")
     expected = spec.to_dict()
     for key in ("name", "description", "inputs", "outputs", "implementation"):
-        if doc.get(key) != expected.get(key):
+        got, want = doc.get(key), expected.get(key)
+        if got != want:
+            if isinstance(got, list) and isinstance(want, list):
+                diff = next((n for n, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+                got = got[diff] if diff < len(got) else "(missing)"
+                want = want[diff] if diff < len(want) else "(nothing)"
+                key = f"{key}[{diff}]"
             raise RenderError(f"component {spec.name!r}: the rendered '{key}' differs from the component spec "
-                              f"(got {doc.get(key)!r}, expected {expected.get(key)!r}); check the template")
+                              f"(got {_short(got)}, expected {_short(want)}); check the template")
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -438,12 +438,12 @@ class _Analyzer:
         kind, type_name, optional, python_path = self._classify(ann, lineno, name, allow_output=True)
         p = Parameter(name=name, kind=kind, type=type_name, annotation=_expr_text(ann),
                       optional=optional, positional_only=posonly, python_path=python_path, lineno=lineno)
-        if default is not None:
+        if default is not None and kind == "output_path":
+            # Python needs a default after defaulted parameters; it is never used: the runtime always passes it.
+            p.has_default = True
+        elif default is not None:
             p.has_default = True
             p.optional = True
-            if kind == "output_path":
-                raise SignatureError(self.path, lineno, name,
-                                     "an OutputPath parameter cannot have a default; the runtime always passes it")
             try:
                 p.default = ast.literal_eval(default)
                 p.default_is_literal = True

@@ -1,0 +1,168 @@
+"""``kfp.lock``: what the last ``apply`` resolved, meant to be committed next to ``kfp.toml``.
+
+Format (JSON, keys sorted, two-space indent, newline at the end; written
+atomically: temporary file in the same folder, then rename)::
+
+    {
+      "version": 1,
+      "base": {"reference": "python:3.11-slim",
+               "platforms": {"linux/amd64": {"digest": "sha256:…", "top_digest": "sha256:…"}}},
+      "images": {
+        "main": {"repository": "ghcr.io/acme/iris", "digest": "sha256:…",
+                 "tags": ["kfp-…", "latest"], "steps": ["load", "train"],
+                 "platforms": {"linux/amd64": {
+                     "manifest": "sha256:…", "config": "sha256:…", "base": "sha256:…", "base_layers": 3,
+                     "layers": [{"name": "deps", "kind": "requirements", "key": "sha256:…",
+                                 "digest": "sha256:…", "diff_id": "sha256:…", "size": 123,
+                                 "media_type": "application/vnd.oci.image.layer.v1.tar+gzip"}, …]}}}},
+      "rendered": {"build/components/train.yaml": "sha256:…"}
+    }
+
+``digest`` of an image is the index digest for several platforms, else the
+manifest digest. ``key`` is recorded for ``requirements`` layers only (the
+requirements key does not depend on where the project is checked out; the file
+layers' keys contain inode numbers and modification times and would make the
+lock differ between two checkouts of the same commit).
+
+``--frozen`` (CI): the locked base digests are used instead of resolving the
+base tag, and :func:`check_frozen` raises :class:`~compose_kfp.errors.StaleError`
+when the lock the run would write differs from the committed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from compose_kfp.errors import ConfigError, StaleError
+from compose_kfp.planner import Plan
+
+#: File name, next to kfp.toml.
+LOCK_NAME = "kfp.lock"
+LOCK_VERSION = 1
+
+
+def lock_path(root: Path | str) -> Path:
+    """``<root>/kfp.lock``."""
+    return Path(root) / LOCK_NAME
+
+
+def read_lock(root: Path | str) -> dict[str, Any] | None:
+    """The parsed ``kfp.lock`` of the project at ``root``, or ``None`` when there is none.
+
+    Raises:
+        ConfigError: the file is not JSON, or not a kfp.lock of a known version (the message says how to fix it).
+    """
+    path = lock_path(root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); delete it and run `compose-kfp apply` to write it again, "
+                          "or restore it from version control.") from None
+    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
+        raise ConfigError(f"{path}: not a kfp.lock of version {LOCK_VERSION}; delete it and run "
+                          "`compose-kfp apply` to write it again.")
+    return data
+
+
+def lock_from_plan(plan: Plan, rendered: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The lock describing ``plan`` once applied, or ``None`` when some digest is known only after apply.
+
+    Args:
+        plan: a plan (from :func:`compose_kfp.planner.plan`, or the resolved plan apply returns).
+        rendered: rendered file path (relative to the project) -> sha256 hex.
+    """
+    images: dict[str, Any] = {}
+    base: dict[str, Any] = {}
+    for image in plan.images:
+        if image.after is None:
+            return None
+        plats: dict[str, Any] = {}
+        for p in image.platforms:
+            if p.manifest_after is None:
+                return None
+            layers = []
+            for ly in p.layers:
+                if ly.action == "remove":
+                    continue
+                entry = {"name": ly.name, "kind": ly.kind, "digest": ly.after, "diff_id": ly.diff_id,
+                         "size": ly.size, "media_type": ly.media_type}
+                if ly.kind == "requirements":
+                    entry["key"] = ly.key
+                layers.append(entry)
+            n_base = 0
+            if p.recipe.base_manifest:
+                n_base = len(json.loads(p.recipe.base_manifest).get("layers") or [])
+            plats[p.platform] = {"manifest": p.manifest_after, "config": p.config_after, "base": p.base.after,
+                                 "base_layers": n_base, "layers": layers}
+            base.setdefault("reference", p.base.reference)
+            base.setdefault("platforms", {})[p.platform] = {"digest": p.base.after, "top_digest": p.base.top_digest}
+        images[image.name] = {"repository": image.repository, "digest": image.after, "tags": list(image.tags),
+                              "steps": list(image.steps), "platforms": plats}
+    return {"version": LOCK_VERSION, "base": base, "images": images,
+            "rendered": {k: f"sha256:{v}" for k, v in sorted((rendered or {}).items())}}
+
+
+def dumps(lock: Mapping[str, Any]) -> str:
+    """The file text of ``lock``: sorted keys, two-space indent, trailing newline (stable across runs)."""
+    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
+def write_lock(root: Path | str, lock: Mapping[str, Any]) -> Path:
+    """Write ``kfp.lock`` atomically (temporary file in the same folder, fsync, rename); return its path."""
+    path = lock_path(root)
+    tmp = path.with_name(f".{LOCK_NAME}.tmp-{os.getpid()}")
+    data = dumps(lock).encode("utf-8")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def diff_locks(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """Dotted key paths where ``old`` and ``new`` differ (``images.main.digest``), sorted; empty when equal."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        elif a != b:
+            out.append(path or "(whole file)")
+
+    walk(old, new, "")
+    return out
+
+
+def check_frozen(root: Path | str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+    """``--frozen``: raise :class:`StaleError` unless the lock would stay exactly as committed.
+
+    ``new`` is ``None`` when a digest can only be known after building (a requirements layer whose key is not
+    in the lock), which also counts as a change.
+    """
+    path = lock_path(root)
+    if old is None:
+        raise StaleError(f"{path}: --frozen needs a kfp.lock; run `compose-kfp apply` without --frozen and commit "
+                         "kfp.lock.")
+    if new is None:
+        raise StaleError(f"{path} is out of date (--frozen): a layer would have to be rebuilt (its inputs are not "
+                         "the locked ones). Run `compose-kfp apply` without --frozen and commit kfp.lock.")
+    changed = diff_locks(old, new)
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise StaleError(f"{path} is out of date (--frozen): {shown} would change. Run `compose-kfp apply` "
+                         "without --frozen and commit kfp.lock.")
+
+
+__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "diff_locks", "dumps", "lock_from_plan", "lock_path",
+           "read_lock", "write_lock"]

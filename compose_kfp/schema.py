@@ -890,9 +890,10 @@ def _parse_toml(text: str, shown: str, index: "_KeyIndex") -> dict[str, Any]:
             dup = index.duplicates[0] if index.duplicates else None
             if dup is not None:
                 key, line, first = dup
+                what = "table" if msg.startswith("Cannot declare") else "key"
                 raise ConfigError(
-                    f"{shown}:{line}: {_dotted(key)}: invalid TOML: this key is already defined on line {first}; "
-                    "each key may be set once (merge the two, or remove one)."
+                    f"{shown}:{line}: {_dotted(key)}: invalid TOML: this {what} is already defined on line "
+                    f"{first}; each {what} may be defined once (merge the two, or remove one)."
                 ) from None
         where = f"{shown}:{line}" + (f":{col}" if col else "") if line else shown
         source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
@@ -1323,6 +1324,7 @@ class _KeyIndex:
         self.lines: dict[tuple, int] = {}
         self.duplicates: list[tuple[tuple, int, int]] = []
         self._aot: dict[tuple, int] = {}
+        self._tables: dict[tuple, int] = {}  # explicitly declared [tables] -> line
         self._scan(text)
 
     def line_for(self, loc: Sequence[Any]) -> int | None:
@@ -1384,6 +1386,9 @@ class _KeyIndex:
                 if keys is None:
                     continue
                 table = self._resolve(keys)
+                if table in self._tables:
+                    self.duplicates.append((table, lineno, self._tables[table]))
+                self._tables.setdefault(table, lineno)
                 for n in range(1, len(table) + 1):
                     self._record(table[:n], lineno, value=False)
                 continue

@@ -204,6 +204,7 @@ _GOOGLE_SECTIONS = {
 }
 _GOOGLE_HEADER = re.compile(r"^([A-Za-z][A-Za-z ]*):\s*$")
 _GOOGLE_ITEM = re.compile(r"^\*{0,2}([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
+_NUMPY_TYPED = re.compile(r"^\*{0,2}[A-Za-z_][A-Za-z0-9_]*\s+:(\s|$)")  # "name : type"
 _NUMPY_ITEM = re.compile(r"^\*{0,2}([A-Za-z_][A-Za-z0-9_]*)\s*(?::\s*(.*))?$")
 
 
@@ -305,8 +306,8 @@ def _items(body: list[str]) -> dict[str, str]:
             continue
         if _indent(line) == base:
             stripped = line.strip()
-            g = _GOOGLE_ITEM.match(stripped)
             n = _NUMPY_ITEM.match(stripped)
+            g = None if _NUMPY_TYPED.match(stripped) else _GOOGLE_ITEM.match(stripped)
             if g:
                 current = items.setdefault(g.group(1), [])
                 if g.group(3).strip():

@@ -438,6 +438,8 @@ class _Analyzer:
         kind, type_name, optional, python_path = self._classify(ann, lineno, name, allow_output=True)
         p = Parameter(name=name, kind=kind, type=type_name, annotation=_expr_text(ann),
                       optional=optional, positional_only=posonly, python_path=python_path, lineno=lineno)
+        if optional and kind == "output_path":
+            raise SignatureError(self.path, lineno, name, "an output cannot be Optional; the runtime always passes it")
         if default is not None and kind == "output_path":
             # Python needs a default after defaulted parameters; it is never used: the runtime always passes it.
             p.has_default = True
@@ -452,8 +454,6 @@ class _Analyzer:
                 p.default_is_literal = False
             if p.default_is_literal and p.default is not None and kind == "value":
                 _check_default(self.path, lineno, name, type_name, p.default)
-        elif optional and kind == "output_path":
-            raise SignatureError(self.path, lineno, name, "an output cannot be Optional; the runtime always passes it")
         return p
 
     def _string_annotation(self, ann: ast.expr, lineno: int, name: Optional[str]) -> ast.expr:

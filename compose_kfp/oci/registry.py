@@ -55,6 +55,12 @@ from urllib3.util.retry import Retry
 
 from compose_kfp.oci.auth import ANONYMOUS, Credential, Keychain, default_keychain
 from compose_kfp.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError
+from compose_kfp.oci.image import (
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+)
 from compose_kfp.oci.reference import validate_digest
 
 __all__ = [
@@ -74,13 +80,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Media types accepted for manifests (OCI and Docker v2.2 manifests and indexes).
-_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_ACCEPT: tuple[str, ...] = (_OCI_MANIFEST, _OCI_INDEX, _DOCKER_MANIFEST, _DOCKER_LIST)
-_INDEX_TYPES = frozenset({_OCI_INDEX, _DOCKER_LIST})
+#: Media types accepted for manifests (OCI and Docker v2.2 manifests and indexes), most preferred first.
+MANIFEST_ACCEPT: tuple[str, ...] = (
+    MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST)
+_INDEX_TYPES = frozenset({MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST})
 
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 60.0

@@ -77,6 +77,34 @@ def test_push_pull_roundtrip_by_tag_and_digest(server, unique_repo, tmp_path, ca
         assert server.password not in caplog.text
 
 
+def test_push_an_image_built_with_the_oci_core(server, unique_repo, tmp_path):
+    from compose_kfp.oci.image import ImageConfig, Manifest, append
+    from compose_kfp.oci.layer import build_mapping_layer
+
+    store = tmp_path / "store"
+    layers = [
+        build_mapping_layer({"/app/data.bin": random.Random(unique_repo).randbytes(9000)}, store=store),
+        build_mapping_layer({"/app/main.py": b"print('hi')\n"}, store=store),
+    ]
+    manifest, config = append(None, None, layers, platform="linux/amd64", cmd=["python3", "/app/main.py"])
+    with client_for(server) as client:
+        digest = push_image(client, unique_repo, ["core"], manifest.to_bytes(), manifest.effective_media_type,
+                            config.to_bytes(), layers)
+        assert digest == manifest.digest
+        for ref in ("core", digest):
+            data, media_type, got = client.get_manifest(unique_repo, ref)
+            pulled = Manifest.from_bytes(data, media_type)
+            assert got == digest and pulled.digest == digest
+        assert [d.digest for d in pulled.layers] == [layer.digest for layer in layers]
+        client.get_blob(unique_repo, pulled.config.digest, tmp_path / "config.json")
+        pulled_config = ImageConfig.from_bytes((tmp_path / "config.json").read_bytes())
+        assert pulled_config.rootfs.diff_ids == [layer.diff_id for layer in layers]
+        for layer in layers:
+            client.get_blob(unique_repo, layer.digest, tmp_path / "layer", expected_size=layer.size)
+            with layer.open() as f:
+                assert (tmp_path / "layer").read_bytes() == f.read()
+
+
 def test_second_push_uploads_nothing(registry, fault_proxy, unique_repo):
     proxy = fault_proxy(registry)
     manifest, config, layers = small_image(unique_repo)
@@ -284,3 +312,91 @@ def test_no_credentials_over_plain_http_to_remote_hosts(registry_basic, unique_r
         assert BASIC_PASSWORD not in caplog.text
     finally:
         proxy.stop()
+
+
+def _issue_certs(work: pathlib.Path) -> dict[str, pathlib.Path]:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject, key, issuer, issuer_key, *, ca=False, san=None, usage=None):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        if usage:
+            b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def write(path, obj):
+        if isinstance(obj, ec.EllipticCurvePrivateKey):
+            data = obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+        else:
+            data = obj.public_bytes(serialization.Encoding.PEM)
+        path.write_bytes(data)
+        return path
+
+    ca_key, srv_key, cli_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = cert("compose-kfp test CA", ca_key, "compose-kfp test CA", ca_key, ca=True)
+    srv = cert("127.0.0.1", srv_key, "compose-kfp test CA", ca_key,
+               san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    cli = cert("compose-kfp test client", cli_key, "compose-kfp test CA", ca_key,
+               usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return {"ca": write(work / "ca.pem", ca), "server_cert": write(work / "server.pem", srv),
+            "server_key": write(work / "server.key", srv_key), "client_cert": write(work / "client.pem", cli),
+            "client_key": write(work / "client.key", cli_key)}
+
+
+@pytest.fixture(scope="module")
+def registry_tls(tmp_path_factory):
+    """A registry serving HTTPS with a test CA and requiring a client certificate from that CA."""
+    from tests.fixtures.registry import RegistryServer, _require_registry
+
+    _require_registry()
+    work = tmp_path_factory.mktemp("registry-tls")
+    certs = _issue_certs(work)
+    server = RegistryServer(work, tls={"certificate": str(certs["server_cert"]), "key": str(certs["server_key"]),
+                                       "clientcas": [str(certs["ca"])]})
+    server.certs = certs
+    yield server
+    server.stop()
+
+
+def test_tls_with_certs_d_folder(registry_tls, unique_repo, tmp_path):
+    certs = registry_tls.certs
+    certs_d = tmp_path / "certs.d"
+    folder = certs_d / registry_tls.host
+    folder.mkdir(parents=True)
+    (folder / "ca.crt").write_bytes(certs["ca"].read_bytes())
+    (folder / "client.cert").write_bytes(certs["client_cert"].read_bytes())
+    (folder / "client.key").write_bytes(certs["client_key"].read_bytes())
+    client = RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[certs_d],
+                            chunk_size=4096)
+    assert client.base_url.startswith("https://")
+    manifest, config, layers = small_image(unique_repo)
+    digest = push_image(client, unique_repo, ["tls"], manifest, OCI_MANIFEST, config, layers)
+    assert client.get_manifest(unique_repo, "tls")[2] == digest
+    # explicit paths instead of a certs.d folder
+    explicit = RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[],
+                              ca_file=certs["ca"], client_cert=(str(certs["client_cert"]), str(certs["client_key"])))
+    assert explicit.head_manifest(unique_repo, "tls")[1] == digest
+    # unknown CA: a clear TLS error that says where the CA certificate goes
+    with pytest.raises(RegistryError, match=r"TLS verification of 127\.0\.0\.1:\d+ failed.*certs\.d"):
+        RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[], retries=0).ping()
+    # trusted CA but no client certificate: the handshake is refused
+    with pytest.raises(RegistryError):
+        RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[], ca_file=certs["ca"],
+                       retries=0).ping()

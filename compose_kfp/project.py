@@ -102,21 +102,23 @@ _KEY_PATH = re.compile(r"(?P<key>[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*): ")
 
 
 def _located(error: ComposeError, loaded: LoadedManifest) -> ComposeError:
-    """``error`` with ``kfp.toml:LINE`` when its message starts with ``<kfp.toml path>: <key path>: ``.
+    """``error`` with ``kfp.toml:LINE`` in front of the key path its message starts with.
 
-    The component and graph modules name the manifest file and the key path; the
-    line is known here (from the manifest text), so it is added here. Any other
-    message is returned unchanged (the same object).
+    The component and graph modules start their messages with ``<kfp.toml path>: <key path>: ``
+    or just ``<key path>: `` (``steps.train.function: src/iris.py:12: ...``); the line is known
+    here (from the manifest text), so it is added here. Any other message is returned
+    unchanged (the same object).
     """
     message = str(error)
+    rest = message
     for prefix in (str(loaded.path), loaded.display_path):
         if message.startswith(prefix + ": "):
             rest = message[len(prefix) + 2:]
-            m = _KEY_PATH.match(rest)
-            if not m:
-                break
-            return type(error)(f"{loaded.where(m.group('key'))}: {rest}")
-    return error
+            break
+    m = _KEY_PATH.match(rest)
+    if not m or m.group("key").split(".")[0] not in Manifest.model_fields:
+        return error
+    return type(error)(f"{loaded.where(m.group('key'))}: {rest}")
 
 
 # --------------------------------------------------------------------------- init

@@ -1,0 +1,243 @@
+"""The compose-kfp command line: global options, schema/init/validate, the one error boundary, exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from compose_kfp import cli, errors, schema
+from compose_kfp.oci import errors as oci_errors
+
+REPO = Path(__file__).resolve().parents[1]
+
+VALID = '''\
+[project]
+name = "demo"
+
+[image]
+base = "python:3.11-slim"
+repository = "oci:build/image"
+
+[steps.double]
+function = "src/steps.py:double"
+
+[pipeline]
+params = { x = 2 }
+
+[pipeline.tasks.double]
+step = "double"
+args.x = { param = "x" }
+'''
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
+        cli.main(list(args))
+    return info.value.code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "steps.py").write_text('def double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n')
+    (tmp_path / "kfp.toml").write_text(VALID)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    yield
+    logger = logging.getLogger("compose_kfp")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_compose_kfp_cli", False):
+            logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
+def test_schema_prints_the_json_schema():
+    code, out, err = run("schema")
+    assert code == 0 and err == ""
+    assert json.loads(out) == schema.json_schema()
+
+
+def test_schema_markdown_is_the_readme_reference():
+    code, out, _ = run("schema", "--format", "markdown")
+    assert code == 0 and out.strip() == schema.reference_markdown().strip()
+
+
+def test_validate_ok(project):
+    pytest.importorskip("compose_kfp.components")
+    code, out, err = run("-C", str(project), "validate")
+    assert (code, err) == (0, "")
+    assert re.fullmatch(r"OK \S*kfp\.toml: 1 step\(s\), 1 task\(s\), 1 layer\(s\)\n", out)
+
+
+def test_validate_quiet_prints_nothing(project):
+    pytest.importorskip("compose_kfp.components")
+    assert run("-q", "-C", str(project), "validate") == (0, "", "")
+
+
+def test_file_option_is_relative_to_project_dir(project):
+    pytest.importorskip("compose_kfp.components")
+    (project / "other.toml").write_text(VALID.replace('name = "demo"', 'name = "other"'))
+    (project / "kfp.toml").write_text("broken = ")
+    code, out, _ = run("-C", str(project), "-f", "other.toml", "validate")
+    assert code == 0 and "other.toml" in out
+    assert run("-C", str(project), "validate")[0] == 1
+
+
+def test_validate_reports_graph_errors_with_line(project):
+    pytest.importorskip("compose_kfp.graph")
+    (project / "kfp.toml").write_text(VALID.replace('args.x = { param = "x" }', 'args.y = 1'))
+    code, out, err = run("-C", str(project), "validate")
+    assert code == 1 and out == ""
+    assert re.match(r"error: \S*kfp\.toml:16: pipeline\.tasks\.double\.args\.y: ", err), err
+    assert "Traceback" not in err
+
+
+def test_missing_manifest(tmp_path):
+    code, _, err = run("-C", str(tmp_path), "validate")
+    assert code == 1 and "no such file" in err and "compose-kfp init" in err
+
+
+def test_missing_project_dir(tmp_path):
+    code, _, err = run("-C", str(tmp_path / "nope"), "validate")
+    assert code == 1 and err == f"error: -C {tmp_path / 'nope'}: no such folder.\n"
+
+
+@pytest.mark.parametrize("args", [("--bogus",), ("validate", "extra"), ("schema", "--format", "xml"), ("nosuch",)])
+def test_usage_errors_exit_1(args):
+    code, _, err = run(*args)
+    assert code == 1 and "Usage:" in err and "Traceback" not in err
+
+
+def test_no_arguments_shows_help():
+    code, out, err = run()
+    assert "Usage:" in out + err and "validate" in out + err
+
+
+def test_version():
+    from compose_kfp import __version__
+
+    assert run("--version") == (0, f"compose-kfp {__version__}\n", "")
+
+
+def test_debug_shows_traceback(tmp_path):
+    (tmp_path / "kfp.toml").write_text('[project]\nname = "x"\n')
+    code, _, err = run("--debug", "-C", str(tmp_path), "validate")
+    assert code == 1 and "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("error,code", [
+    (errors.BuildError("layer failed"), 3),
+    (errors.BusyError("locked"), 9),
+    (oci_errors.AuthError("denied", status=401), 5),
+    (oci_errors.RegistryError("boom", status=500), 4),
+    (oci_errors.InvalidReference("bad ref"), 1),
+])
+def test_error_boundary_maps_exit_codes(monkeypatch, project, error, code):
+    def fail(*_a, **_k):
+        raise error
+
+    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    got, out, err = run("-C", str(project), "validate")
+    assert got == code and out == "" and err == f"error: {error}\n"
+
+
+def test_unexpected_exception_is_reported_as_a_bug(monkeypatch, project):
+    def fail(*_a, **_k):
+        raise RuntimeError("oops")
+
+    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    code, _, err = run("-C", str(project), "validate")
+    assert code == 1 and "internal error: RuntimeError: oops" in err and "--debug" in err
+    assert "Traceback" not in err
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch, project):
+    def fail(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    assert run("-C", str(project), "validate")[0] == 130
+
+
+def test_verbose_logs_to_stderr(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "kfp.toml").write_text('[project]\nname = "x"\n[image]\nbase = "scratch"\nrepository = "oci:o"\n')
+    pytest.importorskip("compose_kfp.components")
+    code, out, err = run("-vv", "-C", str(tmp_path), "validate")
+    assert code == 0 and "using the defaults ['src']" in err and out.startswith("OK")
+
+
+# --------------------------------------------------------------------------- init
+
+
+def test_init_writes_a_valid_manifest(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "requirements.txt").write_text("pandas\n")
+    (tmp_path / "src" / "model.py").write_text("def fit(n: int, rate: float = 0.1) -> float:\n    return n * rate\n")
+    code, out, err = run("-C", str(tmp_path), "init", "--repository", "localhost:5000/demo/model")
+    assert code == 0, err
+    assert re.match(r"wrote \S*kfp\.toml: 3 layer\(s\), 1 step\(s\): fit\n", out), out
+    data = tomllib.loads((tmp_path / "kfp.toml").read_text())
+    assert data["steps"]["fit"]["function"] == "src/model.py:fit"
+    assert data["image"]["repository"] == "localhost:5000/demo/model"
+    assert schema.load_manifest(tmp_path, env={}).manifest.project.name == tmp_path.name.lower().replace("_", "-")
+    pytest.importorskip("compose_kfp.components")
+    assert run("-C", str(tmp_path), "validate")[0] == 0
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    (tmp_path / "kfp.toml").write_text("# mine\n")
+    code, _, err = run("-C", str(tmp_path), "init")
+    assert code == 1 and "already exists" in err and "--force" in err
+    assert (tmp_path / "kfp.toml").read_text() == "# mine\n"
+    assert run("-C", str(tmp_path), "init", "--force")[0] == 0
+    assert "[project]" in (tmp_path / "kfp.toml").read_text()
+
+
+def test_init_with_invalid_option_leaves_no_file(tmp_path):
+    code, _, err = run("-C", str(tmp_path), "init", "--base", "Not A Reference")
+    assert code == 1 and "image.base" in err
+    assert not (tmp_path / "kfp.toml").exists()
+
+
+def test_init_honours_file_option(tmp_path):
+    assert run("-C", str(tmp_path), "-f", "conf/kfp.toml", "init")[0] == 0
+    assert (tmp_path / "conf" / "kfp.toml").is_file()
+
+
+# --------------------------------------------------------------------------- the real entry point
+
+
+def test_entry_point_runs_as_a_program(tmp_path):
+    (tmp_path / "kfp.toml").write_text('[project]\nname = "x"\n[image]\nbase = "python:3.11-slim"\n'
+                                       'repository = "ghcr.io/a/b"\n[image.auth]\npassword = "hunter2-canary"\n')
+    proc = subprocess.run([sys.executable, "-m", "compose_kfp.cli", "validate"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: kfp.toml:7: image.auth.password: ")
+    assert "hunter2" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_readme_documents_every_exit_code():
+    readme = (REPO / "README.md").read_text()
+    codes = re.findall(r"^(\d+)\s{2,}\S", errors.__doc__, flags=re.M)
+    assert len(codes) >= 9
+    for code in codes:
+        assert re.search(rf"^\| {code} \| ", readme, flags=re.M), f"exit code {code} missing from README"

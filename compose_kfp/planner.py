@@ -197,6 +197,8 @@ class ImagePlan:
         platforms: per platform, in manifest order; more than one -> an index is pushed.
         tags: every tag to point at the image: the content tag (when known) then ``image.tags``.
         stale_tags: tags in ``image.tags`` that point elsewhere now.
+        observed_tags: ``(tag, digest or None)`` for each of ``image.tags`` as observed; apply refuses the
+            plan when one of them moved since.
     """
 
     name: str
@@ -209,6 +211,7 @@ class ImagePlan:
     platforms: tuple[PlatformPlan, ...]
     tags: tuple[str, ...]
     stale_tags: tuple[str, ...] = ()
+    observed_tags: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def is_index(self) -> bool:
@@ -334,7 +337,8 @@ class Plan:
             images.append(ImagePlan(
                 name=i["name"], steps=tuple(i["steps"]), repository=i["repository"], status=i["status"],
                 before=i["before"], after=i["after"], before_source=i["before_source"], platforms=tuple(plats),
-                tags=tuple(i["tags"]), stale_tags=tuple(i["stale_tags"])))
+                tags=tuple(i["tags"]), stale_tags=tuple(i["stale_tags"]),
+                observed_tags=tuple((t, d) for t, d in i.get("observed_tags", []))))
         return cls(project=d["project"], root=d["root"], images=tuple(images),
                    files=tuple(FileChange(**f) for f in d.get("files", [])), version=d["version"])
 
@@ -512,7 +516,8 @@ def plan_image(image: ImageSpec, observed: Observed) -> ImagePlan:
         status = "unchanged"
     return ImagePlan(name=image.name, steps=image.steps, repository=image.repository, status=status,
                      before=current.digest, after=after, before_source=current.source, platforms=platforms,
-                     tags=tags, stale_tags=stale)
+                     tags=tags, stale_tags=stale,
+                     observed_tags=tuple((t, observed.tags.get(t)) for t in image.tags))
 
 
 def plan(images: Sequence[ImageSpec], observed: Observed, *, project: str = "", root: str = "",

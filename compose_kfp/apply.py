@@ -1,0 +1,772 @@
+"""Plan and apply a project: the one place that wires observe -> plan -> apply -> lock -> render.
+
+- :func:`plan_project`: desired images (:mod:`compose_kfp.images`), observation
+  (:mod:`compose_kfp.observe`), the pure planner (:mod:`compose_kfp.planner`) and
+  the rendered files that would change. With ``frozen`` it also refuses a plan
+  that would change ``kfp.lock`` (:class:`~compose_kfp.errors.StaleError`).
+- :func:`apply_plan`: executes a plan and decides nothing. Under the project
+  file lock (``<root>/.compose-kfp/lock``; a second apply waits ``lock_timeout``
+  seconds, then fails with :class:`~compose_kfp.errors.BusyError`) it
+
+  1. re-checks what can have moved since planning: the base reference's digest and the
+     destination tags (a moved one raises :class:`~compose_kfp.errors.StaleError`);
+  2. builds what the plan says is known only after apply (requirements layers, via
+     :func:`compose_kfp.deps.build_deps_layer`) and makes sure every other layer it must
+     send is in the local blob store (rebuilt from its files if not, and refused if its
+     digest differs from the plan: the files changed since);
+  3. assembles config and manifest (:func:`compose_kfp.planner.assemble`);
+  4. sends blobs the destination lacks (``HEAD`` -> mount from the base repository when
+     it is in the same registry -> upload; base layers from another registry or a local
+     base are copied blob by blob), then the config, each manifest by digest, the index
+     for several platforms, and only then the tags: the content tag
+     (:func:`compose_kfp.planner.content_tag`) and ``image.tags``. A tag never names an
+     incomplete image. An ``oci:PATH`` destination gets an OCI image layout instead;
+  5. writes ``kfp.lock`` and the rendered files (atomically: temporary file, rename).
+
+- :func:`render_outputs` / :func:`render_from_lock`: the rendered files
+  (``<output_dir>/components/<step>.yaml``, ``<output_dir>/workflow.yaml`` for the
+  ``argo`` target, ``<output_dir>/pipeline.yaml`` for the ``kfp`` target), every image
+  pinned as ``repository@sha256:...``.
+
+Progress goes through a callback ``progress(event, name, done_bytes, total_bytes)``;
+events: ``build`` (a layer being tarred and compressed; name = layer), ``install``
+(the requirements installer; name = layer), ``upload`` / ``mount`` / ``present`` /
+``copy`` (name = blob digest). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import filelock
+
+from compose_kfp import deps as deps_mod
+from compose_kfp import lock as lock_mod
+from compose_kfp import planner as planner_mod
+from compose_kfp.errors import AuthError, BuildError, BusyError, ComposeError, RegistryError, RenderError, StaleError
+from compose_kfp.images import ImageSpec, desired_images
+from compose_kfp.observe import (
+    ProjectState,
+    Registries,
+    _registry_ref,
+    deps_target,
+    is_local_destination,
+    keychain_for,
+    layer_plan,
+    layout_path,
+    observe,
+    resolve_base,
+)
+from compose_kfp.oci import errors as oci_errors
+from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Index, Manifest
+from compose_kfp.oci.layer import Layer, write_layer
+from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, str, int, int], None]
+
+#: Default seconds a second ``apply`` waits for the project lock before :class:`BusyError`.
+LOCK_TIMEOUT = 30.0
+#: Rendered file names under ``render.output_dir``.
+WORKFLOW_FILE = "workflow.yaml"
+KFP_PIPELINE_FILE = "pipeline.yaml"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def registries_for(project: Any) -> Registries:
+    """Registry clients with the project's ``[image.auth]`` keychain and ``image.insecure`` setting."""
+    image = project.manifest.image
+    return Registries(keychain_for(image.auth, project.root), insecure=True if image.insecure else None)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
+    """Render every output of ``project`` with function steps pinned to ``images`` (step -> ``repo@sha256:...``).
+
+    Returns:
+        path relative to the project folder -> file bytes: ``<output_dir>/components/<step>.yaml`` for each
+        step, ``<output_dir>/workflow.yaml`` (target ``argo``) and ``<output_dir>/pipeline.yaml`` (target
+        ``kfp``) when kfp.toml has a ``[pipeline]``.
+
+    Raises:
+        RenderError: a template or the KFP compiler failed; ConfigError: the graph cannot be resolved.
+    """
+    from compose_kfp.graph import resolve_graph
+    from compose_kfp.render.component import component_path, render_component
+
+    manifest, root = project.manifest, project.root
+    out_dir = project.loaded.output_dir
+    templates = (root / manifest.render.templates) if manifest.render.templates else None
+    specs = {}
+    for name, spec in project.components.items():
+        if manifest.steps[name].function:
+            if name not in images:
+                raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
+            spec = dataclasses.replace(spec, image=images[name])
+        specs[name] = spec
+    files: dict[str, bytes] = {}
+    texts: dict[str, str] = {}
+    for name, spec in specs.items():
+        text = render_component(spec, templates_dir=templates)
+        texts[name] = text
+        files[_rel(component_path(out_dir, name), root)] = text.encode("utf-8")
+    if manifest.pipeline is not None and manifest.pipeline.tasks:
+        pinned = {name: spec.image for name, spec in specs.items() if spec.image}
+        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned)
+        if "argo" in manifest.render.targets:
+            from compose_kfp.render.workflow import render_workflow
+
+            files[_rel(out_dir / WORKFLOW_FILE, root)] = render_workflow(graph, manifest).encode("utf-8")
+        if "kfp" in manifest.render.targets:
+            from compose_kfp.render.kfp import render_kfp_pipeline
+
+            with tempfile.TemporaryDirectory(prefix="compose-kfp-render-") as tmp:
+                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE)
+                files[_rel(out_dir / KFP_PIPELINE_FILE, root)] = Path(out).read_bytes()
+    return files
+
+
+def _rendered_names(project: Any) -> list[str]:
+    from compose_kfp.render.component import component_path
+
+    manifest, root, out_dir = project.manifest, project.root, project.loaded.output_dir
+    names = [_rel(component_path(out_dir, n), root) for n in project.components]
+    if manifest.pipeline is not None and manifest.pipeline.tasks:
+        if "argo" in manifest.render.targets:
+            names.append(_rel(out_dir / WORKFLOW_FILE, root))
+        if "kfp" in manifest.render.targets:
+            names.append(_rel(out_dir / KFP_PIPELINE_FILE, root))
+    return names
+
+
+def _managed_prefixes(project: Any) -> list[str]:
+    from compose_kfp.render.component import COMPONENTS_DIR
+
+    return [_rel(project.loaded.output_dir / COMPONENTS_DIR, project.root) + "/"]
+
+
+def step_refs(plan: Plan) -> dict[str, str]:
+    """Function step -> pinned image reference of its image (only images whose digest is known)."""
+    out = {}
+    for image in plan.images:
+        if image.reference:
+            for step in image.steps:
+                out[step] = image.reference
+    return out
+
+
+def _all_refs_known(plan: Plan) -> bool:
+    return all(image.after for image in plan.images if image.steps)
+
+
+def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
+    """Write ``files`` (from :func:`render_outputs`) atomically, and delete component files of steps that no
+    longer exist. Returns the paths written or removed (relative, sorted); unchanged files are not touched."""
+    root = project.root
+    touched = []
+    for rel, data in sorted(files.items()):
+        path = root / rel
+        try:
+            if path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        _write_atomic(path, data)
+        touched.append(rel)
+    from compose_kfp.render.component import COMPONENTS_DIR
+
+    comp_dir = project.loaded.output_dir / COMPONENTS_DIR
+    if comp_dir.is_dir():
+        for path in sorted(comp_dir.glob("*.yaml")):
+            rel = _rel(path, root)
+            if rel not in files:
+                path.unlink()
+                touched.append(rel)
+    return sorted(touched)
+
+
+def render_from_lock(project: Any) -> list[str]:
+    """``compose-kfp render``: render the outputs with the image digests recorded in kfp.lock; build and push nothing.
+
+    Returns the paths written (relative to the project folder).
+
+    Raises:
+        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
+    """
+    lock = lock_mod.read_lock(project.root)
+    if lock is None:
+        raise StaleError(f"{lock_mod.lock_path(project.root)}: no kfp.lock, so the image digests are unknown. "
+                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
+    images = desired_images(project.manifest, project.root)
+    refs: dict[str, str] = {}
+    for image in images:
+        entry = (lock.get("images") or {}).get(image.name)
+        if image.steps and (not entry or entry.get("repository") != image.repository or not entry.get("digest")):
+            raise StaleError(f"{lock_mod.lock_path(project.root)} has no digest for image {image.name!r} in "
+                             f"{image.repository}; run `compose-kfp apply`.")
+        for step in image.steps:
+            refs[step] = f"{image.repository}@{entry['digest']}"  # type: ignore[index]
+    return write_rendered(project, render_outputs(project, refs))
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_project(project: Any, *, registries: Registries | None = None, frozen: bool = False,
+                 installer: Any = None, progress: Progress | None = None) -> Plan:
+    """Observe and plan ``project`` (a :class:`compose_kfp.project.Project`).
+
+    Layers whose files changed are built into the local blob store as part of observing (module
+    :mod:`compose_kfp.observe`); requirements are never installed here.
+
+    Raises:
+        StaleError: ``frozen`` and kfp.lock would change.
+        ConfigError, BuildError, RegistryError, AuthError: as observation fails.
+    """
+    root = project.root
+    own = registries is None
+    registries = registries or registries_for(project)
+    try:
+        images = desired_images(project.manifest, root)
+        lock = lock_mod.read_lock(root)
+        observed = observe(images, root, registries=registries, lock=lock, frozen=frozen,
+                           output_dir=project.loaded.output_dir, installer=installer, progress=progress,
+                           where=project.loaded.display_path)
+        p = planner_mod.plan(images, observed, project=project.manifest.project.name, root=str(root))
+        if _all_refs_known(p):
+            rendered: dict[str, str | None] = {k: _sha(v) for k, v in render_outputs(project, step_refs(p)).items()}
+        else:
+            rendered = {name: None for name in _rendered_names(project)}
+        p = planner_mod.with_files(p, planner_mod.plan_files(rendered, observed.rendered, _managed_prefixes(project)))
+        if frozen:
+            lock_mod.check_frozen(root, lock, _lock_of(p))
+        return p
+    finally:
+        if own:
+            registries.close()
+
+
+def _lock_of(p: Plan) -> dict[str, Any] | None:
+    files = {f.path: f.after for f in p.files if f.action != "remove"}
+    if any(v is None for v in files.values()):
+        return None
+    return lock_mod.lock_from_plan(p, files)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyResult:
+    """What :func:`apply_plan` did.
+
+    Attributes:
+        plan: the plan with every digest resolved (what kfp.lock records).
+        uploaded: ``(digest, bytes)`` of blobs sent (layers, configs, base layers copied), in order.
+        mounted: digests mounted from the base repository.
+        manifests: manifest and index digests written (by digest), in order.
+        tags: ``image:tag`` references set.
+        built: names of the layers built during apply (requirements).
+        files: rendered files written or removed (relative paths).
+        lock_written: kfp.lock changed.
+    """
+
+    plan: Plan
+    uploaded: tuple[tuple[str, int], ...] = ()
+    mounted: tuple[str, ...] = ()
+    manifests: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    built: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    lock_written: bool = False
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(n for _, n in self.uploaded)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was written anywhere."""
+        return bool(self.uploaded or self.mounted or self.manifests or self.tags or self.files or self.lock_written)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uploaded": [{"digest": d, "size": n} for d, n in self.uploaded], "uploaded_bytes": self.uploaded_bytes,
+                "mounted": list(self.mounted), "manifests": list(self.manifests), "tags": list(self.tags),
+                "built": list(self.built), "files": list(self.files), "lock_written": self.lock_written,
+                "changed": self.changed,
+                "images": {i.name: {"repository": i.repository, "digest": i.after, "reference": i.reference,
+                                    "tags": list(i.tags), "steps": list(i.steps)} for i in self.plan.images}}
+
+
+# --------------------------------------------------------------------------- apply
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.uploaded: list[tuple[str, int]] = []
+        self.mounted: list[str] = []
+        self.manifests: list[str] = []
+        self.tags: list[str] = []
+        self.built: list[str] = []
+
+
+def project_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> filelock.FileLock:
+    """The file lock serializing ``apply`` runs of the project at ``root`` (``<root>/.compose-kfp/lock``)."""
+    state = ProjectState(Path(root))
+    state.dir.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(state.lock_path), timeout=timeout)
+
+
+def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None, frozen: bool = False,
+               installer: Any = None, progress: Progress | None = None,
+               lock_timeout: float = LOCK_TIMEOUT) -> ApplyResult:
+    """Execute ``plan`` for ``project`` (module docstring). Decides nothing the plan does not say.
+
+    Raises:
+        BusyError: another apply holds the project lock for longer than ``lock_timeout`` seconds.
+        StaleError: the base or a destination tag moved since the plan; a layer's files changed since
+            the plan; ``frozen`` and kfp.lock would change.
+        BuildError, RegistryError, AuthError, RenderError: as the steps fail. Tags are only written once
+            every blob and manifest of the image is in place.
+    """
+    own = registries is None
+    registries = registries or registries_for(project)
+    lk = project_lock(project.root, lock_timeout)
+    try:
+        lk.acquire()
+    except filelock.Timeout:
+        raise BusyError(f"another `compose-kfp apply` is running for {project.root} (lock {lk.lock_file} held for "
+                        f"more than {lock_timeout:.0f} s); wait for it to finish and run again.") from None
+    try:
+        return _apply_locked(project, plan, registries, frozen, installer, progress)
+    except oci_errors.RegistryError as e:
+        raise (AuthError(str(e)) if isinstance(e, oci_errors.AuthError) else RegistryError(str(e))) from None
+    finally:
+        lk.release()
+        if own:
+            registries.close()
+
+
+def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool, installer: Any,
+                  progress: Progress | None) -> ApplyResult:
+    root = project.root
+    state = ProjectState(root)
+    images = {i.name: i for i in desired_images(project.manifest, root)}
+    for ip in plan.images:
+        if ip.name not in images or images[ip.name].repository != ip.repository:
+            raise StaleError(f"the plan is for image {ip.name!r} in {ip.repository}, which kfp.toml no longer "
+                             "describes; run `compose-kfp plan` again.")
+    _recheck(plan, images, registries, state)
+    rec = _Recorder()
+    resolved_images = []
+    built_cache: dict[tuple[str, str], Layer] = {}
+    for ip in plan.images:
+        spec = images[ip.name]
+        plats = []
+        for pp in ip.platforms:
+            plats.append(_resolve_platform(spec, pp, state, installer, progress, rec, built_cache))
+        resolved_images.append(_resolve_image(ip, tuple(plats)))
+    resolved = dataclasses.replace(plan, images=tuple(resolved_images))
+
+    rendered = render_outputs(project, step_refs(resolved))
+    files = {k: _sha(v) for k, v in rendered.items()}
+    new_lock = lock_mod.lock_from_plan(resolved, files)
+    old_lock = lock_mod.read_lock(root)
+    if frozen:
+        lock_mod.check_frozen(root, old_lock, new_lock)
+
+    pushed_blobs: set[str] = set()
+    for ip in resolved.images:
+        if ip.status == "unchanged":
+            continue
+        if is_local_destination(ip.repository):
+            _write_layout(ip, state, registries, rec, progress)
+        else:
+            _push_image(ip, state, registries, rec, progress, pushed_blobs)
+
+    lock_written = False
+    if new_lock is not None and (old_lock is None or lock_mod.dumps(old_lock) != lock_mod.dumps(new_lock)):
+        lock_mod.write_lock(root, new_lock)
+        lock_written = True
+    written = write_rendered(project, rendered)
+    return ApplyResult(plan=resolved, uploaded=tuple(rec.uploaded), mounted=tuple(rec.mounted),
+                       manifests=tuple(rec.manifests), tags=tuple(rec.tags), built=tuple(rec.built),
+                       files=tuple(written), lock_written=lock_written)
+
+
+def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries, state: ProjectState) -> None:
+    """Refuse the plan when the base reference or a destination tag moved since it was made."""
+    checked_base: set[str] = set()
+    for ip in plan.images:
+        spec = images[ip.name]
+        for pp in ip.platforms:
+            ref = pp.base.reference
+            if ref == "scratch" or ref in checked_base or pp.base.top_digest is None:
+                continue
+            checked_base.add(ref)
+            if ref.startswith(("oci:", "dir:", "docker-archive:")):
+                now = resolve_base(ref, [pp.platform], registries, state)[pp.platform]
+                moved = now.digest != pp.base.after
+            else:
+                r = _registry_ref(ref)
+                if r.digest:
+                    continue
+                head = registries.client(r.api_host).head_manifest(r.repository, r.identifier, ACCEPT_MANIFESTS)
+                moved = head is None or head[1] != pp.base.top_digest
+            if moved:
+                raise StaleError(f"the base image {ref} moved since the plan was made (it was "
+                                 f"{pp.base.top_digest}); run `compose-kfp plan` again.")
+        if is_local_destination(ip.repository):
+            continue
+        dest = _registry_ref(ip.repository)
+        client = registries.client(dest.api_host)
+        if ip.before_source.startswith("tag:"):
+            tag = ip.before_source[4:]
+            head = client.head_manifest(dest.repository, tag, ACCEPT_MANIFESTS)
+            now = head[1] if head else None
+            if now != ip.before:
+                raise StaleError(f"{ip.repository}:{tag} moved since the plan was made (planned on "
+                                 f"{ip.before or 'nothing'}, now {now or 'absent'}); run `compose-kfp plan` again.")
+        for tag, seen in ip.observed_tags:
+            head = client.head_manifest(dest.repository, tag, ACCEPT_MANIFESTS)
+            now = head[1] if head else None
+            if now != seen:
+                raise StaleError(f"{ip.repository}:{tag} moved since the plan was made (it was "
+                                 f"{seen or 'absent'}, now {now or 'absent'}); run `compose-kfp plan` again.")
+
+
+def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: ProjectState, installer: Any,
+               progress: Progress | None, rec: _Recorder, built: dict[tuple[str, str], Layer]) -> Layer:
+    """The layer ``ly`` as a :class:`Layer` whose blob is in the local store (built if the plan says so)."""
+    store = state.store
+    layer_spec = next((s for s in spec.layers if s.name == ly.name), None)
+    if layer_spec is None:
+        raise StaleError(f"layer {ly.name!r} of image {spec.name!r} is no longer in kfp.toml; run `compose-kfp plan` "
+                         "again.")
+    if ly.after is not None and store.has(ly.after):
+        return Layer.from_store(store, ly.after, ly.diff_id or "", ly.media_type)
+    key = (ly.key, ly.media_type)
+    if key in built:
+        return built[key]
+    if layer_spec.kind == "requirements":
+        installer = installer or deps_mod.find_installer()
+        target = deps_target(spec, pp.platform, _base_state_of(pp), layer_spec.where)
+        if progress:
+            progress("install", ly.name, 0, 0)
+        result = deps_mod.build_deps_layer(layer_spec.requirements, target, store=store, cache=state.deps_cache,
+                                           installer=installer, compression=spec.compression)
+        if result.key != ly.key:
+            raise StaleError(f"{layer_spec.where}: the requirements changed since the plan was made; run "
+                             "`compose-kfp plan` again.")
+        layer = result.layer
+        if not result.reused:
+            with rec.lock:
+                rec.built.append(ly.name)
+    else:
+        lp = layer_plan(layer_spec, spec.compression, state.root)
+        layer = write_layer(lp, store, cache=state.layer_cache,
+                            progress=(lambda d, t: progress("build", ly.name, d, t)) if progress else None)
+    if ly.after is not None and layer.digest != ly.after:
+        raise StaleError(f"{layer_spec.where} ({ly.name}): its files changed since the plan was made (planned "
+                         f"{ly.after}, built {layer.digest}); run `compose-kfp plan` again.")
+    built[key] = layer
+    return layer
+
+
+def _base_state_of(pp: PlatformPlan) -> Any:
+    from compose_kfp.observe import BaseState
+
+    return BaseState(pp.base.reference, pp.platform, digest=pp.base.after, manifest=pp.recipe.base_manifest,
+                     config=pp.recipe.base_config)
+
+
+def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, installer: Any,
+                      progress: Progress | None, rec: _Recorder, built: dict[tuple[str, str], Layer]) -> PlatformPlan:
+    layers: list[Layer] = []
+    changes: list[LayerChange] = []
+    for ly in pp.layers:
+        if ly.action == "remove":
+            changes.append(ly)
+            continue
+        needs_local = ly.build or any(t.digest in (ly.after, None) and t.what == f"layer {ly.name}"
+                                      for t in pp.transfers)
+        if needs_local or is_local_destination(spec.repository):
+            layer = _layer_for(spec, pp, ly, state, installer, progress, rec, built)
+        else:
+            layer = Layer(ly.media_type, ly.after or "", ly.diff_id or "", ly.size or 0,
+                          opener=lambda: (_ for _ in ()).throw(BuildError("layer blob not local")))  # never opened
+        layers.append(layer)
+        changes.append(dataclasses.replace(ly, after=layer.digest, diff_id=layer.diff_id, size=layer.size,
+                                           build=False, action=ly.action if ly.action != "replace" or
+                                           ly.before != layer.digest else "keep"))
+    manifest, config = planner_mod.assemble(pp.recipe, layers)
+    if pp.manifest_after is not None and manifest.digest != pp.manifest_after:
+        raise StaleError(f"image {spec.name} ({pp.platform}): the manifest differs from the plan "
+                         f"({manifest.digest} instead of {pp.manifest_after}); run `compose-kfp plan` again.")
+    transfers = tuple(dataclasses.replace(t, digest=manifest.config.digest, size=manifest.config.size)
+                      if t.what == "config" and t.digest is None else
+                      (dataclasses.replace(t, digest=_digest_for(t, changes), size=_size_for(t, changes))
+                       if t.digest is None else t) for t in pp.transfers)
+    return dataclasses.replace(pp, layers=tuple(changes), config_after=manifest.config.digest,
+                               manifest_after=manifest.digest, manifest_size=manifest.size, transfers=transfers)
+
+
+def _digest_for(t: Any, changes: Sequence[LayerChange]) -> str | None:
+    for ly in changes:
+        if t.what == f"layer {ly.name}":
+            return ly.after
+    return None
+
+
+def _size_for(t: Any, changes: Sequence[LayerChange]) -> int:
+    for ly in changes:
+        if t.what == f"layer {ly.name}":
+            return ly.size or 0
+    return 0
+
+
+def _resolve_image(ip: ImagePlan, plats: tuple[PlatformPlan, ...]) -> ImagePlan:
+    if len(plats) == 1:
+        after = plats[0].manifest_after
+    else:
+        after = planner_mod.build_index([(p.manifest_after, p.manifest_size, p.platform) for p in plats],  # type: ignore[misc]
+                                        plats[0].recipe.family).digest
+    if ip.after is not None and after != ip.after:
+        raise StaleError(f"image {ip.name}: digest {after} differs from the plan's {ip.after}; run `compose-kfp plan` "
+                         "again.")
+    user_tags = tuple(t for t in ip.tags if not (t.startswith("kfp-") and ip.after and t == planner_mod.content_tag(ip.after)))
+    tags = (planner_mod.content_tag(after),) + user_tags  # type: ignore[arg-type]
+    status = ip.status
+    if status == "update" and after == ip.before:
+        status = "retag" if ip.stale_tags else "unchanged"
+    return dataclasses.replace(ip, platforms=plats, after=after, tags=tags, status=status)
+
+
+# --------------------------------------------------------------------------- sending
+
+
+class _StoreBlob:
+    """A blob of a local store, for :meth:`RegistryClient.upload_blob`."""
+
+    def __init__(self, path: Path, digest: str, size: int):
+        self.path, self.digest, self.size = path, digest, size
+
+    def open(self) -> Any:
+        return open(self.path, "rb")
+
+
+def _base_source(pp: PlatformPlan, state: ProjectState) -> tuple[str | None, str | None, Path | None, bool]:
+    """(registry host, repository, local store folder, flat) of the base of ``pp``."""
+    ref = pp.base.reference
+    if ref == "scratch":
+        return None, None, None, False
+    if ref.startswith("oci:"):
+        body = ref[4:]
+        path = body
+        if ":" in body and not (state.root / body).exists():
+            path = body.rpartition(":")[0]
+        return None, None, (state.root / path).resolve(), False
+    if ref.startswith("dir:"):
+        return None, None, (state.root / ref[4:]).resolve(), True
+    if ref.startswith("docker-archive:"):
+        return None, None, state.dir, False
+    r = _registry_ref(ref)
+    return r.api_host, r.repository, None, False
+
+
+def _local_blob_path(store_dir: Path, digest: str, flat: bool) -> Path:
+    hexd = digest.split(":", 1)[1]
+    return store_dir / hexd if flat else store_dir / "blobs" / "sha256" / hexd
+
+
+def _fetch_base_layer(pp: PlatformPlan, digest: str, size: int, state: ProjectState, registries: Registries,
+                      progress: Progress | None) -> Path:
+    """A local file holding base layer ``digest``: from a local base, or downloaded into the blob store."""
+    host, repo, store_dir, flat = _base_source(pp, state)
+    if store_dir is not None:
+        path = _local_blob_path(store_dir, digest, flat)
+        if path.is_file():
+            return path
+    local = state.store.path(digest)
+    if local.is_file():
+        return local
+    if host is None:
+        raise RegistryError(f"base layer {digest} of {pp.base.reference} is not available locally")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    registries.client(host).get_blob(repo, digest, local, expected_size=size,
+                                     progress=(lambda d, done, total: progress("copy", d, done, total))
+                                     if progress else None)
+    return local
+
+
+def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,
+                progress: Progress | None, pushed: set[str]) -> None:
+    dest = _registry_ref(ip.repository)
+    client = registries.client(dest.api_host)
+    repo = dest.repository
+    manifests: list[tuple[Manifest, ImageConfig, PlatformPlan]] = []
+    for pp in ip.platforms:
+        layers = [ly for ly in pp.layers if ly.action != "remove"]
+        manifest, config = planner_mod.assemble(pp.recipe, [_Known(ly) for ly in layers])
+        manifests.append((manifest, config, pp))
+        base_host, base_repo, _, _ = _base_source(pp, state)
+        jobs: list[tuple[Any, list[str]]] = []
+        for ly in layers:
+            if ly.after in pushed:
+                continue
+            jobs.append((_StoreBlob(state.store.path(ly.after), ly.after, ly.size or 0), []))  # type: ignore[arg-type]
+        base_m = Manifest.from_bytes(pp.recipe.base_manifest.encode()) if pp.recipe.base_manifest else None
+        for d in (base_m.layers if base_m else []):
+            if d.digest in pushed:
+                continue
+            mount = [base_repo] if base_host == dest.api_host and base_repo else []
+            jobs.append((_LazyBase(pp, d.digest, d.size, state, registries, progress), mount))
+
+        def send(job: tuple[Any, list[str]]) -> None:
+            source, mount = job
+            if client.blob_exists(repo, source.digest):
+                how = "present"
+            elif mount and any(client.mount_blob(repo, source.digest, m) for m in mount):
+                how = "mount"
+            else:
+                client.upload_blob(repo, source, (lambda d, done, total: progress("upload", d, done, total))
+                                   if progress else None)
+                how = "upload"
+            with rec.lock:
+                if how == "upload":
+                    rec.uploaded.append((source.digest, source.size))
+                elif how == "mount":
+                    rec.mounted.append(source.digest)
+                pushed.add(source.digest)
+            if progress and how != "upload":
+                progress(how, source.digest, source.size, source.size)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push") as pool:
+            for fut in [pool.submit(send, j) for j in jobs]:
+                fut.result()
+        config_raw = config.raw_bytes()
+        if manifest.config.digest not in pushed:
+            send((_BytesBlob(config_raw), []))
+        client.put_manifest(repo, manifest.digest, manifest.raw_bytes(), manifest.effective_media_type)
+        rec.manifests.append(manifest.digest)
+    if len(manifests) > 1:
+        index = planner_mod.build_index([(m.digest, m.size, pp.platform) for m, _, pp in manifests],
+                                        ip.platforms[0].recipe.family)
+        top_raw, top_type = index.raw_bytes(), index.effective_media_type
+        client.put_manifest(repo, index.digest, top_raw, top_type)
+        rec.manifests.append(index.digest)
+    else:
+        top_raw, top_type = manifests[0][0].raw_bytes(), manifests[0][0].effective_media_type
+    for tag in ip.tags:
+        client.put_manifest(repo, tag, top_raw, top_type)
+        rec.tags.append(f"{ip.repository}:{tag}")
+
+
+class _Known:
+    def __init__(self, ly: LayerChange):
+        self.media_type, self.digest, self.diff_id, self.size = ly.media_type, ly.after, ly.diff_id, ly.size
+
+
+class _BytesBlob:
+    def __init__(self, data: bytes):
+        self.data, self.digest, self.size = data, "sha256:" + _sha(data), len(data)
+
+    def open(self) -> Any:
+        import io
+
+        return io.BytesIO(self.data)
+
+
+class _LazyBase:
+    """A base layer that is fetched to a local file only if it must be uploaded (another registry)."""
+
+    def __init__(self, pp: PlatformPlan, digest: str, size: int, state: ProjectState, registries: Registries,
+                 progress: Progress | None):
+        self.pp, self.digest, self.size, self.state, self.registries, self.progress = (
+            pp, digest, size, state, registries, progress)
+
+    def open(self) -> Any:
+        return open(_fetch_base_layer(self.pp, self.digest, self.size, self.state, self.registries, self.progress),
+                    "rb")
+
+
+def _write_layout(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,
+                  progress: Progress | None) -> None:
+    from compose_kfp.oci.blobs import BlobStore
+    from compose_kfp.oci.layout import OCILayout
+
+    layout = OCILayout.create(layout_path(ip.repository, state.root))
+    manifests = []
+    for pp in ip.platforms:
+        layers = [ly for ly in pp.layers if ly.action != "remove"]
+        manifest, config = planner_mod.assemble(pp.recipe, [_Known(ly) for ly in layers])
+        base_m = Manifest.from_bytes(pp.recipe.base_manifest.encode()) if pp.recipe.base_manifest else None
+        for d in (base_m.layers if base_m else []):
+            if not layout.store.has(d.digest):
+                path = _fetch_base_layer(pp, d.digest, d.size, state, registries, progress)
+                with open(path, "rb") as f:
+                    layout.store.put_stream(f, d.digest)
+                rec.uploaded.append((d.digest, d.size))
+        for ly in layers:
+            if not layout.store.has(ly.after):  # type: ignore[arg-type]
+                layout.store.copy_from(state.store, ly.after)  # type: ignore[arg-type]
+                rec.uploaded.append((ly.after, ly.size or 0))  # type: ignore[arg-type]
+        if not layout.store.has(manifest.config.digest):
+            rec.uploaded.append((manifest.config.digest, manifest.config.size))
+        tag = ip.tags[0] if len(ip.platforms) == 1 else None
+        layout.write_image(tag, manifest, config, sources=[state.store, BlobStore(state.dir)])
+        rec.manifests.append(manifest.digest)
+        manifests.append((manifest, pp))
+    if len(manifests) > 1:
+        index = planner_mod.build_index([(m.digest, m.size, pp.platform) for m, pp in manifests],
+                                        ip.platforms[0].recipe.family)
+        layout.store.put_bytes(index.raw_bytes())
+        rec.manifests.append(index.digest)
+        for tag in ip.tags:
+            layout._add_to_index(index.descriptor(annotations={"org.opencontainers.image.ref.name": tag}), tag)
+            rec.tags.append(f"{ip.repository}:{tag}")
+    else:
+        m, pp = manifests[0]
+        cfg = planner_mod.assemble(pp.recipe, [_Known(ly) for ly in pp.layers if ly.action != "remove"])[1]
+        for tag in ip.tags:
+            layout.write_image(tag, m, cfg, sources=[state.store])
+            rec.tags.append(f"{ip.repository}:{tag}")
+
+
+__all__ = ["ApplyResult", "KFP_PIPELINE_FILE", "LOCK_TIMEOUT", "WORKFLOW_FILE", "apply_plan", "plan_project",
+           "project_lock", "registries_for", "render_from_lock", "render_outputs", "step_refs", "write_rendered"]

@@ -13,6 +13,7 @@ Mapping from the graph:
   ``bool``, ``list``, ``dict`` by the default's type);
 - each task -> one pipeline task named after the task (its component is the step's
   component renamed to the task name, with the image the graph pinned);
+- type declarations adapted where KFP v2 is stricter than KFP v1 (see :func:`_adapt_types`);
 - literal arguments -> constants converted to the input's type; component defaults are
   left to KFP; params -> pipeline inputs; task outputs -> ``task.outputs[...]``
   (names as KFP sanitizes them: ``"Data file"`` -> ``data_file``);
@@ -170,11 +171,7 @@ def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mappi
     from kfp import components
     from kfp.dsl import utils as kfp_utils
 
-    doc = json.loads(json.dumps(doc))  # a private copy
-    doc["name"] = task.name
-    container = doc.get("implementation", {}).get("container")
-    if task.image is not None and isinstance(container, dict):
-        container["image"] = task.image
+    doc = _adapt_types(graph, task, doc)
     try:
         component = components.load_component_from_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         kwargs: dict[str, Any] = {}
@@ -187,7 +184,7 @@ def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mappi
             elif arg.source == "task":
                 kwargs[name] = tasks[arg.task].outputs[kfp_utils.sanitize_input_name(arg.output)]
             else:
-                kwargs[name] = _constant(task, arg)
+                kwargs[name] = _constant(graph, task, arg)
         kfp_task = component(**kwargs)
         after = [tasks[name] for name in task.after]
         if after:
@@ -200,7 +197,70 @@ def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mappi
     return kfp_task
 
 
-def _constant(task: Task, arg: Argument) -> Any:
+def _kfp_parameter_type(type_name: Any) -> bool:
+    """Whether KFP v2 reads this v1 type name as a parameter (``String``, ``Text``, ``Integer``, ...), not an artifact."""
+    from kfp.dsl.types import type_utils
+
+    return isinstance(type_name, str) and type_name.lower() in type_utils.PARAMETER_TYPES_MAPPING
+
+
+def _adapt_types(graph: TaskGraph, task: Task, doc: dict[str, Any]) -> dict[str, Any]:
+    """A private copy of ``doc`` for ``task``: renamed to the task, the graph's image, and types KFP v2 accepts.
+
+    KFP v1 (and Argo) let a file carry a parameter type (``{name: text, type: Text}`` read
+    with ``inputPath``) and let ``Integer`` feed ``Float`` or ``String``; KFP v2 refuses
+    both. Only type declarations change, never ``command``/``args``:
+
+    - an input read as a file whose type KFP v2 takes for a parameter, and an output some
+      consumer reads as a file, lose their type (a generic ``system.Artifact``);
+    - an untyped input read as a value becomes ``String`` (KFP v2 takes untyped for an artifact);
+    - a value input fed by a param or output of another parameter type takes that type.
+
+    Raises:
+        RenderError: an input read both as a value and as a file from another task, or an
+            output read as a value by one task and as a file by another (KFP v2 has no such form).
+    """
+    doc = json.loads(json.dumps(doc))
+    doc["name"] = task.name
+    container = doc.get("implementation", {}).get("container")
+    if task.image is not None and isinstance(container, dict):
+        container["image"] = task.image
+    inputs = {i.get("name"): i for i in doc.get("inputs") or [] if isinstance(i, dict)}
+    outputs = {o.get("name"): o for o in doc.get("outputs") or [] if isinstance(o, dict)}
+    for arg in task.arguments:
+        entry = inputs.get(arg.input)
+        if entry is None or arg.from_default:
+            continue
+        if arg.uses_path and arg.uses_value and arg.source == "task":
+            raise RenderError(f"{graph.manifest_path}: {arg.key}: input {arg.input!r} is read both as a value and "
+                              f"as a file; KFP v2 cannot pass one task output both ways")
+        if arg.uses_path:
+            if _kfp_parameter_type(entry.get("type")) and arg.source == "task":
+                entry.pop("type", None)
+            continue
+        source_type = None
+        if arg.source == "param":
+            source_type = graph.param(arg.param).type
+        elif arg.source == "task":
+            source_type = graph.task(arg.task).component.output(arg.output).type
+        if entry.get("type") is None:
+            entry["type"] = source_type if _kfp_parameter_type(source_type) else "String"
+        elif (_kfp_parameter_type(source_type) and _kfp_parameter_type(entry["type"])
+              and canonical_type(source_type) != canonical_type(entry["type"])):
+            entry["type"] = source_type
+    for out in task.outputs:
+        entry = outputs.get(out.name)
+        if entry is None or not out.by_path:
+            continue
+        if out.by_value:
+            raise RenderError(f"{task.where}: output {out.name!r} is read as a value by one task and as a file by "
+                              f"another; KFP v2 cannot pass one output both ways")
+        if _kfp_parameter_type(entry.get("type")):
+            entry.pop("type", None)
+    return doc
+
+
+def _constant(graph: TaskGraph, task: Task, arg: Argument) -> Any:
     """A literal converted to the Python type KFP expects for the input's type (text for untyped inputs)."""
     spec_in = task.component.input(arg.input)
     in_type = canonical_type(spec_in.type) if spec_in is not None else None
@@ -213,7 +273,7 @@ def _constant(task: Task, arg: Argument) -> Any:
         return float(value)
     if in_type in _PY_TYPES:
         return value
-    raise RenderError(f"{arg.key}: KFP v2 cannot pass a literal to input {arg.input!r} of type {spec_in.type} "
+    raise RenderError(f"{graph.manifest_path}: {arg.key}: KFP v2 cannot pass a literal to input {arg.input!r} of type {spec_in.type} "
                       f"(an artifact); pass it from another task's output or change the input's type")
 
 

@@ -107,7 +107,7 @@ def _global(
                                          help="More detail (-vv: debug log).")] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Debug log, and a traceback with errors.")] = False,
     project_dir: Annotated[Optional[Path], typer.Option(
-        "-C", "--project-dir", help="Run as if started in this folder.", file_okay=False)] = None,
+        "-C", "--project-dir", help="The project folder (default: the current directory).", file_okay=False)] = None,
     file: Annotated[Optional[Path], typer.Option(
         "-f", "--file", help="The kfp.toml to use (default: kfp.toml in the project folder).", dir_okay=False)] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
@@ -176,7 +176,7 @@ def init(
     repository: Annotated[Optional[str], typer.Option(
         "--repository", help="Destination repository (default: oci:build/image, a local OCI layout).")] = None,
 ) -> None:
-    """Write a starting kfp.toml for the project folder (detects src/, data/, requirements.txt, typed functions)."""
+    """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it)."""
     from compose_kfp.project import detect_steps, scaffold_manifest
     from compose_kfp.schema import display_path, load_manifest
 
@@ -184,8 +184,9 @@ def init(
     target = settings.manifest_path
     if target.exists() and not force:
         raise ConfigError(f"{display_path(target)} already exists; use `compose-kfp init --force` to replace it.")
-    text = scaffold_manifest(settings.project_dir, name=name, base=base, repository=repository)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = target.parent  # paths in kfp.toml are relative to its folder: detect there
+    folder.mkdir(parents=True, exist_ok=True)
+    text = scaffold_manifest(folder, name=name, base=base, repository=repository)
     previous = target.read_bytes() if target.exists() else None
     target.write_text(text, encoding="utf-8")
     try:
@@ -197,7 +198,7 @@ def init(
         else:
             target.write_bytes(previous)
         raise
-    steps = detect_steps(settings.project_dir)
+    steps = detect_steps(folder)
     settings.out.print(f"wrote {display_path(target)}: {len(loaded.manifest.image.layers or [])} layer(s), "
                        f"{len(steps)} step(s){': ' + ', '.join(s.name for s in steps) if steps else ''}",
                        markup=False)

@@ -1486,7 +1486,6 @@ def json_schema() -> dict[str, Any]:
     """
     schema = Manifest.model_json_schema(mode="validation")
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-              "$id": "https://github.com/compose-kfp/compose-kfp/kfp.toml.schema.json",
               **schema, "title": "kfp.toml",
               "description": "The compose-kfp project manifest (kfp.toml)."}
     return schema

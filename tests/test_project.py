@@ -14,9 +14,6 @@ from compose_kfp.schema import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("compose_kfp.components")
-pytest.importorskip("compose_kfp.graph")
-
 SOURCE = '''\
 from typing import NamedTuple
 

@@ -51,6 +51,7 @@ from typing import BinaryIO, Callable, Iterable, Mapping, Protocol, Sequence
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from compose_kfp.oci.auth import ANONYMOUS, Credential, Keychain, default_keychain
@@ -61,7 +62,7 @@ from compose_kfp.oci.image import (
     MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
 )
-from compose_kfp.oci.reference import validate_digest
+from compose_kfp.oci.reference import Reference, validate_digest
 
 __all__ = [
     "RegistryClient",
@@ -198,6 +199,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _iter_available(resp: requests.Response) -> Iterable[bytes]:
+    """The body in blocks of what has arrived (``read1``), so that a transfer that breaks off
+    keeps every byte received before the break (``iter_content`` would drop a partial block)."""
+    while True:
+        block = resp.raw.read1(_READ_BLOCK)
+        if not block:
+            return
+        yield block
+
+
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -288,6 +299,13 @@ class RegistryClient:
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url!r})"
+
+    @classmethod
+    def for_reference(cls, ref: "Reference | str", keychain: Keychain | None = None, **options) -> "RegistryClient":
+        """A client for the registry of ``ref`` (API host ``registry-1.docker.io`` for Docker Hub,
+        credentials looked up under ``docker.io``). ``options`` are those of the constructor."""
+        ref = Reference.parse(ref) if isinstance(ref, str) else ref
+        return cls(ref.api_host, keychain, auth_registry=ref.registry, **options)
 
     # ------------------------------------------------------------------ transport
 
@@ -756,14 +774,14 @@ class RegistryClient:
                         if total < 0 and resp.status_code == 200 and resp.headers.get("Content-Length"):
                             total = int(resp.headers["Content-Length"])
                         try:
-                            for block in resp.iter_content(_READ_BLOCK):
+                            for block in _iter_available(resp):
                                 out.write(block)
                                 h.update(block)
                                 done += len(block)
                                 if progress:
                                     progress(digest, done, max(total, done))
                         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                                requests.exceptions.Timeout):
+                                requests.exceptions.Timeout, urllib3.exceptions.HTTPError, OSError):
                             failures += 1
                             if failures > self.retries:
                                 raise RegistryError(f"{self.registry}: download of blob {repo}@{digest} kept "
@@ -974,8 +992,10 @@ class RegistryClient:
                     progress: ProgressCallback | None = None) -> str:
         """Make ``source.digest`` present in ``repo``: exists? -> mount from each of ``mount_from`` -> upload.
 
-        Returns what happened: ``"present"``, ``"mounted"`` or ``"uploaded"``. ``progress`` is
-        called with ``(digest, size, size)`` for a blob that needed no upload.
+        Returns what happened: ``"present"``, ``"mounted"`` or ``"uploaded"``. A mount the
+        registry answers with 202 costs no extra request: the upload session it opened is used
+        for the upload. ``progress`` is called with ``(digest, size, size)`` for a blob that
+        needed no upload.
         """
         digest = source.digest
         if self.blob_exists(repo, digest):

@@ -143,3 +143,18 @@ def test_rejected_token_midway_through_a_push_is_refreshed(registry_token, fault
     rejected = [r for r in proxy.records() if r.status == 401 and r.path != "/v2/"]
     assert [r.method for r in rejected] == ["PATCH", "PUT"]  # the registry's own 401 answers
     assert issued == 3  # the first token, then one refresh per rejection
+
+
+def test_broken_download_is_resumed_with_a_range_request(registry, fault_proxy, unique_repo, tmp_path):
+    manifest, config, layers = image(unique_repo, size=50_000)
+    push_image(via(fault_proxy(registry)), unique_repo, ["v1"], manifest, OCI_MANIFEST, config, layers)
+    proxy = fault_proxy(registry)
+    proxy.add(Fault("GET", r"/blobs/sha256:", "truncate_response"))
+    seen = []
+    size = via(proxy).get_blob(unique_repo, layers[0].digest, tmp_path / "blob",
+                               progress=lambda d, done, total: seen.append((done, total)))
+    assert size == layers[0].size and (tmp_path / "blob").read_bytes() == layers[0].data
+    gets = proxy.records("GET", r"/blobs/sha256:")
+    assert [g.fault for g in gets] == ["truncate_response", None]
+    assert gets[0].bytes_out + gets[1].bytes_out == layers[0].size  # the rest, not the whole blob again
+    assert seen[-1] == (layers[0].size, layers[0].size)

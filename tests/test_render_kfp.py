@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import components as kfp_components
 
+from compose_kfp import schema
 from compose_kfp.errors import RenderError
 from compose_kfp.graph import resolve_graph
 from compose_kfp.project import load_project
@@ -17,6 +19,7 @@ from compose_kfp.render.kfp import render_kfp_pipeline
 from tests.fixtures.pipeline_graphs import (
     COMPONENTS,
     IMAGE,
+    MANIFEST_HEAD,
     SCENARIOS,
     STEPS_TOML,
     THIRD_PARTY,
@@ -129,11 +132,6 @@ TRICKY = ["a: b # {{c}}\n- d", "ünïcødé ✓ 日本語 🚀", "y" * 5000, "{%
 
 @pytest.mark.parametrize("value", TRICKY, ids=[repr(v)[:20] for v in TRICKY])
 def test_tricky_strings_round_trip(value, tmp_path):
-    import tomllib
-
-    from compose_kfp import schema
-    from tests.fixtures.pipeline_graphs import MANIFEST_HEAD
-
     data = tomllib.loads(MANIFEST_HEAD + STEPS_TOML)
     data["pipeline"] = {"params": {"text": value}, "tasks": {
         "echo": {"step": "echo", "args": {"message": value, "times": 1, "flag": True,

@@ -13,11 +13,11 @@ Steps, in order:
 2. check the arguments: every ``--in`` names an input, every required input is given,
    every output has an ``--out``; parse each value by its declared type (``Integer``,
    ``Float``, ``String``, ``Boolean`` as ``true``/``false``, ``JsonArray``/``JsonObject``
-   as JSON); a path input is passed as a path (``pathlib.Path`` if so annotated), an
-   artifact input is unmarshalled (:mod:`compose_kfp.runtime.marshal`);
+   as JSON); a path input is passed as a path (``pathlib.Path`` if so annotated);
 3. import the file by path, as ``python FILE.py`` would see it: the file's folder first
    on ``sys.path``, then the working directory (the image's ``workdir``); the module is
    registered under the file's stem so pickled classes it defines can be loaded again;
+   then artifact inputs are unmarshalled (:mod:`compose_kfp.runtime.marshal`);
 4. call the function (``async def`` functions through :func:`asyncio.run`), creating the
    parent folders of ``OutputPath`` parameters first;
 5. write outputs: ``OutputPath`` files must exist afterwards; a returned value is checked
@@ -156,7 +156,8 @@ def format_value(value: Any, output: Output) -> str:
         raise StepFailure("output '{}': the returned value is not JSON: {}".format(output.name, exc))
 
 
-def _convert_inputs(sig: Signature, ins: List[Tuple[str, str]]) -> Dict[str, Any]:
+def _convert_inputs(sig: Signature, ins: List[Tuple[str, str]]) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Parse value inputs and check path inputs; return ``(values, artifact input name -> path)``."""
     given: Dict[str, str] = {}
     for name, text in ins:
         p = sig.parameter(name)
@@ -167,6 +168,7 @@ def _convert_inputs(sig: Signature, ins: List[Tuple[str, str]]) -> Dict[str, Any
             raise UsageError("--in {}: given twice".format(name))
         given[name] = text
     values: Dict[str, Any] = {}
+    artifacts: Dict[str, str] = {}
     for p in sig.inputs:
         what = "input '{}'".format(p.name)
         if p.name not in given:
@@ -180,12 +182,11 @@ def _convert_inputs(sig: Signature, ins: List[Tuple[str, str]]) -> Dict[str, Any
             if not os.path.exists(text):
                 raise UsageError("{}: the file {} does not exist".format(what, text))
             values[p.name] = Path(text) if p.python_path else text
-        else:  # artifact
-            try:
-                values[p.name] = marshal.read_artifact(text, what)
-            except marshal.MarshalError as exc:
-                raise UsageError(str(exc))
-    return values
+        else:  # artifact: loaded after the module is imported
+            if not os.path.exists(text):
+                raise UsageError("{}: {} does not exist".format(what, text))
+            artifacts[p.name] = text
+    return values, artifacts
 
 
 def _output_paths(sig: Signature, outs: List[Tuple[str, str]]) -> Dict[str, str]:
@@ -289,14 +290,27 @@ def run(argv: Sequence[str]) -> int:
         sig = analyze_file(file, function, display_path=file_part)
     except SignatureError as exc:
         raise UsageError(str(exc))
-    values = _convert_inputs(sig, ins)
+    values, artifacts = _convert_inputs(sig, ins)
     paths = _output_paths(sig, outs)
+    try:
+        module = _import(file)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:  # noqa: BLE001 - report an import failure of user code like a step failure
+        sys.stderr.write("compose-kfp runtime: importing {} failed:\n".format(file_part))
+        traceback.print_exc()
+        return 1
+    # Artifacts are loaded after the import, so pickled classes of the step's own module resolve.
+    for name, path in artifacts.items():
+        try:
+            values[name] = marshal.read_artifact(path, "input '{}'".format(name))
+        except marshal.MarshalError as exc:
+            raise UsageError(str(exc))
     for o in sig.outputs:
         if o.kind == "output_path":
             os.makedirs(os.path.dirname(os.path.abspath(paths[o.name])), exist_ok=True)
             values[o.name] = paths[o.name]
     try:
-        module = _import(file)
         fn = getattr(module, function)
         fn = getattr(fn, "python_func", fn)  # a KFP @component-decorated function
         _log("running {}:{}".format(file_part, function))

@@ -21,7 +21,9 @@ format              for                           file / reader
 ``parquet``         ``pandas.DataFrame`` when      ``data.parquet``; ``pandas.read_parquet``
                     ``pyarrow`` is importable
 ``pandas-pickle``   other pandas objects, or a     ``data.pkl``; ``pandas.read_pickle``
-                    DataFrame parquet refuses
+                    DataFrame parquet refuses or
+                    whose column names are not
+                    all strings
 ``joblib``          any other object when          ``data.joblib``; ``joblib.load``
                     ``joblib`` is importable
 ``pickle``          any other object               ``data.pkl``; :func:`pickle.load` (protocol 4)
@@ -135,6 +137,9 @@ def _write_parquet(frame: Any, folder: str) -> bool:
     """Write ``frame`` as parquet with pyarrow; ``False`` (and nothing left behind) if that is not possible."""
     if _optional_module("pyarrow") is None:
         return False
+    columns = frame.columns
+    if getattr(columns, "nlevels", 1) != 1 or not all(isinstance(c, str) for c in columns):
+        return False  # parquet stores column names as strings: it would not round-trip
     target = os.path.join(folder, "data.parquet")
     try:
         frame.to_parquet(target, engine="pyarrow")

@@ -63,3 +63,23 @@ def summarize(rows: InputPath("JSONLines"), weights: Optional[Dict[str, float]] 
 def report(total: float, count: int, labels: list, source: Path, report: OutputPath()) -> None:
     """Write a one-line report combining the summary and a file's size."""
     Path(report).write_text(f"{total} {count} {','.join(labels)} {len(source.read_bytes())}\n", encoding="utf-8")
+
+
+class Tally:
+    """A plain object defined in the step module: marshalled with joblib or pickle and loaded by the next step."""
+
+    def __init__(self, counts: Dict[str, int]) -> None:
+        self.counts = counts
+
+
+def tally(words: List[str]) -> Tally:
+    """Count words into a Tally object (an artifact output)."""
+    counts: Dict[str, int] = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    return Tally(counts)
+
+
+def read_tally(tally: Tally, word: str) -> int:
+    """How often ``word`` was counted (the Tally arrives as an object)."""
+    return tally.counts.get(word, 0)

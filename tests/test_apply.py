@@ -1,0 +1,278 @@
+"""plan + apply against the real CNCF registry (fixture ``registry``), with a tiny base image built here."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from compose_kfp import cli_build  # noqa: F401 - registers plan/apply/render/lock on the CLI
+from compose_kfp.apply import apply_plan, plan_project, project_lock, render_from_lock
+from compose_kfp.cli import main
+from compose_kfp.errors import BusyError, StaleError
+from compose_kfp.oci.auth import StaticKeychain
+from compose_kfp.oci.layout import OCILayout
+from compose_kfp.oci.reference import Reference
+from compose_kfp.oci.registry import RegistryClient
+from compose_kfp.planner import Plan, format_plan
+from compose_kfp.project import load_project
+from tests.fixtures.project import manifest_puts, push_base_image, uploads
+
+pytestmark = pytest.mark.registry
+
+
+def _plan(root, **kw):
+    return plan_project(load_project(root), **kw)
+
+
+def _apply(root, **kw):
+    project = load_project(root)
+    return apply_plan(project, plan_project(project, **kw), **kw)
+
+
+def _client(registry):
+    return RegistryClient(registry.host, StaticKeychain({}))
+
+
+def _layer(p, name, image="main"):
+    plat = p.image(image).platforms[0]
+    return next(ly for ly in plat.layers if ly.name == name)
+
+
+def test_first_apply_pushes_every_layer_then_nothing(project_factory, registry):
+    root = project_factory()
+    p = _plan(root)
+    assert p.image("main").status == "create"
+    assert [ly.action for ly in p.image("main").platforms[0].layers] == ["add", "add", "add"]
+    since = len(registry.requests())
+    result = apply_plan(load_project(root), p)
+    pushed = set(uploads(registry, since))
+    layer_digests = {ly.after for ly in p.image("main").platforms[0].layers}
+    config = p.image("main").platforms[0].config_after
+    assert pushed == layer_digests | {config}
+    assert result.uploaded_bytes == sum(n for _, n in result.uploaded) > 0
+    # the base layer lives in the same registry: mounted, not uploaded
+    assert len(result.mounted) == 1
+    image = p.image("main")
+    ref = Reference.parse(image.repository)
+    with _client(registry) as client:
+        head = client.head_manifest(ref.repository, image.tags[0])
+    assert image.tags[0].startswith("kfp-") and head[1] == image.after
+    lock = json.loads((root / "kfp.lock").read_text())
+    assert lock["images"]["main"]["digest"] == image.after
+    comp = (root / "build" / "components" / "train.yaml").read_text()
+    assert f"{image.repository}@{image.after}" in comp
+    assert (root / "build" / "workflow.yaml").is_file()
+
+    since = len(registry.requests())
+    p2 = _plan(root)
+    assert not p2.has_changes
+    assert "No changes." in format_plan(p2)
+    result2 = apply_plan(load_project(root), p2)
+    assert not result2.changed
+    assert uploads(registry, since) == [] and manifest_puts(registry, since) == []
+
+
+def test_one_file_edit_replaces_exactly_one_layer(project_factory, registry):
+    root = project_factory()
+    _apply(root)
+    (root / "src" / "model.py").write_text((root / "src" / "model.py").read_text() + "\n# tweak\n")
+    p = _plan(root)
+    actions = {ly.name: ly.action for ly in p.image("main").platforms[0].layers}
+    assert actions == {"runtime": "keep", "data": "keep", "src": "replace"}
+    src = _layer(p, "src")
+    assert "src/model.py changed" in src.reason
+    text = format_plan(p)
+    assert "~ src" in text and "Plan: 0 to add, 1 to replace, 0 to remove;" in text
+    since = len(registry.requests())
+    result = apply_plan(load_project(root), p)
+    plat = result.plan.image("main").platforms[0]
+    assert sorted(uploads(registry, since)) == sorted([src.after, plat.config_after])
+    puts = manifest_puts(registry, since)
+    assert plat.manifest_after in puts and result.plan.image("main").tags[0] in puts
+    assert puts.index(plat.manifest_after) < puts.index(result.plan.image("main").tags[0])
+
+
+def test_touch_without_content_change_changes_nothing(project_factory, registry):
+    root = project_factory()
+    _apply(root)
+    later = time.time() + 5
+    for f in (root / "src" / "model.py", root / "data" / "part0.csv"):
+        os.utime(f, (later, later))
+    p = _plan(root)
+    assert not p.has_changes
+    assert all(ly.action == "keep" for ly in p.image("main").platforms[0].layers)
+
+
+def test_env_change_changes_only_config_and_manifest(project_factory, registry):
+    root = project_factory(env={"MODE": "a"})
+    _apply(root)
+    toml = (root / "kfp.toml").read_text().replace('MODE = "a"', 'MODE = "b"')
+    (root / "kfp.toml").write_text(toml)
+    p = _plan(root)
+    plat = p.image("main").platforms[0]
+    assert all(ly.action == "keep" for ly in plat.layers)
+    assert plat.config_changed and plat.manifest_changed
+    assert p.summary.add == p.summary.replace == p.summary.remove == 0
+    since = len(registry.requests())
+    apply_plan(load_project(root), p)
+    assert uploads(registry, since) == [plat.config_after]
+
+
+def test_image_deleted_behind_our_back_is_restored(project_factory, registry):
+    root = project_factory()
+    first = _apply(root)
+    image = first.plan.image("main")
+    ref = Reference.parse(image.repository)
+    with _client(registry) as client:
+        client.delete_manifest(ref.repository, image.after)
+    p = _plan(root)
+    assert p.image("main").status == "restore"
+    assert "missing from the destination" in format_plan(p)
+    apply_plan(load_project(root), p)
+    with _client(registry) as client:
+        assert client.head_manifest(ref.repository, image.after) is not None
+    assert not _plan(root).has_changes
+
+
+def test_base_tag_moving_shows_as_base_change(project_factory, registry, base_image):
+    root = project_factory()
+    _apply(root)
+    repo = Reference.parse(base_image.repository).repository
+    push_base_image(registry, repo, "v1", files={"/etc/os-release": b"ID=tiny\nVERSION_ID=2\n"})
+    p = _plan(root)
+    plat = p.image("main").platforms[0]
+    assert plat.base.action == "replace" and plat.base.before != plat.base.after
+    assert "(base digest moved)" in format_plan(p)
+    assert all(ly.action == "keep" for ly in plat.layers)
+    assert p.has_changes
+
+
+def test_saved_plan_refused_after_base_moved(project_factory, registry, base_image, tmp_path):
+    root = project_factory()
+    p = _plan(root)
+    saved = tmp_path / "plan.json"
+    saved.write_text(p.to_json())
+    repo = Reference.parse(base_image.repository).repository
+    push_base_image(registry, repo, "v1", files={"/etc/os-release": b"ID=tiny\nVERSION_ID=3\n"})
+    with pytest.raises(StaleError, match="moved since the plan"):
+        apply_plan(load_project(root), Plan.from_json(saved.read_text()))
+
+
+def test_saved_plan_applies_when_nothing_moved(project_factory, registry, tmp_path):
+    root = project_factory()
+    p = _plan(root)
+    p2 = Plan.from_json(p.to_json())
+    assert p2 == p
+    result = apply_plan(load_project(root), p2)
+    assert result.plan.image("main").after == p.image("main").after
+
+
+def test_oci_destination_writes_a_layout(project_factory, registry):
+    root = project_factory(repository="oci:out/image", tags=("latest",))
+    result = _apply(root)
+    layout = OCILayout.open(root / "out" / "image")
+    img = layout.read_image("latest")
+    assert img.digest == result.plan.image("main").after
+    for digest in img.blob_digests():
+        assert layout.store.has(digest)
+    assert not _plan(root).has_changes
+
+
+def test_frozen(project_factory, registry):
+    root = project_factory()
+    with pytest.raises(StaleError, match="needs a kfp.lock"):
+        _plan(root, frozen=True)
+    _apply(root)
+    assert not _plan(root, frozen=True).has_changes
+    (root / "src" / "model.py").write_text((root / "src" / "model.py").read_text() + "\n# again\n")
+    with pytest.raises(StaleError, match="out of date"):
+        _plan(root, frozen=True)
+
+
+def test_frozen_uses_locked_base_digest(project_factory, registry, base_image):
+    root = project_factory()
+    _apply(root)
+    repo = Reference.parse(base_image.repository).repository
+    push_base_image(registry, repo, "v1", files={"/etc/os-release": b"ID=tiny\nVERSION_ID=4\n"})
+    p = _plan(root, frozen=True)  # the moved tag is not re-resolved
+    assert not p.has_changes
+    assert _plan(root).image("main").platforms[0].base.action == "replace"
+
+
+def test_second_apply_waits_for_the_project_lock(project_factory, registry):
+    root = project_factory()
+    project = load_project(root)
+    p = plan_project(project)
+    lk = project_lock(root, timeout=1)
+    with lk:
+        with pytest.raises(BusyError, match="another `compose-kfp apply`"):
+            apply_plan(project, p, lock_timeout=0.2)
+
+
+def test_two_concurrent_applies_leave_a_consistent_lock(project_factory, registry):
+    root = project_factory()
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(_apply(root))
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    lock = json.loads((root / "kfp.lock").read_text())
+    assert lock["images"]["main"]["digest"] == results[0].plan.image("main").after
+    assert not _plan(root).has_changes
+
+
+def test_render_from_lock(project_factory, registry):
+    root = project_factory()
+    with pytest.raises(StaleError, match="no kfp.lock"):
+        render_from_lock(load_project(root))
+    result = _apply(root)
+    (root / "build" / "components" / "train.yaml").unlink()
+    written = render_from_lock(load_project(root))
+    assert written == ["build/components/train.yaml"]
+    assert result.plan.image("main").after in (root / "build" / "components" / "train.yaml").read_text()
+
+
+def test_cli_plan_apply(project_factory, registry, capsys):
+    root = project_factory()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan", "--exit-code"])
+    assert e.value.code == 2
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith("Plan: 3 to add, 0 to replace, 0 to remove;")
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan", "--json", "--out", str(root / "saved.json")])
+    assert e.value.code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["has_changes"] and doc["summary"]["add"] == 3
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "apply", "--yes", "--plan", str(root / "saved.json")])
+    assert e.value.code == 0
+    assert "Wrote kfp.lock." in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "apply", "--yes"])
+    assert e.value.code == 0
+    assert "Nothing to do: nothing uploaded." in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan", "--exit-code"])
+    assert e.value.code == 0
+
+
+def test_cli_frozen_stale_exit_code(project_factory, registry, capsys):
+    root = project_factory()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "apply", "--yes", "--frozen"])
+    assert e.value.code == StaleError.exit_code
+    assert "needs a kfp.lock" in capsys.readouterr().err

@@ -1,0 +1,926 @@
+"""``compose-kfp run --local``: run the resolved task graph on this machine, each task inside its image.
+
+:func:`run_local` executes the same :class:`~compose_kfp.graph.TaskGraph` the
+Argo renderer receives, and passes data the way the rendered Workflow makes
+Argo pass it (:mod:`compose_kfp.render.workflow`):
+
+- a task's command line comes from :meth:`Task.command_line
+  <compose_kfp.graph.Task.command_line>` (the shared placeholder resolver):
+  ``inputValue`` -> the value text, ``inputPath`` -> ``/tmp/inputs/<input>/data``,
+  ``outputPath`` -> ``/tmp/outputs/<output>/data``; Argo variables that Argo
+  would substitute in the pod (``{{workflow.name}}``, ``{{workflow.uid}}``,
+  ``{{workflow.namespace}}``, ``{{workflow.creationTimestamp}}``,
+  ``{{workflow.parameters.<p>}}``, ``{{pod.name}}``) are substituted in the
+  command, args and env; other ``{{...}}`` text is left as it is;
+- values: literals and defaults as written, params from ``params`` or their
+  defaults, upstream outputs read from the upstream output file with one
+  trailing newline removed (as Argo's ``valueFrom.path``);
+- files: an upstream output file or folder is mounted read-only at the input
+  path; a literal or param consumed as a file is written to a file first (Argo's
+  ``raw`` artifact) and mounted the same way;
+- outputs: ``/tmp/outputs`` is a writable bind mount of
+  ``<run_dir>/<task>/outputs``; after the command exits 0, every output of the
+  component must exist at its path, else the task fails (as an Argo output
+  parameter or artifact that is missing);
+- ``env`` of the component and ``[steps.NAME] env`` are added to the image's
+  ``Env``; the image's ``Entrypoint``/``Cmd`` apply as Kubernetes applies them
+  (``command`` replaces the entrypoint, ``args`` the cmd); ``[steps.NAME]
+  timeout`` (seconds) and ``retries`` are honoured (retries run at once, without
+  Argo's backoff).
+
+Executors (``executor=``):
+
+``podman``
+    ``podman --runtime runc run --rm --network none -v ...:ro -v ... IMAGE``,
+    with a ``containers.conf`` (``default_ulimits = []``, ``cgroup_manager =
+    "cgroupfs"``) written under the cache folder and named by ``CONTAINERS_CONF``;
+    ``--tls-verify=false`` only for loopback or ``insecure`` registries. Podman
+    applies the image's ``Env``, ``WorkingDir`` and ``User`` itself.
+``bwrap`` / ``chroot``
+    the image's manifest, config and layers are pulled with
+    :class:`compose_kfp.oci.registry.RegistryClient` (or read from a local OCI
+    layout), unpacked with :func:`compose_kfp.oci.unpack.unpack_image` into a tree
+    cached per manifest digest under ``<cache_dir>/rootfs/``, and the command runs
+    in an overlay over that tree (see :mod:`compose_kfp.localrun_sandbox`) with
+    ``Env``, ``WorkingDir`` and ``User`` from the image config; ``chroot`` needs root.
+``auto``
+    podman when ``podman info`` succeeds, else bwrap when it is installed, else
+    chroot when running as root.
+
+Independent tasks run in parallel, at most ``max_parallel`` at a time, started in
+graph order. A task that fails (non-zero exit, missing output, timeout, image
+that cannot be fetched) makes every task downstream of it ``skipped``; the
+other tasks still run. Task failures are reported in the :class:`RunResult`,
+never raised; the CLI turns a failed run into :class:`~compose_kfp.errors.RunError`
+(exit code 7) and prints the failing task's log tail (:func:`failure_report`).
+
+Run folder layout: ``<run_dir>/<task k8s name>/`` holds ``log.txt`` (stdout and
+stderr of the command, interleaved), ``outputs/<output>/data``, ``inputs/<input>/data``
+(raw inputs only) and ``task.json`` (image, command line, status);
+``<run_dir>/run.json`` holds the whole :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from compose_kfp.errors import ConfigError, RegistryError, RunError
+from compose_kfp.graph import Task, TaskGraph, literal_text
+from compose_kfp.oci import errors as oci_errors
+from compose_kfp.oci.auth import Keychain
+from compose_kfp.oci.blobs import BlobStore
+from compose_kfp.oci.image import ImageConfig, Index, Manifest, Platform, parse_manifest, select_platform
+from compose_kfp.oci.layer import Layer
+from compose_kfp.oci.reference import Reference
+from compose_kfp.oci.registry import RegistryClient, is_loopback
+from compose_kfp.oci.unpack import remove_tree, unpack_image
+from compose_kfp.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
+
+__all__ = [
+    "Executor",
+    "RegistryOptions",
+    "TaskEvent",
+    "TaskResult",
+    "RunResult",
+    "run_local",
+    "select_executor",
+    "podman_usable",
+    "format_summary",
+    "failure_report",
+    "raise_for_failure",
+    "CONTAINERS_CONF",
+    "MAX_VALUE_BYTES",
+]
+
+log = logging.getLogger(__name__)
+
+Executor = Literal["auto", "podman", "bwrap", "chroot"]
+Status = Literal["succeeded", "failed", "skipped"]
+
+#: The ``containers.conf`` podman is run with (``$CONTAINERS_CONF``): no default ulimits, cgroupfs.
+CONTAINERS_CONF = """\
+# Written by compose-kfp for `run --local` (podman is started with CONTAINERS_CONF pointing here).
+[containers]
+default_ulimits = []
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+#: Outputs up to this size (bytes) that are parameters are reported as values (Argo's parameter limit).
+MAX_VALUE_BYTES = 256 * 1024
+#: Exit status of the sandbox helper when it could not set the sandbox up.
+_SANDBOX_SETUP_FAILED = 125
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ARGO_VAR = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
+_SANDBOX = Path(__file__).with_name("localrun_sandbox.py")
+_UNSAFE_MOUNT_CHARS = (":", ",")
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryOptions:
+    """How images are fetched.
+
+    Attributes:
+        insecure: ``None``: plain HTTP (and podman ``--tls-verify=false``) only for loopback
+            registries; ``True``: for every registry; ``False``: never.
+        keychain: credentials for the fallback executors (default: docker/podman auth files, env).
+        authfile: an auth file for ``podman pull --authfile``.
+        layout: a local OCI image layout folder; blobs found there are not downloaded.
+    """
+
+    insecure: bool | None = None
+    keychain: Keychain | None = None
+    authfile: Path | None = None
+    layout: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    """What happened to one task.
+
+    Attributes:
+        name: task name (``kfp.toml``); ``k8s_name`` its folder name under the run folder.
+        status: ``succeeded``, ``failed`` or ``skipped``.
+        duration: seconds the command ran (all attempts; 0 for skipped tasks).
+        outputs: output name -> its value (``str``, for parameter outputs up to
+            :data:`MAX_VALUE_BYTES`, one trailing newline removed) or its host path (files, folders).
+            Empty unless the task succeeded.
+        output_paths: output name -> host path of every output written.
+        log_path: the task's log (stdout + stderr), ``None`` for skipped tasks.
+        exit_code: the command's exit status (``None`` when it did not run or was stopped).
+        error: why it failed or was skipped, ``None`` when it succeeded.
+        argv: the command line that ran (after placeholder and Argo variable substitution).
+        image: the image reference it ran in.
+        attempts: how many times the command ran.
+    """
+
+    name: str
+    k8s_name: str
+    status: Status
+    duration: float = 0.0
+    outputs: Mapping[str, str | Path] = dataclasses.field(default_factory=dict)
+    output_paths: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    log_path: Path | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    argv: tuple[str, ...] = ()
+    image: str | None = None
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (paths as strings)."""
+        return {
+            "name": self.name, "status": self.status, "duration": round(self.duration, 3),
+            "outputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.outputs.items()},
+            "output_paths": {k: str(v) for k, v in self.output_paths.items()},
+            "log": str(self.log_path) if self.log_path else None, "exit_code": self.exit_code,
+            "error": self.error, "argv": list(self.argv), "image": self.image, "attempts": self.attempts,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """The result of :func:`run_local`: one :class:`TaskResult` per task, in graph order."""
+
+    pipeline: str
+    run_dir: Path
+    executor: str
+    tasks: tuple[TaskResult, ...]
+    duration: float
+    params: Mapping[str, str]
+
+    @property
+    def ok(self) -> bool:
+        """Every task succeeded."""
+        return all(t.status == "succeeded" for t in self.tasks)
+
+    @property
+    def failed(self) -> tuple[TaskResult, ...]:
+        """The failed tasks (not the skipped ones), in graph order."""
+        return tuple(t for t in self.tasks if t.status == "failed")
+
+    def task(self, name: str) -> TaskResult:
+        """The result of task ``name``; ``KeyError`` if there is none."""
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"pipeline": self.pipeline, "run_dir": str(self.run_dir), "executor": self.executor,
+                "ok": self.ok, "duration": round(self.duration, 3), "params": dict(self.params),
+                "tasks": [t.to_dict() for t in self.tasks]}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEvent:
+    """A progress event: ``kind`` is ``fetching`` (image), ``started``, ``finished`` or ``skipped``.
+
+    ``result`` is set for ``finished`` and ``skipped``. Events may come from worker threads.
+    """
+
+    task: str
+    kind: Literal["fetching", "started", "finished", "skipped"]
+    result: TaskResult | None = None
+    message: str = ""
+
+
+EventCallback = Callable[[TaskEvent], None]
+
+
+# ---------------------------------------------------------------------------- executors
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "compose-kfp" / "local-run"
+
+
+def _podman_env(cache: Path) -> dict[str, str]:
+    conf = cache / "podman" / "containers.conf"
+    if not conf.is_file() or conf.read_text() != CONTAINERS_CONF:
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        tmp = conf.with_name(f".containers.conf.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(CONTAINERS_CONF)
+        os.replace(tmp, conf)
+    return {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+
+_usable: dict[str, bool] = {}
+_usable_lock = threading.Lock()
+
+
+def podman_usable(cache_dir: Path | None = None) -> bool:
+    """Whether ``podman --runtime runc info`` succeeds with our ``containers.conf`` (checked once per process)."""
+    podman = shutil.which("podman")
+    if podman is None or shutil.which("runc") is None:
+        return False
+    cache = _cache_root(cache_dir)
+    with _usable_lock:
+        key = str(cache)
+        if key not in _usable:
+            try:
+                proc = subprocess.run([podman, "--runtime", "runc", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
+                                      env=_podman_env(cache), capture_output=True, text=True, timeout=60)
+                _usable[key] = proc.returncode == 0
+                if proc.returncode != 0:
+                    log.info("podman is not usable: %s", proc.stderr.strip()[-500:])
+            except (OSError, subprocess.TimeoutExpired) as e:
+                log.info("podman is not usable: %s", e)
+                _usable[key] = False
+        return _usable[key]
+
+
+def select_executor(requested: Executor = "auto", cache_dir: Path | None = None) -> str:
+    """The executor to use: ``requested`` when it is available, for ``auto`` the first of podman, bwrap, chroot.
+
+    Raises:
+        RunError: the requested executor is not available here (the message says why), or none is.
+    """
+    if requested == "podman":
+        if not podman_usable(cache_dir):
+            raise RunError("podman is not usable here (`podman --runtime runc info` failed or podman/runc are "
+                           "missing); use --executor bwrap or chroot")
+        return "podman"
+    if requested == "bwrap":
+        if shutil.which("bwrap") is None:
+            raise RunError("bwrap is not installed (apt-get install bubblewrap); use --executor chroot as root")
+        return "bwrap"
+    if requested == "chroot":
+        if os.geteuid() != 0:
+            raise RunError("the chroot executor needs root; use --executor bwrap")
+        return "chroot"
+    if requested != "auto":
+        raise ConfigError(f"unknown executor {requested!r}; expected auto, podman, bwrap or chroot")
+    if podman_usable(cache_dir):
+        return "podman"
+    if shutil.which("bwrap") is not None:
+        return "bwrap"
+    if os.geteuid() == 0:
+        return "chroot"
+    raise RunError("no way to run containers here: podman is not usable, bwrap is not installed and this is not "
+                   "root; install podman and runc, or bubblewrap")
+
+
+# ---------------------------------------------------------------------------- images for the fallback
+
+
+@dataclasses.dataclass(frozen=True)
+class _ImageTree:
+    root: Path
+    config: ImageConfig
+
+
+def _host_platform() -> Platform:
+    return Platform.parse(f"linux/{platform.machine()}")
+
+
+class _ImageStore:
+    """Unpacked image trees cached per manifest digest (``<cache>/rootfs/<hex>/{rootfs,config.json}``)."""
+
+    def __init__(self, cache: Path, options: RegistryOptions):
+        self.cache = cache
+        self.options = options
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._clients: dict[str, RegistryClient] = {}
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _client(self, host: str) -> RegistryClient:
+        with self._guard:
+            if host not in self._clients:
+                self._clients[host] = RegistryClient(host, self.options.keychain, insecure=self.options.insecure)
+            return self._clients[host]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def _local(self) -> BlobStore | None:
+        return BlobStore(self.options.layout) if self.options.layout else None
+
+    def _manifest(self, ref: Reference) -> tuple[Manifest, str]:
+        local = self._local()
+        if local is not None and ref.digest and local.has(ref.digest):
+            doc = parse_manifest(local.read_bytes(ref.digest))
+            digest = ref.digest
+        else:
+            data, media_type, digest = self._client(ref.api_host).get_manifest(ref.repository, ref.identifier)
+            doc = parse_manifest(data, media_type)
+        if isinstance(doc, Index):
+            desc = select_platform(doc, _host_platform())
+            return self._manifest(Reference(ref.registry, ref.repository, digest=desc.digest))
+        return doc, digest
+
+    def _blob(self, ref: Reference, digest: str, size: int, dest: BlobStore) -> None:
+        local = self._local()
+        if local is not None and local.has(digest):
+            dest.copy_from(local, digest)
+            return
+        if not dest.has(digest):
+            dest.path(digest).parent.mkdir(parents=True, exist_ok=True)
+            self._client(ref.api_host).get_blob(ref.repository, digest, dest.path(digest), expected_size=size)
+
+    def tree(self, image: str) -> _ImageTree:
+        """The unpacked tree and config of ``image`` (``repository@sha256:...``), fetched and unpacked on first use."""
+        from filelock import FileLock
+
+        ref = Reference.parse(image)
+        manifest, digest = self._manifest(ref)
+        hexd = digest.split(":", 1)[1]
+        folder = self.cache / "rootfs" / hexd
+        with self._lock(hexd), FileLock(str(self.cache / "rootfs" / f"{hexd}.lock")):
+            config_path = folder / "config.json"
+            if not config_path.is_file() or not (folder / "rootfs").is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                blobs = BlobStore(self.cache / "blobs")
+                self._blob(ref, manifest.config.digest, manifest.config.size, blobs)
+                config = ImageConfig.from_bytes(blobs.read_bytes(manifest.config.digest), manifest.config.media_type)
+                if len(config.rootfs.diff_ids) != len(manifest.layers):
+                    raise oci_errors.ImageError(f"{image}: the manifest has {len(manifest.layers)} layers but the "
+                                                f"config lists {len(config.rootfs.diff_ids)} diff_ids")
+                layers = []
+                for desc, diff_id in zip(manifest.layers, config.rootfs.diff_ids):
+                    self._blob(ref, desc.digest, desc.size, blobs)
+                    layers.append(Layer.from_store(blobs, desc.digest, diff_id, desc.media_type))
+                remove_tree(folder / "rootfs")
+                unpack_image(layers, folder / "rootfs")
+                config_path.write_bytes(config.raw_bytes())
+                for desc in [manifest.config, *manifest.layers]:
+                    blobs.path(desc.digest).unlink(missing_ok=True)  # the tree is the cache
+                log.info("unpacked %s (%d layers) into %s", image, len(layers), folder / "rootfs")
+            config = ImageConfig.from_bytes(config_path.read_bytes())
+        return _ImageTree(folder / "rootfs", config)
+
+
+def _lookup_id(root: Path, table: str, name: str) -> tuple[int, int] | None:
+    """``(id, primary gid)`` of ``name`` in the image's ``/etc/passwd`` (or ``(gid, gid)`` in ``/etc/group``)."""
+    try:
+        lines = (root / "etc" / table).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name:
+            try:
+                ident = int(fields[2])
+                gid = int(fields[3]) if table == "passwd" and len(fields) > 3 else ident
+            except ValueError:
+                return None
+            return ident, gid
+    return None
+
+
+def _image_user(root: Path, user: str | None) -> tuple[int, int, str]:
+    """``(uid, gid, home)`` for the image config's ``User`` (``name``, ``uid``, ``name:group``, ``uid:gid``).
+
+    Raises:
+        RunError: a name that is not in the image's ``/etc/passwd`` or ``/etc/group``.
+    """
+    if not user:
+        return 0, 0, "/root"
+    name, _, group = user.partition(":")
+    if name.isdigit():
+        uid, gid = int(name), int(name)
+        passwd = None
+    else:
+        passwd = _lookup_id(root, "passwd", name)
+        if passwd is None:
+            raise RunError(f"image user {name!r} is not in the image's /etc/passwd")
+        uid, gid = passwd
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = _lookup_id(root, "group", group)
+            if found is None:
+                raise RunError(f"image group {group!r} is not in the image's /etc/group")
+            gid = found[0]
+    home = "/root" if uid == 0 else "/"
+    try:
+        for line in (root / "etc" / "passwd").read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 6 and fields[2] == str(uid):
+                home = fields[5] or home
+                break
+    except OSError:
+        pass
+    return uid, gid, home
+
+
+# ---------------------------------------------------------------------------- one task
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """Everything needed to start one task's command."""
+
+    argv: list[str]
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    binds: list[tuple[Path, str, bool]]  # (host source, container destination, read-only)
+    outputs_dir: Path
+
+
+def _substitute(text: str, variables: Mapping[str, str]) -> str:
+    return _ARGO_VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def _read_value(path: Path) -> str | None:
+    """The output parameter text at ``path`` (one trailing newline removed), or ``None`` when it is not one."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_VALUE_BYTES:
+            return None
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[:-1] if text.endswith("\n") else text
+
+
+class _Runner:
+    """Runs the tasks of one graph (see :func:`run_local`)."""
+
+    def __init__(self, graph: TaskGraph, run_dir: Path, params: Mapping[str, str], executor: str, cache: Path,
+                 options: RegistryOptions, on_event: EventCallback | None):
+        self.graph = graph
+        self.run_dir = run_dir
+        self.params = params
+        self.executor = executor
+        self.cache = cache
+        self.options = options
+        self.on_event = on_event
+        self.results: dict[str, TaskResult] = {}
+        self.run_id = uuid.uuid4().hex[:8]
+        self.workflow_name = f"{graph.k8s_name[:48]}-{self.run_id}"
+        self.workflow_vars = {
+            "workflow.name": self.workflow_name,
+            "workflow.uid": str(uuid.uuid4()),
+            "workflow.namespace": "local",
+            "workflow.serviceAccountName": "default",
+            "workflow.creationTimestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **{f"workflow.parameters.{k}": v for k, v in params.items()},
+        }
+        self.images = _ImageStore(cache, options) if executor in ("bwrap", "chroot") else None
+        self._pulled: dict[str, threading.Lock] = {}
+        self._pulled_ok: set[str] = set()
+        self._guard = threading.Lock()
+        self.podman_env = _podman_env(cache) if executor == "podman" else None
+
+    def emit(self, event: TaskEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a display problem must not stop the run
+                log.exception("progress callback failed")
+
+    # ------------------------------------------------------------ inputs
+
+    def _upstream_path(self, task: Task, arg_task: str, output: str) -> Path:
+        up = self.results.get(arg_task)
+        if up is None or up.status != "succeeded" or output not in up.output_paths:
+            raise RunError(f"{task.where}: output {output!r} of task {arg_task!r} is not available")
+        return up.output_paths[output]
+
+    def prepare(self, task: Task, task_dir: Path) -> _Prepared:
+        values: dict[str, str] = {}
+        in_paths: dict[str, str] = {}
+        binds: list[tuple[Path, str, bool]] = []
+        raw_dir = task_dir / "inputs"
+        for arg in task.arguments:
+            if arg.source == "literal":
+                text = arg.text if arg.text is not None else literal_text(arg.value)
+            elif arg.source == "param":
+                text = self.params[arg.param]
+            else:
+                text = None
+            if arg.uses_value:
+                if text is None:
+                    src = self._upstream_path(task, arg.task, arg.output)
+                    value = _read_value(src)
+                    if value is None:
+                        raise RunError(f"{task.where}: input {arg.input!r} reads output {arg.output!r} of task "
+                                       f"{arg.task!r} as a value, but {src} is not a UTF-8 text file of at most "
+                                       f"{MAX_VALUE_BYTES} bytes")
+                    values[arg.input] = value
+                else:
+                    values[arg.input] = text
+            if arg.uses_path:
+                if text is None:
+                    src = self._upstream_path(task, arg.task, arg.output)
+                else:
+                    src = raw_dir / io_name(arg.input) / "data"
+                    src.parent.mkdir(parents=True, exist_ok=True)
+                    src.write_text(text)
+                binds.append((src, input_path(arg.input), True))
+                in_paths[arg.input] = input_path(arg.input)
+        outputs_dir = task_dir / "outputs"
+        out_paths = {o.name: output_path(o.name) for o in task.outputs}
+        line = task.command_line(values=values, input_paths=in_paths, output_paths=out_paths)
+        variables = {**self.workflow_vars, "pod.name": f"{self.workflow_name}-{task.k8s_name}"[:63]}
+        command = [_substitute(a, variables) for a in line.command]
+        args = [_substitute(a, variables) for a in line.args]
+        env = {k: _substitute(v, variables) for k, v in task.component.env}
+        env.update({k: _substitute(str(v), variables) for k, v in task.settings.env.items()})
+        binds.append((outputs_dir, OUTPUTS_ROOT, False))
+        return _Prepared(argv=[*command, *args], command=command, args=args, env=env, binds=binds,
+                         outputs_dir=outputs_dir)
+
+    # ------------------------------------------------------------ execution
+
+    def _insecure(self, image: str) -> bool:
+        if self.options.insecure is not None:
+            return self.options.insecure
+        return is_loopback(Reference.parse(image).registry)
+
+    def _podman_pull(self, task: Task, log_file) -> None:
+        image = task.image
+        with self._guard:
+            lock = self._pulled.setdefault(image, threading.Lock())
+        with lock:
+            if image in self._pulled_ok:
+                return
+            self.emit(TaskEvent(task.name, "fetching", message=image))
+            cmd = ["podman", "--runtime", "runc", "pull", "--quiet"]
+            if self._insecure(image):
+                cmd.append("--tls-verify=false")
+            if self.options.authfile:
+                cmd += ["--authfile", str(self.options.authfile)]
+            proc = subprocess.run([*cmd, image], env=self.podman_env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                log_file.write(proc.stderr)
+                raise RegistryError(f"podman pull {image} failed: {proc.stderr.strip()[-500:]}")
+            self._pulled_ok.add(image)
+
+    def _podman_argv(self, task: Task, prep: _Prepared, name: str) -> list[str]:
+        cmd = ["podman", "--runtime", "runc", "run", "--rm", "--name", name, "--network", "none",
+               "--hostname", task.k8s_name, "--pull", "never"]
+        if self._insecure(task.image):
+            cmd.append("--tls-verify=false")
+        for src, dst, read_only in prep.binds:
+            cmd += ["-v", f"{src}:{dst}" + (":ro" if read_only else "")]
+        for key, value in prep.env.items():
+            cmd += ["-e", f"{key}={value}"]
+        if prep.command:
+            cmd += ["--entrypoint", json.dumps(prep.command)]
+        return [*cmd, task.image, *prep.args]
+
+    def _sandbox_argv(self, task: Task, prep: _Prepared, task_dir: Path) -> tuple[list[str], Path]:
+        assert self.images is not None
+        self.emit(TaskEvent(task.name, "fetching", message=task.image))
+        tree = self.images.tree(task.image)
+        cc = tree.config.config
+        uid, gid, home = _image_user(tree.root, cc.user if cc else None)
+        env: dict[str, str] = {}
+        for item in (cc.env if cc and cc.env else []):
+            key, _, value = item.partition("=")
+            env[key] = value
+        env.setdefault("PATH", _DEFAULT_PATH)
+        env.setdefault("HOME", home)
+        env["HOSTNAME"] = task.k8s_name
+        env.update(prep.env)
+        if prep.command:
+            argv = prep.argv
+        else:
+            argv = list(cc.entrypoint or []) if cc else []
+            argv += prep.args if prep.args else list(cc.cmd or []) if cc else []
+        if not argv:
+            raise RunError(f"{task.where}: the component has no command and the image no Entrypoint or Cmd")
+        box = task_dir / ".sandbox"
+        remove_tree(box)
+        for sub in ("upper", "work", "merged"):
+            (box / sub).mkdir(parents=True)
+        spec = {"mode": self.executor, "lower": str(tree.root), "upper": str(box / "upper"),
+                "work": str(box / "work"), "merged": str(box / "merged"),
+                "binds": [[str(s), d, ro] for s, d, ro in prep.binds], "env": sorted(env.items()),
+                "cwd": (cc.working_dir if cc and cc.working_dir else "/"), "argv": argv, "uid": uid, "gid": gid,
+                "hostname": task.k8s_name, "bwrap": shutil.which("bwrap") or "bwrap"}
+        spec_path = box / "spec.json"
+        spec_path.write_text(json.dumps(spec, indent=1))
+        return [sys.executable, "-I", "-S", str(_SANDBOX), str(spec_path)], box
+
+    def run_task(self, task: Task) -> TaskResult:
+        task_dir = self.run_dir / task.k8s_name
+        remove_tree(task_dir)
+        task_dir.mkdir(parents=True)
+        log_path = task_dir / "log.txt"
+        base = dict(name=task.name, k8s_name=task.k8s_name, log_path=log_path, image=task.image)
+        attempts = 1 + max(0, task.settings.retries)
+        total = 0.0
+        argv: list[str] = []
+        with open(log_path, "w", buffering=1) as log_file:
+            try:
+                if not task.image:
+                    raise RunError(f"{task.where}: step {task.step!r} has no image; run `compose-kfp apply` first")
+                prep = self.prepare(task, task_dir)
+                argv = prep.argv
+            except (RunError, ConfigError) as e:
+                log_file.write(f"compose-kfp: {e}\n")
+                return TaskResult(status="failed", error=str(e), **base)
+            result: TaskResult | None = None
+            for attempt in range(1, attempts + 1):
+                if attempts > 1:
+                    log_file.write(f"--- compose-kfp: attempt {attempt} of {attempts} ---\n")
+                remove_tree(prep.outputs_dir)
+                prep.outputs_dir.mkdir(parents=True)
+                os.chmod(prep.outputs_dir, 0o1777)  # the image's user may not be ours
+                self.emit(TaskEvent(task.name, "started", message=f"attempt {attempt}" if attempt > 1 else ""))
+                code, seconds, error = self._execute(task, prep, task_dir, log_file)
+                total += seconds
+                result = self._finish(task, prep, code, error, total, attempt, base)
+                if result.status == "succeeded":
+                    break
+            assert result is not None
+        (task_dir / "task.json").write_text(json.dumps(
+            {**result.to_dict(), "executor": self.executor, "env": prep.env}, indent=1))
+        return result
+
+    def _execute(self, task: Task, prep: _Prepared, task_dir: Path, log_file) -> tuple[int | None, float, str | None]:
+        """Run the command once; ``(exit code or None, seconds, error or None)``."""
+        box: Path | None = None
+        try:
+            if self.executor == "podman":
+                self._podman_pull(task, log_file)
+                name = f"compose-kfp-{self.run_id}-{task.k8s_name}"[:63]
+                argv = self._podman_argv(task, prep, name)
+                env = self.podman_env
+            else:
+                name = ""
+                argv, box = self._sandbox_argv(task, prep, task_dir)
+                env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH)}
+        except (RunError, RegistryError) as e:
+            log_file.write(f"compose-kfp: {e}\n")
+            return None, 0.0, str(e)
+        except (oci_errors.OCIError, OSError) as e:
+            message = f"cannot get image {task.image}: {e}"
+            log_file.write(f"compose-kfp: {message}\n")
+            return None, 0.0, message
+        log.debug("task %s: %s", task.name, argv)
+        timeout = task.settings.timeout
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                if name:
+                    subprocess.run(["podman", "--runtime", "runc", "kill", name], env=env, capture_output=True)
+                try:
+                    os.killpg(proc.pid, 9)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                return None, time.monotonic() - start, f"timed out after {timeout} s"
+        finally:
+            if box is not None:
+                remove_tree(box)
+        seconds = time.monotonic() - start
+        if box is not None and code == _SANDBOX_SETUP_FAILED:
+            return code, seconds, "the sandbox could not be set up (see the log)"
+        return code, seconds, None
+
+    def _finish(self, task: Task, prep: _Prepared, code: int | None, error: str | None, seconds: float,
+                attempts: int, base: dict[str, Any]) -> TaskResult:
+        common = dict(base, duration=seconds, exit_code=code, argv=tuple(prep.argv), attempts=attempts)
+        if error is not None:
+            return TaskResult(status="failed", error=error, **common)
+        if code != 0:
+            return TaskResult(status="failed", error=f"exit code {code}", **common)
+        outputs: dict[str, str | Path] = {}
+        paths: dict[str, Path] = {}
+        missing = []
+        for out in task.outputs:
+            host = prep.outputs_dir / io_name(out.name) / "data"
+            if not os.path.lexists(host) or host.is_symlink():
+                missing.append(f"{out.name!r} ({output_path(out.name)})")
+                continue
+            paths[out.name] = host
+            value = _read_value(host) if (out.is_parameter_type or out.by_value) else None
+            outputs[out.name] = value if value is not None else host
+        if missing:
+            return TaskResult(status="failed", error="output " + ", ".join(missing) + " was not written",
+                              output_paths=paths, **common)
+        return TaskResult(status="succeeded", outputs=outputs, output_paths=paths, **common)
+
+    # ------------------------------------------------------------ scheduling
+
+    def run(self, max_parallel: int) -> tuple[TaskResult, ...]:
+        status: dict[str, Status] = {}
+        pending = list(self.graph.tasks)
+        running: dict[concurrent.futures.Future[TaskResult], Task] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="task") as pool:
+            while pending or running:
+                for task in list(pending):
+                    blocked = [d for d in task.dependencies if status.get(d) in ("failed", "skipped")]
+                    if blocked:
+                        pending.remove(task)
+                        reason = f"upstream task {blocked[0]!r} {status[blocked[0]]}"
+                        result = TaskResult(name=task.name, k8s_name=task.k8s_name, status="skipped",
+                                            error=reason, image=task.image)
+                        self.results[task.name] = result
+                        status[task.name] = "skipped"
+                        self.emit(TaskEvent(task.name, "skipped", result, reason))
+                        continue
+                    if len(running) < max_parallel and all(status.get(d) == "succeeded" for d in task.dependencies):
+                        pending.remove(task)
+                        running[pool.submit(self.run_task, task)] = task
+                if not running:
+                    break
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as e:  # a bug or an unexpected OS error: fail the task, keep the run going
+                        log.exception("task %s crashed", task.name)
+                        result = TaskResult(name=task.name, k8s_name=task.k8s_name, status="failed",
+                                            error=f"{type(e).__name__}: {e}", image=task.image)
+                    self.results[task.name] = result
+                    status[task.name] = result.status
+                    self.emit(TaskEvent(task.name, "finished", result))
+        if self.images is not None:
+            self.images.close()
+        return tuple(self.results[t.name] for t in self.graph.tasks)
+
+
+def _resolve_params(graph: TaskGraph, params: Mapping[str, Any] | None) -> dict[str, str]:
+    values = {p.name: p.default_text for p in graph.params}
+    for key, value in (params or {}).items():
+        if key not in values:
+            known = ", ".join(values) or "none"
+            raise ConfigError(f"{graph.manifest_path}: pipeline.params: unknown param {key!r} given for the run "
+                              f"(known: {known})")
+        values[key] = literal_text(value)
+    return values
+
+
+def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | None = None,
+              executor: Executor = "auto", max_parallel: int = 2, registry: RegistryOptions | None = None,
+              cache_dir: Path | None = None, on_event: EventCallback | None = None) -> RunResult:
+    """Run every task of ``graph`` on this machine, each inside its image (see the module docstring).
+
+    Args:
+        graph: the resolved graph with pinned images (``resolve_graph(..., images=...)``).
+        run_dir: the run folder (created; a task's previous folder there is replaced).
+        params: pipeline param overrides, name -> value (strings or TOML-like values,
+            turned into text as :func:`~compose_kfp.graph.literal_text` does).
+        executor: ``auto``, ``podman``, ``bwrap`` or ``chroot`` (see :func:`select_executor`).
+        max_parallel: how many tasks may run at the same time (>= 1).
+        registry: how to fetch images (insecure registries, credentials, a local layout).
+        cache_dir: where unpacked image trees and podman's ``containers.conf`` are kept
+            (default ``$XDG_CACHE_HOME/compose-kfp/local-run``).
+        on_event: called with a :class:`TaskEvent` when a task is fetching its image, starts,
+            finishes or is skipped; may be called from worker threads.
+
+    Returns:
+        the :class:`RunResult` (also written to ``<run_dir>/run.json``). Task failures are in it,
+        not raised.
+
+    Raises:
+        ConfigError: an unknown param; ``max_parallel`` < 1; a run folder path podman cannot mount
+            (``:`` or ``,`` in it).
+        RunError: the requested executor is not available (see :func:`select_executor`).
+    """
+    if max_parallel < 1:
+        raise ConfigError(f"max_parallel must be at least 1, got {max_parallel}")
+    values = _resolve_params(graph, params)
+    run_dir = Path(run_dir).absolute()
+    if any(c in str(run_dir) for c in _UNSAFE_MOUNT_CHARS):
+        raise ConfigError(f"run folder {run_dir}: a path with ':' or ',' cannot be mounted into a container; "
+                          f"choose another --run-dir")
+    cache = _cache_root(cache_dir).absolute()
+    cache.mkdir(parents=True, exist_ok=True)
+    chosen = select_executor(executor, cache)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("running pipeline %s locally with %s in %s", graph.name, chosen, run_dir)
+    start = time.monotonic()
+    runner = _Runner(graph, run_dir, values, chosen, cache, registry or RegistryOptions(), on_event)
+    tasks = runner.run(max_parallel)
+    result = RunResult(pipeline=graph.name, run_dir=run_dir, executor=chosen, tasks=tasks,
+                       duration=time.monotonic() - start, params=values)
+    (run_dir / "run.json").write_text(json.dumps(result.to_dict(), indent=1))
+    return result
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def _shown_output(value: str | Path, run_dir: Path, width: int = 48) -> str:
+    if isinstance(value, Path):
+        try:
+            return str(value.relative_to(run_dir))
+        except ValueError:
+            return str(value)
+    one_line = value.replace("\n", "\\n")
+    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
+
+
+def format_summary(result: RunResult):
+    """A :class:`rich.table.Table` of the run: task, status, duration (s), outputs (values, or file paths relative to the run folder), and the reason for failed and skipped tasks."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.pipeline}: {sum(t.status == 'succeeded' for t in result.tasks)}/"
+                        f"{len(result.tasks)} tasks succeeded in {result.duration:.1f} s ({result.executor})",
+                  title_justify="left")
+    table.add_column("Task")
+    table.add_column("Status")
+    table.add_column("Duration", justify="right")
+    table.add_column("Outputs / reason")
+    style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
+    for t in result.tasks:
+        if t.status == "succeeded":
+            detail = "\n".join(f"{k} = {_shown_output(v, result.run_dir)}" for k, v in t.outputs.items()) or "-"
+        else:
+            detail = t.error or ""
+        table.add_row(t.name, f"[{style[t.status]}]{t.status}[/]", f"{t.duration:.1f} s" if t.attempts else "-",
+                      detail)
+    return table
+
+
+def failure_report(result: RunResult, tail_lines: int = 40) -> str:
+    """For each failed task: its name, why, its log path and the last ``tail_lines`` lines of its log (the traceback)."""
+    parts = []
+    for t in result.failed:
+        lines = []
+        if t.log_path and t.log_path.is_file():
+            lines = t.log_path.read_text(errors="replace").splitlines()[-tail_lines:]
+        head = f"task {t.name!r} failed: {t.error}" + (f" (log: {t.log_path})" if t.log_path else "")
+        parts.append("\n".join([head, *("  " + line for line in lines)]))
+    return "\n\n".join(parts)
+
+
+def raise_for_failure(result: RunResult) -> None:
+    """Raise :class:`~compose_kfp.errors.RunError` (exit code 7) naming the failed and skipped tasks, unless all succeeded."""
+    if result.ok:
+        return
+    failed = ", ".join(repr(t.name) for t in result.failed)
+    skipped = [t.name for t in result.tasks if t.status == "skipped"]
+    message = f"pipeline {result.pipeline!r}: task {failed} failed"
+    if skipped:
+        message += f"; skipped: {', '.join(repr(s) for s in skipped)}"
+    raise RunError(message + f"; logs are in {result.run_dir}")

@@ -1,0 +1,272 @@
+"""``run_local``: a real image (static busybox) in the real registry, run with podman, bwrap and chroot.
+
+The image is built with our own OCI code from Debian's ``busybox-static`` binary, pushed to
+the ``registry`` fixture, and referenced by digest. The pipeline uses third-party-style
+components (``sh -c`` scripts) wired through ``kfp.toml`` and :func:`resolve_graph`, the same
+path the Argo renderer takes. It covers value passing, file passing (upstream outputs and a
+param consumed as a file), fan-out/fan-in running in parallel, the image config (``Env``,
+``WorkingDir``), Argo variables, a failing task that skips its dependents while the others run,
+a missing output, and a read-only input.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from compose_kfp import localrun
+from compose_kfp.component import ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.errors import ConfigError, RunError
+from compose_kfp.graph import resolve_graph
+from compose_kfp.localrun import RegistryOptions, TaskEvent, failure_report, format_summary, raise_for_failure, run_local
+from compose_kfp.oci.image import append
+from compose_kfp.oci.layer import Content, build_mapping_layer
+from compose_kfp.oci.registry import RegistryClient, push_image
+from tests.fixtures.pipeline_graphs import manifest_from_toml
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "cat", "echo", "printf", "wc", "mkdir", "dirname", "sleep", "seq", "pwd", "touch", "tr", "ls",
+           "expr", "head", "hostname")
+
+pytestmark = pytest.mark.registry
+
+
+@pytest.fixture(scope="session")
+def busybox_image(registry, tmp_path_factory) -> str:
+    """``<registry>/test/localrun-busybox@sha256:...``: busybox at /bin with applet symlinks, Env and WorkingDir set."""
+    if not BUSYBOX.is_file():
+        pytest.skip("static busybox not installed (apt-get install busybox-static)")
+    work = tmp_path_factory.mktemp("busybox-image")
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    shutil.copy2(BUSYBOX, bin_dir / "busybox")
+    for applet in APPLETS:
+        os.symlink("busybox", bin_dir / applet)
+    files = {"/bin": bin_dir, "/tmp/.keep": b"", "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
+             "/usr/share/greeting": Content("/usr/share/greeting", b"hello from the image\n", 0o644)}
+    layer = build_mapping_layer(files, store=work / "store", rootfs=True)
+    manifest, config = append(None, None, [layer], platform="linux/amd64",
+                              env={"PATH": "/bin", "GREETING": "from-image"}, workdir="/work")
+    repo = "test/localrun-busybox"
+    with RegistryClient(registry.host) as client:
+        digest = push_image(client, repo, ["latest"], manifest.to_bytes(), manifest.effective_media_type,
+                            config.to_bytes(), [layer])
+    image = f"{registry.host}/{repo}@{digest}"
+    yield image
+    if shutil.which("podman"):
+        subprocess.run(["podman", "rmi", "--force", image], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory) -> Path:
+    """One cache (unpacked trees, containers.conf) for the whole session, so images are unpacked once."""
+    return tmp_path_factory.mktemp("localrun-cache")
+
+
+def sh(name: str, script: str, inputs=(), outputs=(), args=()) -> ComponentSpec:
+    """A third-party-style component: ``sh -ec SCRIPT arg0 arg1 ...`` (``$0``, ``$1``... in the script)."""
+    return ComponentSpec(name=name, inputs=tuple(inputs), outputs=tuple(outputs), command=("sh", "-ec", script),
+                         args=tuple(args), source=f"components/{name}.yaml")
+
+
+COMPONENTS = {
+    "produce": sh(
+        "produce",
+        'mkdir -p "$(dirname "$1")" "$(dirname "$2")"; printf "%s-%s\\n" "$0" "$GREETING" > "$1"; '
+        'seq 1 "$3" > "$2"; echo "wrote $1 and $2 in $(pwd) as {{workflow.name}}"',
+        inputs=[InputSpec("Text", type="String"), InputSpec("Lines", type="Integer")],
+        outputs=[OutputSpec("Message", type="String"), OutputSpec("Data")],
+        args=[{"inputValue": "Text"}, {"outputPath": "Message"}, {"outputPath": "Data"}, {"inputValue": "Lines"}]),
+    "count": sh(
+        "count",
+        'sleep 1; mkdir -p "$(dirname "$2")"; n=$(wc -l < "$0"); printf "%s:%s" "$1" "$n" > "$2"; '
+        'if touch "$0" 2>/dev/null; then echo "input was writable"; exit 9; fi',
+        inputs=[InputSpec("Data"), InputSpec("Label", type="String")],
+        outputs=[OutputSpec("Count", type="String")],
+        args=[{"inputPath": "Data"}, {"inputValue": "Label"}, {"outputPath": "Count"}]),
+    "join": sh(
+        "join",
+        'mkdir -p "$(dirname "$3")" "$(dirname "$4")"; echo "$0|$1|$(cat "$2")" > "$3"; '
+        'mkdir -p "$4"; cat "$2" > "$4/notes.txt"; cat /usr/share/greeting >> "$4/notes.txt"',
+        inputs=[InputSpec("A", type="String"), InputSpec("B", type="String"), InputSpec("Notes", type="String")],
+        outputs=[OutputSpec("Joined", type="String"), OutputSpec("Report dir")],
+        args=[{"inputValue": "A"}, {"inputValue": "B"}, {"inputPath": "Notes"}, {"outputPath": "Joined"},
+              {"outputPath": "Report dir"}]),
+    "fail": sh(
+        "fail",
+        'echo "Traceback (most recent call last):" >&2; echo "ValueError: boom from $0" >&2; exit 3',
+        inputs=[InputSpec("Text", type="String")], outputs=[OutputSpec("Never", type="String")],
+        args=[{"inputValue": "Text"}, {"outputPath": "Never"}]),
+    "lazy": sh(
+        "lazy", 'echo "forgot to write $0"',
+        outputs=[OutputSpec("Result", type="String")], args=[{"outputPath": "Result"}]),
+}
+
+STEPS = "".join(f'[steps.{name}]\ncomponent = "components/{name}.yaml"\n' for name in COMPONENTS)
+
+PIPELINE = STEPS + """
+[pipeline]
+params = { text = "hi", notes = "a note from a param" }
+[pipeline.tasks.produce]
+step = "produce"
+args = { Text = { param = "text" }, Lines = 4 }
+[pipeline.tasks.count_a]
+step = "count"
+args = { Data = { task = "produce", output = "Data" }, Label = "a" }
+[pipeline.tasks.count_b]
+step = "count"
+args = { Data = { task = "produce", output = "Data" }, Label = { task = "produce", output = "Message" } }
+[pipeline.tasks.join]
+step = "join"
+args = { A = { task = "count_a", output = "Count" }, B = { task = "count_b", output = "Count" }, Notes = { param = "notes" } }
+[pipeline.tasks.fail]
+step = "fail"
+args = { Text = { param = "text" } }
+[pipeline.tasks.after_fail]
+step = "count"
+args = { Data = { task = "produce", output = "Data" }, Label = { task = "fail", output = "Never" } }
+[pipeline.tasks.after_after]
+step = "lazy"
+after = ["after_fail"]
+[pipeline.tasks.lazy]
+step = "lazy"
+after = ["produce"]
+"""
+
+
+def make_graph(image: str, body: str = PIPELINE):
+    manifest = manifest_from_toml(body)
+    return resolve_graph(manifest, COMPONENTS, manifest_path=Path("proj/kfp.toml"),
+                         images={name: image for name in COMPONENTS})
+
+
+def executor_or_skip(name: str, cache: Path) -> str:
+    try:
+        return localrun.select_executor(name, cache)
+    except RunError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("executor", ["podman", "bwrap", "chroot"])
+def test_pipeline_runs_in_its_image(busybox_image, run_cache, tmp_path, executor):
+    executor_or_skip(executor, run_cache)
+    events: list[tuple[float, TaskEvent]] = []
+    lock = threading.Lock()
+
+    def on_event(event: TaskEvent) -> None:
+        with lock:
+            events.append((time.monotonic(), event))
+
+    result = run_local(make_graph(busybox_image), run_dir=tmp_path / "run", params={"text": "hello"},
+                       executor=executor, max_parallel=2, cache_dir=run_cache, on_event=on_event)
+    status = {t.name: t.status for t in result.tasks}
+    assert status == {"produce": "succeeded", "count_a": "succeeded", "count_b": "succeeded", "join": "succeeded",
+                      "fail": "failed", "after_fail": "skipped", "after_after": "skipped", "lazy": "failed"}, \
+        failure_report(result)
+    assert result.executor == executor and not result.ok
+
+    # Values: param override, image Env, one trailing newline dropped (Argo valueFrom.path).
+    produce = result.task("produce")
+    assert produce.outputs["Message"] == "hello-from-image"
+    assert isinstance(produce.outputs["Data"], Path) and produce.outputs["Data"].read_text() == "1\n2\n3\n4\n"
+    log_text = produce.log_path.read_text()
+    assert "in /work as " in log_text and "{{workflow.name}}" not in log_text  # WorkingDir, Argo variable
+    # Files mounted at the input path (read-only), values from upstream outputs.
+    assert result.task("count_a").outputs["Count"] == "a:4"
+    assert result.task("count_b").outputs["Count"] == "hello-from-image:4"
+    join = result.task("join")
+    assert join.outputs["Joined"] == "a:4|hello-from-image:4|a note from a param"
+    notes = join.outputs["Report dir"] / "notes.txt"
+    assert notes.read_text() == "a note from a paramhello from the image\n"  # raw artifact: text as written
+    assert join.argv[:2] == ("sh", "-ec") and "/tmp/inputs/Notes/data" in join.argv
+    # Fan-out ran in parallel: the second count started before the first finished.
+    starts = {e.task: t for t, e in events if e.kind == "started"}
+    ends = {e.task: t for t, e in events if e.kind == "finished"}
+    first, second = sorted(["count_a", "count_b"], key=starts.__getitem__)
+    assert starts[second] < ends[first]
+    # The failure: exit code, traceback in the log, dependents skipped, others ran.
+    fail = result.task("fail")
+    assert fail.exit_code == 3 and fail.error == "exit code 3"
+    assert "ValueError: boom from hello" in fail.log_path.read_text()
+    assert result.task("after_fail").error == "upstream task 'fail' failed"
+    assert result.task("after_after").error == "upstream task 'after_fail' skipped"
+    assert result.task("after_fail").log_path is None
+    lazy = result.task("lazy")
+    assert lazy.exit_code == 0 and "'Result' (/tmp/outputs/Result/data) was not written" in lazy.error
+
+    report = failure_report(result)
+    assert "task 'fail' failed: exit code 3" in report and "ValueError: boom from hello" in report
+    with pytest.raises(RunError, match="task 'fail', 'lazy' failed; skipped: 'after_fail', 'after_after'") as info:
+        raise_for_failure(result)
+    assert info.value.exit_code == 7
+    assert (tmp_path / "run" / "run.json").is_file() and (tmp_path / "run" / "join" / "task.json").is_file()
+    assert not (tmp_path / "run" / "join" / ".sandbox").exists()
+
+    from rich.console import Console
+
+    console = Console(width=140, record=True)
+    console.print(format_summary(result))
+    text = console.export_text()
+    assert "Message = hello-from-image" in text and "upstream task 'fail' failed" in text
+    assert "Data = produce/outputs/Data/data" in text
+
+
+def test_auto_prefers_podman_and_reuses_the_unpacked_tree(busybox_image, run_cache, tmp_path):
+    body = STEPS + """
+[pipeline.tasks.produce]
+step = "produce"
+args = { Text = "x", Lines = 2 }
+"""
+    chosen = executor_or_skip("auto", run_cache)
+    assert chosen == "podman" if localrun.podman_usable(run_cache) else chosen in ("bwrap", "chroot")
+    fallback = "bwrap" if shutil.which("bwrap") else "chroot"
+    executor_or_skip(fallback, run_cache)
+    inodes = []
+    for attempt in range(2):
+        result = run_local(make_graph(busybox_image, body), run_dir=tmp_path / f"run{attempt}", executor=fallback,
+                           cache_dir=run_cache)
+        assert result.ok, failure_report(result)
+        assert result.task("produce").outputs["Message"] == "x-from-image"
+        trees = list((run_cache / "rootfs").glob("*/rootfs"))
+        assert len(trees) == 1 and (trees[0] / "bin" / "busybox").is_file()
+        inodes.append(os.stat(trees[0]).st_ino)
+    assert inodes[0] == inodes[1]  # unpacked once, reused
+    assert not (trees[0] / "work").exists()  # the task's writes went to the overlay, not the cache
+    assert not list((run_cache / "blobs").rglob("sha256/*"))  # blobs dropped once unpacked
+
+
+def test_params_and_options_are_checked(busybox_image, run_cache, tmp_path):
+    graph = make_graph(busybox_image)
+    with pytest.raises(ConfigError, match="unknown param 'txt'.*known: text, notes"):
+        run_local(graph, run_dir=tmp_path / "r", params={"txt": "x"}, cache_dir=run_cache)
+    with pytest.raises(ConfigError, match="':' or ','"):
+        run_local(graph, run_dir=tmp_path / "a:b", cache_dir=run_cache)
+    with pytest.raises(ConfigError, match="max_parallel"):
+        run_local(graph, run_dir=tmp_path / "r", max_parallel=0, cache_dir=run_cache)
+
+
+def test_an_image_that_cannot_be_fetched_fails_its_task_only(busybox_image, run_cache, tmp_path, registry):
+    fallback = "bwrap" if shutil.which("bwrap") else "chroot"
+    executor_or_skip(fallback, run_cache)
+    body = STEPS + """
+[pipeline.tasks.ok]
+step = "lazy"
+[pipeline.tasks.missing]
+step = "produce"
+args = { Text = "x", Lines = 1 }
+"""
+    manifest = manifest_from_toml(body)
+    missing = f"{registry.host}/test/nothing-here@sha256:" + "0" * 64
+    images = {name: busybox_image for name in COMPONENTS} | {"produce": missing}
+    graph = resolve_graph(manifest, COMPONENTS, manifest_path=Path("kfp.toml"), images=images)
+    result = run_local(graph, run_dir=tmp_path / "run", executor=fallback, cache_dir=run_cache,
+                       registry=RegistryOptions())
+    assert result.task("missing").status == "failed"
+    assert "cannot get image" in result.task("missing").error
+    assert result.task("ok").status == "failed" and "was not written" in result.task("ok").error

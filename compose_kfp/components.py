@@ -108,7 +108,8 @@ def _check_with_kfp(text: str, source: str) -> None:
     try:
         kfp_components.load_component_from_text(text)
     except Exception as exc:  # noqa: BLE001 - the SDK raises many types
-        raise StepError(f"{source}: the KFP SDK refuses this component: {type(exc).__name__}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise StepError(f"{source}: the KFP SDK refuses this component: {type(exc).__name__}: {first}") from exc
 
 
 # ---- KFP v1 -------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     for var in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "COMPOSE_KFP_USERNAME", "COMPOSE_KFP_PASSWORD",
-                "COMPOSE_KFP_REPOSITORY", "COMPOSE_KFP_BASE", "SOURCE_DATE_EPOCH"):
+                "COMPOSE_KFP_REGISTRY", "COMPOSE_KFP_REPOSITORY", "COMPOSE_KFP_BASE",
+                "COMPOSE_KFP_PLATFORMS", "COMPOSE_KFP_TAGS", "COMPOSE_KFP_COMPRESSION", "COMPOSE_KFP_INDEX_URL",
+                "COMPOSE_KFP_INSECURE", "COMPOSE_KFP_OUTPUT_DIR", "SOURCE_DATE_EPOCH"):
         monkeypatch.delenv(var, raising=False)
     yield home
 

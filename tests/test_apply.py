@@ -276,3 +276,39 @@ def test_cli_frozen_stale_exit_code(project_factory, registry, capsys):
         main(["-C", str(root), "apply", "--yes", "--frozen"])
     assert e.value.code == StaleError.exit_code
     assert "needs a kfp.lock" in capsys.readouterr().err
+
+
+def test_requirements_layer_is_built_by_apply_and_reused(project_factory, registry, make_wheel, simple_index,
+                                                         tmp_path):
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
+    make_wheel(wheels, "tinylib", "1.1", modules={"tinylib/__init__.py": "X = 2\n"})
+    index = simple_index(wheels)
+    root = project_factory(requirements="tinylib==1.0\n", extra_image=f'index_url = "{index.url}"\n')
+    p = _plan(root)
+    deps = _layer(p, "deps")
+    assert deps.action == "add" and deps.after is None and deps.build
+    assert p.image("main").after is None
+    assert "(known after apply)" in format_plan(p)
+    result = apply_plan(load_project(root), p)
+    assert result.built == ("deps",)
+    built = _layer(result.plan, "deps")
+    assert built.after and built.size > 0
+    lock = json.loads((root / "kfp.lock").read_text())
+    locked = lock["images"]["main"]["platforms"]["linux/amd64"]["layers"][1]
+    assert locked["name"] == "deps" and locked["key"] == deps.key and locked["digest"] == built.after
+    assert not _plan(root).has_changes
+
+    # A fresh checkout in CI: no local state; the locked requirements layer is in the registry, so
+    # nothing is installed and nothing changes.
+    import shutil
+    shutil.rmtree(root / ".compose-kfp")
+    p_ci = _plan(root, frozen=True)
+    assert not p_ci.has_changes and not p_ci.needs_build
+
+    (root / "requirements.txt").write_text("tinylib==1.1\n")
+    p2 = _plan(root)
+    deps2 = _layer(p2, "deps")
+    assert deps2.action == "replace" and deps2.reason == "requirements changed" and deps2.after is None
+    with pytest.raises(StaleError):
+        _plan(root, frozen=True)

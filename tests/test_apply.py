@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -312,3 +313,22 @@ def test_requirements_layer_is_built_by_apply_and_reused(project_factory, regist
     assert deps2.action == "replace" and deps2.reason == "requirements changed" and deps2.after is None
     with pytest.raises(StaleError):
         _plan(root, frozen=True)
+
+
+def test_two_platforms_push_an_index(project_factory, registry):
+    base = push_base_image(registry, f"test/multi-base-{uuid.uuid4().hex[:8]}", platforms=("linux/amd64", "linux/arm64"))
+    root = project_factory(base=base.reference, extra_image='platforms = ["linux/amd64", "linux/arm64"]\n')
+    p = _plan(root)
+    ip = p.image("main")
+    assert ip.is_index and [pp.platform for pp in ip.platforms] == ["linux/amd64", "linux/arm64"]
+    assert ip.platforms[0].base.after != ip.platforms[1].base.after
+    # platform-independent layers are the same blobs on both platforms
+    assert [ly.after for ly in ip.platforms[0].layers] == [ly.after for ly in ip.platforms[1].layers]
+    since = len(registry.requests())
+    result = apply_plan(load_project(root), p)
+    assert len(set(uploads(registry, since))) == len(uploads(registry, since))  # each blob sent once
+    ref = Reference.parse(ip.repository)
+    with _client(registry) as client:
+        media_type, digest, _ = client.head_manifest(ref.repository, result.plan.image("main").tags[0])
+    assert media_type == "application/vnd.oci.image.index.v1+json" and digest == ip.after
+    assert not _plan(root).has_changes

@@ -19,8 +19,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c 'import compose_kfp, pytest, jsonschema, hera, jwt' 2>/dev/null \
-   || [ "$($PY -c 'import compose_kfp,os;print(os.path.dirname(compose_kfp.__file__))' 2>/dev/null)" != "$PWD/compose_kfp" ]; then
-  echo "installing compose-kfp (editable) with test extras" >&2
-  $PY -m pip install -q --disable-pip-version-check -e '.[test]'
-fi
+# pip is quick when everything is already satisfied, and this keeps the editable
+# install pointing at this checkout with every extra the tests need.
+$PY -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -367,8 +367,6 @@ def _logical_lines(path: Path) -> list[tuple[int, str]]:
     """Lines joined on trailing backslashes, comments removed, blanks dropped: ``(first line number, text)``."""
     try:
         raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the requirements file: {e}") from e
     out: list[tuple[int, str]] = []
@@ -585,7 +583,7 @@ def _uv_installer() -> Installer | None:
 
         path = uv.find_uv_bin()
         return Installer("uv", (path,), importlib.metadata.version("uv"))
-    except (ImportError, FileNotFoundError, Exception) as e:  # noqa: BLE001 - any failure: look on PATH
+    except (ImportError, FileNotFoundError) as e:
         log.debug("uv Python package not usable (%s); looking for uv on PATH", e)
     path = shutil.which("uv")
     if not path:

@@ -288,6 +288,12 @@ def test_install_errors_name_package_platform_and_python(tmp_path, uv_cache, req
         assert "has no wheel" in message
 
 
+def test_missing_version_is_named(tmp_path, uv_cache):
+    req = write(tmp_path / "requirements.txt", "six==99.0\n")
+    with pytest.raises(BuildError, match=r"`six` has no version matching the requirement on https://pypi.org/simple"):
+        install_requirements(req, DepsTarget(python=HOST_PYTHON), tmp_path / "out", cache_dir=uv_cache / "uv")
+
+
 def test_pip_fallback_error_names_package(tmp_path, uv_cache):
     req = write(tmp_path / "requirements.txt", "docopt==0.6.2\n")
     with pytest.raises(BuildError) as e:
@@ -463,3 +469,53 @@ def test_example_requirements_install_for_linux_amd64_and_train_a_model(tmp_path
     assert result["sklearn"].startswith(str(installed.site_packages))
     assert result["pandas"] == names["pandas"]
     assert result["accuracy"] > 0.9
+
+
+ROOTFS = Path(os.environ.get("COMPOSE_KFP_ROOTFS", "/var/cache/compose-kfp/rootfs/bookworm-python3"))
+
+
+@pytest.mark.slow
+def test_example_deps_layer_trains_a_model_inside_the_built_image(tmp_path, uv_cache, umoci_unpack):
+    """Base rootfs layer (Debian + python3, scripts/make-rootfs.sh) + dependency layer -> OCI layout ->
+    ``umoci unpack`` -> ``chroot`` with the image config's Env: the step's imports come from the layer."""
+    from compose_kfp.oci.image import append
+    from compose_kfp.oci.layer import build_rootfs_layer
+    from compose_kfp.oci.layout import OCILayout
+
+    if not Path(f"{ROOTFS}.done").is_file():
+        pytest.skip(f"no base root file system at {ROOTFS} (build it with scripts/make-rootfs.sh)")
+    if os.geteuid() != 0 or shutil.which("chroot") is None:
+        pytest.skip("chroot needs root")
+    base_python = subprocess.run(["chroot", str(ROOTFS), "/usr/bin/python3", "-c",
+                                  "import platform; print(platform.python_version())"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    base_env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+                f"PYTHON_VERSION={base_python}"]
+    target = DepsTarget(platform="linux/amd64", python=resolve_python_version(None, base_env))
+    layout = OCILayout.create(tmp_path / "layout")
+    base = build_rootfs_layer(ROOTFS, store=layout.store)
+    built = build_deps_layer(EXAMPLE_REQUIREMENTS, target, store=layout.store, cache=DepsCache(tmp_path / "c"),
+                             cache_dir=uv_cache / "uv")
+    manifest, config = append(None, None, [base, built.layer], env=merge_image_env(base_env), platform="linux/amd64")
+    layout.write_image("deps", manifest, config, layers=[base, built.layer])
+    rootfs = umoci_unpack(tmp_path / "layout", "deps")
+    shutil.copy(REPO / "examples" / "iris" / "data" / "iris.csv", rootfs / "tmp" / "iris.csv")
+    program = (
+        "import json, sys, pandas as pd, sklearn\n"
+        "from sklearn.ensemble import RandomForestClassifier\n"
+        "df = pd.read_csv('/tmp/iris.csv')\n"
+        "model = RandomForestClassifier(n_estimators=10, random_state=0).fit(df.iloc[:, :4], df.iloc[:, 4])\n"
+        "print(json.dumps({'sklearn': sklearn.__file__, 'python': sys.version, "
+        "'accuracy': model.score(df.iloc[:, :4], df.iloc[:, 4])}))\n"
+    )
+    out = subprocess.run(["chroot", str(rootfs), "/usr/bin/env", "-i", *config.config.env, "python3", "-c", program],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["sklearn"].startswith(f"{SITE_PACKAGES}/sklearn/")
+    assert result["python"].startswith(base_python)
+    assert result["accuracy"] > 0.9
+    # a console script of the layer runs from PATH inside the image (numpy ships f2py)
+    f2py = subprocess.run(["chroot", str(rootfs), "/usr/bin/env", "-i", *config.config.env, "f2py", "-v"],
+                          capture_output=True, text=True, timeout=120)
+    assert f2py.returncode == 0, f2py.stderr

@@ -227,6 +227,18 @@ def render_from_lock(project: Any) -> list[str]:
     Raises:
         StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
     """
+    return write_rendered(project, render_outputs(project, lock_images(project)))
+
+
+def lock_images(project: Any) -> dict[str, str]:
+    """Step name -> pinned image reference (``repository@sha256:...``) of every function step, from kfp.lock.
+
+    Used by ``render`` and ``run --local``. Third-party component steps are not in the map
+    (their component names its own image).
+
+    Raises:
+        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
+    """
     lock = lock_mod.read_lock(project.root)
     if lock is None:
         raise StaleError(f"{lock_mod.lock_path(project.root)}: no kfp.lock, so the image digests are unknown. "
@@ -240,7 +252,7 @@ def render_from_lock(project: Any) -> list[str]:
                              f"{image.repository}; run `compose-kfp apply`.")
         for step in image.steps:
             refs[step] = f"{image.repository}@{entry['digest']}"  # type: ignore[index]
-    return write_rendered(project, render_outputs(project, refs))
+    return refs
 
 
 # --------------------------------------------------------------------------- planning
@@ -769,4 +781,5 @@ def _write_layout(ip: ImagePlan, state: ProjectState, registries: Registries, re
 
 
 __all__ = ["ApplyResult", "KFP_PIPELINE_FILE", "LOCK_TIMEOUT", "WORKFLOW_FILE", "apply_plan", "plan_project",
-           "project_lock", "registries_for", "render_from_lock", "render_outputs", "step_refs", "write_rendered"]
+           "lock_images", "project_lock", "registries_for", "render_from_lock", "render_outputs", "step_refs",
+           "write_rendered"]

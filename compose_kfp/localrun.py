@@ -43,6 +43,8 @@ Executors (``executor=``):
     cached per manifest digest under ``<cache_dir>/rootfs/``, and the command runs
     in an overlay over that tree (see :mod:`compose_kfp.localrun_sandbox`) with
     ``Env``, ``WorkingDir`` and ``User`` from the image config; ``chroot`` needs root.
+    Images pinned as ``oci:PATH@sha256:...`` (``image.repository = "oci:..."``) are
+    read from that layout and always use these executors.
 ``auto``
     podman when ``podman info`` succeeds, else bwrap when it is installed, else
     chroot when running as root.
@@ -385,33 +387,58 @@ class _ImageStore:
             dest.path(digest).parent.mkdir(parents=True, exist_ok=True)
             self._client(ref.api_host).get_blob(ref.repository, digest, dest.path(digest), expected_size=size)
 
+    def _from_layout(self, image: str) -> tuple[Reference, Manifest, str, BlobStore]:
+        """``oci:PATH@sha256:...``: the manifest straight from that OCI layout's blobs."""
+        path, sep, digest = image[len("oci:"):].rpartition("@")
+        if not sep or not digest.startswith("sha256:"):
+            raise RunError(f"image {image!r}: an OCI layout image must be pinned as oci:PATH@sha256:...")
+        store = BlobStore(path)
+        if not store.has(digest):
+            raise RunError(f"image {image!r}: {path} has no manifest {digest}; run `compose-kfp apply`")
+        doc = parse_manifest(store.read_bytes(digest))
+        if isinstance(doc, Index):
+            digest = select_platform(doc, _host_platform()).digest
+            doc = parse_manifest(store.read_bytes(digest))
+        return Reference("localhost", "layout", digest=digest), doc, digest, store
+
     def tree(self, image: str) -> _ImageTree:
-        """The unpacked tree and config of ``image`` (``repository@sha256:...``), fetched and unpacked on first use."""
+        """The unpacked tree and config of ``image``, fetched and unpacked on first use.
+
+        ``image`` is ``repository@sha256:...`` (pulled from its registry, blobs from the
+        ``layout`` option first when given) or ``oci:PATH@sha256:...`` (read from that layout).
+        """
         from filelock import FileLock
 
-        ref = Reference.parse(image)
-        manifest, digest = self._manifest(ref)
+        layout: BlobStore | None = None
+        if image.startswith("oci:"):
+            ref, manifest, digest, layout = self._from_layout(image)
+        else:
+            ref = Reference.parse(image)
+            manifest, digest = self._manifest(ref)
         hexd = digest.split(":", 1)[1]
         folder = self.cache / "rootfs" / hexd
         with self._lock(hexd), FileLock(str(self.cache / "rootfs" / f"{hexd}.lock")):
             config_path = folder / "config.json"
             if not config_path.is_file() or not (folder / "rootfs").is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
-                blobs = BlobStore(self.cache / "blobs")
-                self._blob(ref, manifest.config.digest, manifest.config.size, blobs)
+                blobs = layout or BlobStore(self.cache / "blobs")
+                if layout is None:
+                    self._blob(ref, manifest.config.digest, manifest.config.size, blobs)
                 config = ImageConfig.from_bytes(blobs.read_bytes(manifest.config.digest), manifest.config.media_type)
                 if len(config.rootfs.diff_ids) != len(manifest.layers):
                     raise oci_errors.ImageError(f"{image}: the manifest has {len(manifest.layers)} layers but the "
                                                 f"config lists {len(config.rootfs.diff_ids)} diff_ids")
                 layers = []
                 for desc, diff_id in zip(manifest.layers, config.rootfs.diff_ids):
-                    self._blob(ref, desc.digest, desc.size, blobs)
+                    if layout is None:
+                        self._blob(ref, desc.digest, desc.size, blobs)
                     layers.append(Layer.from_store(blobs, desc.digest, diff_id, desc.media_type))
                 remove_tree(folder / "rootfs")
                 unpack_image(layers, folder / "rootfs")
                 config_path.write_bytes(config.raw_bytes())
-                for desc in [manifest.config, *manifest.layers]:
-                    blobs.path(desc.digest).unlink(missing_ok=True)  # the tree is the cache
+                if layout is None:
+                    for desc in [manifest.config, *manifest.layers]:
+                        blobs.path(desc.digest).unlink(missing_ok=True)  # the tree is the cache
                 log.info("unpacked %s (%d layers) into %s", image, len(layers), folder / "rootfs")
             config = ImageConfig.from_bytes(config_path.read_bytes())
         return _ImageTree(folder / "rootfs", config)
@@ -844,7 +871,9 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
     Raises:
         ConfigError: an unknown param; ``max_parallel`` < 1; a run folder path podman cannot mount
             (``:`` or ``,`` in it).
-        RunError: the requested executor is not available (see :func:`select_executor`).
+        RunError: the requested executor is not available (see :func:`select_executor`), or
+            ``podman`` was asked for images in a local OCI layout (``oci:PATH@sha256:...``, which
+            ``auto`` runs with bwrap or chroot).
     """
     if max_parallel < 1:
         raise ConfigError(f"max_parallel must be at least 1, got {max_parallel}")
@@ -855,6 +884,12 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
                           f"choose another --run-dir")
     cache = _cache_root(cache_dir).absolute()
     cache.mkdir(parents=True, exist_ok=True)
+    layout_images = sorted({t.image for t in graph.tasks if t.image and t.image.startswith("oci:")})
+    if layout_images and executor == "podman":
+        raise RunError(f"image {layout_images[0]} is in a local OCI layout, which podman cannot run by digest; "
+                       f"use --executor bwrap or chroot (or push the image to a registry)")
+    if layout_images and executor == "auto":
+        executor = "bwrap" if shutil.which("bwrap") else "chroot"
     chosen = select_executor(executor, cache)
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("running pipeline %s locally with %s in %s", graph.name, chosen, run_dir)

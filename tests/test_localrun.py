@@ -270,3 +270,79 @@ args = { Text = "x", Lines = 1 }
     assert result.task("missing").status == "failed"
     assert "cannot get image" in result.task("missing").error
     assert result.task("ok").status == "failed" and "was not written" in result.task("ok").error
+
+
+def component_yaml(spec: ComponentSpec, image: str) -> str:
+    """A KFP v1 component file for ``spec`` with ``image`` (what a third-party component file looks like)."""
+    import yaml
+
+    doc = spec.to_dict()
+    doc["implementation"]["container"]["image"] = image
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.fixture
+def cli_project(tmp_path, busybox_image, registry) -> Path:
+    """A project folder whose steps are third-party component files running in the busybox image."""
+    (tmp_path / "components").mkdir()
+    for name, spec in COMPONENTS.items():
+        (tmp_path / "components" / f"{name}.yaml").write_text(component_yaml(spec, busybox_image))
+    head = f'[project]\nname = "cli-demo"\n\n[image]\nbase = "scratch"\nrepository = "{registry.host}/test/cli-demo"\n\n'
+    (tmp_path / "kfp.toml").write_text(head + PIPELINE)
+    return tmp_path
+
+
+def cli_run(*args: str) -> tuple[int, str, str]:
+    """``compose-kfp ARGS`` in-process (with the run command registered); ``(exit code, stdout, stderr)``."""
+    import contextlib
+    import io
+    import logging
+
+    from compose_kfp import cli, cli_run as _  # noqa: F401 - registers `run`
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+            cli.main(list(args))
+    finally:
+        logger = logging.getLogger("compose_kfp")
+        for handler in list(logger.handlers):
+            if getattr(handler, "_compose_kfp_cli", False):
+                logger.removeHandler(handler)
+        logger.propagate = True
+    return info.value.code, out.getvalue(), err.getvalue()
+
+
+def test_cli_run_local_reports_the_failure_and_exits_7(cli_project, run_cache, monkeypatch, tmp_path):
+    fallback = "bwrap" if shutil.which("bwrap") else "chroot"
+    executor_or_skip(fallback, run_cache)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(run_cache.parent / "cli-cache"))
+    code, out, err = cli_run("-C", str(cli_project), "run", "--local", "--executor", fallback,
+                             "--param", "text=yo", "--run-dir", str(tmp_path / "run"))
+    assert code == 7, err
+    assert "Message = yo-from-image" in out and "Joined = a:4|yo-from-image:4|a note" in out
+    assert "▶ produce started" in err and "■ after_fail skipped: upstream task 'fail' failed" in err
+    assert "ValueError: boom from yo" in err  # the failing task's traceback
+    assert "error: pipeline 'cli-demo': task 'fail', 'lazy' failed" in err
+
+
+def test_cli_run_local_json_and_bad_params(cli_project, run_cache, monkeypatch, tmp_path):
+    fallback = "bwrap" if shutil.which("bwrap") else "chroot"
+    executor_or_skip(fallback, run_cache)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(run_cache.parent / "cli-cache"))
+    toml = cli_project / "kfp.toml"
+    text = toml.read_text()
+    toml.write_text(text[: text.index("[pipeline.tasks.fail]")])  # only the tasks that succeed
+    code, out, err = cli_run("-C", str(cli_project), "run", "--local", "--json", "--executor", fallback)
+    assert code == 0, err
+    import json
+
+    doc = json.loads(out)
+    assert doc["ok"] and doc["params"] == {"text": "hi", "notes": "a note from a param"}
+    assert {t["name"]: t["status"] for t in doc["tasks"]} == dict.fromkeys(["produce", "count_a", "count_b", "join"],
+                                                                            "succeeded")
+    assert Path(doc["run_dir"]).parent == cli_project / "build" / "runs"
+    code, out, err = cli_run("-C", str(cli_project), "run", "--local", "--param", "oops")
+    assert code == 1 and "--param 'oops': expected NAME=VALUE" in err
+    code, out, err = cli_run("-C", str(cli_project), "run", "--local", "--param", "nope=1")
+    assert code == 1 and "unknown param 'nope'" in err

@@ -1,0 +1,127 @@
+"""The ``run`` command (``compose-kfp run --local``), registered on :data:`compose_kfp.cli.app`.
+
+Thin: loads the project, pins each function step to the image digest recorded in
+kfp.lock (:func:`compose_kfp.apply.lock_images`), resolves the task graph with those
+images, calls :func:`compose_kfp.localrun.run_local`, prints one line per task event on
+stderr and the summary table on stdout. A run with a failed task prints the failing
+tasks' log tails (their tracebacks) on stderr and raises
+:class:`~compose_kfp.errors.RunError` (exit code 7). Importing this module registers
+the command.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from compose_kfp.cli import _settings, app
+from compose_kfp.errors import ConfigError
+
+
+class ExecutorChoice(str, enum.Enum):
+    """Accepted values of ``--executor`` (see :func:`compose_kfp.localrun.select_executor`)."""
+
+    auto = "auto"
+    podman = "podman"
+    bwrap = "bwrap"
+    chroot = "chroot"
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["n=10", "name=x"]`` -> ``{"n": "10", "name": "x"}``; values stay text, as Argo passes them.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty name.
+    """
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {pair!r}: expected NAME=VALUE, e.g. --param n_estimators=200")
+        params[key.strip()] = value
+    return params
+
+
+def _layout_refs(project: Any, refs: dict[str, str]) -> dict[str, str]:
+    """``oci:PATH@digest`` references with PATH made absolute against the project folder."""
+    out = {}
+    for step, ref in refs.items():
+        if ref.startswith("oci:"):
+            path, _, digest = ref[len("oci:"):].rpartition("@")
+            folder = Path(path).expanduser()
+            ref = f"oci:{(folder if folder.is_absolute() else project.root / folder).resolve()}@{digest}"
+        out[step] = ref
+    return out
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    local: Annotated[bool, typer.Option(
+        "--local", help="Run every task on this machine, inside its image (the only mode so far).")] = False,
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", "-p", help="Pipeline param NAME=VALUE (repeatable); defaults come from [pipeline.params].")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        "--run-dir", help="Folder for task outputs and logs (default: <output dir>/runs/<timestamp>).",
+        file_okay=False)] = None,
+    executor: Annotated[ExecutorChoice, typer.Option(
+        "--executor", help="auto (podman if usable, else bwrap, else chroot as root), podman, bwrap or chroot.")
+    ] = ExecutorChoice.auto,
+    parallel: Annotated[int, typer.Option("--parallel", help="Tasks run at the same time at most.", min=1)] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run result as JSON.")] = False,
+) -> None:
+    """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
+    import datetime as _dt
+
+    from compose_kfp.apply import lock_images
+    from compose_kfp.graph import resolve_graph
+    from compose_kfp.localrun import RegistryOptions, failure_report, format_summary, raise_for_failure, run_local
+    from compose_kfp.observe import keychain_for
+
+    settings = _settings(ctx)
+    if not local:
+        raise ConfigError("only local runs are supported so far: use `compose-kfp run --local`")
+    params = parse_params(param or [])
+    project = settings.project()
+    if project.graph is None:
+        raise ConfigError(f"{project.loaded.display_path}: no [pipeline] to run; add [pipeline.tasks.NAME] tables")
+    needs_lock = any(step.function for step in project.manifest.steps.values())
+    images = _layout_refs(project, lock_images(project)) if needs_lock else {}
+    graph = resolve_graph(project.manifest, project.components, manifest_path=project.path, images=images)
+    if run_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = project.loaded.output_dir / "runs" / stamp
+    image_settings = project.manifest.image
+    auth_file = None
+    if image_settings.auth is not None and image_settings.auth.config:
+        auth_file = Path(image_settings.auth.config).expanduser()
+        auth_file = auth_file if auth_file.is_absolute() else project.root / auth_file
+    options = RegistryOptions(insecure=True if image_settings.insecure else None,
+                              keychain=keychain_for(image_settings.auth, project.root), authfile=auth_file)
+
+    def on_event(event: Any) -> None:
+        if as_json:
+            return
+        if event.kind == "started":
+            settings.err.print(f"▶ {event.task} started" + (f" ({event.message})" if event.message else ""),
+                               markup=False)
+        elif event.kind in ("finished", "skipped") and event.result is not None:
+            r = event.result
+            extra = f" in {r.duration:.1f} s" if event.kind == "finished" else ""
+            settings.err.print(f"■ {event.task} {r.status}{extra}" + (f": {r.error}" if r.error else ""),
+                               markup=False)
+
+    result = run_local(graph, run_dir=run_dir, params=params, executor=executor.value,  # type: ignore[arg-type]
+                       max_parallel=parallel, registry=options, on_event=on_event)
+    if as_json:
+        settings.out.print(json.dumps(result.to_dict(), indent=2), markup=False)
+    else:
+        settings.out.print(format_summary(result))
+        settings.out.print(f"Outputs and logs: {result.run_dir}", markup=False)
+        if not result.ok:
+            settings.err.print(failure_report(result), markup=False)
+    raise_for_failure(result)

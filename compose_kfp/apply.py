@@ -160,6 +160,58 @@ def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
     return files
 
 
+def _render_inputs_key(project: Any, images: Mapping[str, str]) -> str:
+    """A digest of everything :func:`render_outputs` depends on: the validated manifest (overrides applied),
+    the step components (already introspected by ``load_project``), the pinned images, the user's template
+    folder (file names and contents), and the versions of compose-kfp, Jinja and (target ``kfp``) the KFP SDK."""
+    import importlib.metadata
+    import json as _json
+
+    from compose_kfp import __version__
+
+    h = hashlib.sha256()
+    h.update(project.manifest.model_dump_json(warnings=False).encode())
+    h.update(repr(sorted(project.components.items())).encode())
+    h.update(_json.dumps(sorted(images.items())).encode())
+    h.update(str(project.loaded.output_dir).encode())
+    versions = [__version__, importlib.metadata.version("jinja2")]
+    if "kfp" in project.manifest.render.targets:
+        versions.append(importlib.metadata.version("kfp"))
+    h.update(repr(versions).encode())
+    if project.manifest.render.templates:
+        folder = project.root / project.manifest.render.templates
+        for f in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            if f.is_file():
+                h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    from compose_kfp.render import TEMPLATES_DIR
+
+    for f in sorted(TEMPLATES_DIR.glob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def rendered_digests(project: Any, images: Mapping[str, str]) -> dict[str, str]:
+    """sha256 hex of each file :func:`render_outputs` would write, by relative path.
+
+    Memoized in ``.compose-kfp/cache/render/<inputs key>.json`` (see :func:`_render_inputs_key`), so a
+    no-op ``plan`` does not compile templates or run the KFP compiler again.
+    """
+    import json as _json
+
+    state = ProjectState(project.root)
+    path = state.dir / "cache" / "render" / f"{_render_inputs_key(project, images)}.json"
+    try:
+        cached = _json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, dict):
+            return {str(k): str(v) for k, v in cached.items()}
+    except (OSError, ValueError):
+        pass
+    digests = {k: _sha(v) for k, v in render_outputs(project, images).items()}
+    _write_atomic(path, _json.dumps(digests, sort_keys=True).encode())
+    return digests
+
+
 def _rendered_names(project: Any) -> list[str]:
     from compose_kfp.render.component import component_path
 
@@ -280,7 +332,7 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
                            where=project.loaded.display_path)
         p = planner_mod.plan(images, observed, project=project.manifest.project.name, root=str(root))
         if _all_refs_known(p):
-            rendered: dict[str, str | None] = {k: _sha(v) for k, v in render_outputs(project, step_refs(p)).items()}
+            rendered: dict[str, str | None] = dict(rendered_digests(project, step_refs(p)))
         else:
             rendered = {name: None for name in _rendered_names(project)}
         p = planner_mod.with_files(p, planner_mod.plan_files(rendered, observed.rendered, _managed_prefixes(project)))

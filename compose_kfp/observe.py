@@ -379,7 +379,7 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
             else:
                 manifest, digest = top, top_digest
             top_d = top_digest
-        config_raw = _fetch_config(client, ref.repository, manifest)
+        config_raw = _fetch_config(client, ref.repository, manifest, state)
         config = ImageConfig.from_bytes(config_raw, manifest.config.media_type)
         _check_platform(config, p, reference)
         out[p] = BaseState(reference, p, digest=digest, top_digest=top_d, manifest=manifest.raw_bytes().decode(),
@@ -387,13 +387,20 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
     return out
 
 
-def _fetch_config(client: Any, repo: str, manifest: Manifest) -> bytes:
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="compose-kfp-config-") as tmp:
-        dest = Path(tmp) / "config"
-        client.get_blob(repo, manifest.config.digest, dest, expected_size=manifest.config.size)
-        return dest.read_bytes()
+def _fetch_config(client: Any, repo: str, manifest: Manifest, state: ProjectState) -> bytes:
+    """The base config blob: from the project's blob store when it was fetched before (content-addressed,
+    digest verified), else downloaded into it."""
+    store = state.store
+    digest = manifest.config.digest
+    if store.has(digest):
+        try:
+            return store.read_bytes(digest)
+        except oci_errors.OCIError:
+            store.path(digest).unlink(missing_ok=True)
+    dest = store.path(digest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    client.get_blob(repo, digest, dest, expected_size=manifest.config.size)
+    return dest.read_bytes()
 
 
 def _check_platform(config: ImageConfig, platform: str, reference: str) -> None:
@@ -753,7 +760,17 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         for cur in current.values():
             for p in cur.platforms.values():
                 wanted.add(p.config)
-        present = frozenset(d for d in sorted(wanted) if dest.has_blob(d))
+        # Blobs a manifest in the destination references are there (a registry accepts a manifest only
+        # when its blobs are): no HEAD needed for them.
+        known = set()
+        for cur in current.values():
+            if cur.exists:
+                for p in cur.platforms.values():
+                    known.add(p.config)
+                    known.update(digest for _, digest, _ in p.layers)
+                    if p.base and p.base_layers:
+                        known.update(_base_digests_of(cur, p, bases))
+        present = frozenset(d for d in sorted(wanted) if d in known or dest.has_blob(d))
         tags: dict[str, str | None] = {}
         for image in images:
             for tag in image.tags:
@@ -777,6 +794,14 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         raise _registry_error(e) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
                     file_records=records, rendered=rendered, same_registry=same)
+
+
+def _base_digests_of(cur: CurrentImage, p: PlatformImageState, bases: Mapping[str, BaseState]) -> set[str]:
+    """Base layer digests of the current image, when its base is the one observed now (else unknown)."""
+    for b in bases.values():
+        if b.digest == p.base:
+            return {d for d, _, _ in b.layers}
+    return set()
 
 
 def _registry_error(e: oci_errors.RegistryError) -> Exception:

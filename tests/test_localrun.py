@@ -153,7 +153,7 @@ def executor_or_skip(name: str, cache: Path) -> str:
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("executor", ["podman", "bwrap", "chroot"])
+@pytest.mark.parametrize("executor", [pytest.param("podman", marks=pytest.mark.podman), "bwrap", "chroot"])
 def test_pipeline_runs_in_its_image(busybox_image, run_cache, tmp_path, executor):
     executor_or_skip(executor, run_cache)
     events: list[tuple[float, TaskEvent]] = []

@@ -270,8 +270,8 @@ def _report(error: BaseException, debug: bool) -> None:
     print(f"error: {error}", file=sys.stderr)
 
 
-# The build commands (plan, apply, render, lock) live in their own module and register on ``app``.
-from compose_kfp import cli_build  # noqa: E402,F401
+# The build commands (plan, apply, render, lock) and `run` live in their own modules and register on ``app``.
+from compose_kfp import cli_build, cli_run  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker-registry skopeo umoci podman runc debootstrap buildah bubblewrap hyperfine pigz curl make)
+APT_PACKAGES=(docker-registry skopeo umoci podman runc debootstrap buildah bubblewrap busybox-static hyperfine pigz curl make time)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

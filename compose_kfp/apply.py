@@ -58,6 +58,7 @@ from compose_kfp.observe import (
     Registries,
     _registry_ref,
     deps_target,
+    download_blob,
     is_local_destination,
     keychain_for,
     layer_plan,
@@ -691,11 +692,8 @@ def _fetch_base_layer(pp: PlatformPlan, digest: str, size: int, state: ProjectSt
         return local
     if host is None:
         raise RegistryError(f"base layer {digest} of {pp.base.reference} is not available locally")
-    local.parent.mkdir(parents=True, exist_ok=True)
-    registries.client(host).get_blob(repo, digest, local, expected_size=size,
-                                     progress=(lambda d, done, total: progress("copy", d, done, total))
-                                     if progress else None)
-    return local
+    return download_blob(registries.client(host), repo, digest, size, state.store,
+                         progress=(lambda d, done, total: progress("copy", d, done, total)) if progress else None)
 
 
 def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,

@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -116,8 +117,23 @@ class ProjectState:
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
         tmp.write_text(json.dumps([list(f) for f in files]), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def fingerprint_key(self, fingerprint: str) -> str | None:
+        """The layer plan key recorded for an input fingerprint (:func:`input_fingerprint`), or ``None``."""
+        try:
+            return (self.dir / "cache" / "fingerprints" / f"{fingerprint}.key").read_text(encoding="ascii").strip()
+        except OSError:
+            return None
+
+    def record_fingerprint(self, fingerprint: str, key: str) -> None:
+        """Remember that inputs with ``fingerprint`` plan to layer key ``key`` (atomic write)."""
+        path = self.dir / "cache" / "fingerprints" / f"{fingerprint}.key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_text(key, encoding="ascii")
         os.replace(tmp, path)
 
     def files_of(self, digest: str) -> tuple[tuple[str, int, int], ...] | None:
@@ -397,10 +413,23 @@ def _fetch_config(client: Any, repo: str, manifest: Manifest, state: ProjectStat
             return store.read_bytes(digest)
         except oci_errors.OCIError:
             store.path(digest).unlink(missing_ok=True)
+    download_blob(client, repo, digest, manifest.config.size, store)
+    return store.read_bytes(digest)
+
+
+def download_blob(client: Any, repo: str, digest: str, size: int | None, store: BlobStore,
+                  progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Download blob ``digest`` of ``repo`` into ``store`` (verified; a private temporary name, then rename,
+    so concurrent runs never collide). Returns the stored path."""
     dest = store.path(digest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    client.get_blob(repo, digest, dest, expected_size=manifest.config.size)
-    return dest.read_bytes()
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        client.get_blob(repo, digest, tmp, expected_size=size, progress=progress)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
 
 
 def _check_platform(config: ImageConfig, platform: str, reference: str) -> None:
@@ -468,6 +497,58 @@ def layer_plan(spec: LayerSpec, compression: str, root: Path) -> LayerPlan:
     raise BuildError(f"{spec.where}: layer kind {spec.kind!r} has no file plan")
 
 
+def input_fingerprint(spec: LayerSpec, compression: str, root: Path) -> str | None:
+    """A cheap fingerprint of everything :func:`layer_plan` reads for a ``paths``/``rootfs`` layer, or ``None``
+    for other kinds.
+
+    sha256 over the layer options (kind, sources and destinations, ignore patterns, compression,
+    ``SOURCE_DATE_EPOCH``, the tar format version and gzip implementation), the content of
+    ``<root>/.kfpignore``, and the ``lstat`` fields (mode, size, mtime_ns, inode, links, owner) of every
+    entry under each source, ignored ones included. Equal fingerprints mean :func:`layer_plan` would give the
+    same key, so the (slower) plan can be skipped: one ``stat`` per file, no ignore matching, no sorting of the
+    whole tree. Any difference, even in an ignored file, only means the full plan runs.
+    """
+    from compose_kfp.oci import layer as layer_mod
+
+    if spec.kind not in ("paths", "rootfs"):
+        return None
+    h = hashlib.sha256()
+    h.update(json.dumps({"kind": spec.kind, "includes": spec.includes, "rootfs": spec.rootfs,
+                         "ignore": spec.ignore, "compression": compression,
+                         "sde": os.environ.get("SOURCE_DATE_EPOCH"), "format": layer_mod.FORMAT_VERSION,
+                         "gzip": layer_mod.GZIP_IMPL, "root": str(root)}, sort_keys=True).encode())
+    try:
+        h.update((root / layer_mod.IGNORE_FILE).read_bytes())
+    except OSError:
+        h.update(b"\0no-ignore-file")
+    sources = [spec.rootfs] if spec.kind == "rootfs" else [src for src, _ in spec.includes]
+    for src in sources:
+        real = os.path.realpath(src or "")
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        h.update(f"\n{real}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+        if not os.path.isdir(real):
+            continue
+        stack = [real]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                return None
+            parts = []
+            for de in entries:
+                est = de.stat(follow_symlinks=False)
+                parts.append(f"{de.path}\0{est.st_mode}\0{est.st_size}\0{est.st_mtime_ns}\0{est.st_ino}\0"
+                             f"{est.st_nlink}\0{est.st_uid}\0{est.st_gid}\n")
+                if de.is_dir(follow_symlinks=False):
+                    stack.append(de.path)
+            h.update("".join(parts).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
 def file_stamps(plan: LayerPlan) -> tuple[tuple[str, int, int], ...]:
     """``(path, size, mtime_ns)`` of the regular files of ``plan``, in tar order."""
     return tuple((e.path, e.size, e.stamp[0]) for e in plan.entries if e.kind == "file")
@@ -508,6 +589,14 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
 
     def one(item: tuple[tuple[str, str], LayerSpec]) -> tuple[tuple[str, str], LayerState]:
         (name, compression), spec = item
+        fp = input_fingerprint(spec, compression, state.root)
+        if fp is not None:
+            key = state.fingerprint_key(fp)
+            hit = cache.lookup(key, store) if key else None
+            if hit is not None:
+                # files are loaded later, only if a reason must name them
+                return (name, compression), LayerState(spec.name, spec.kind, key, hit.digest,  # type: ignore[arg-type]
+                                                       hit.diff_id, hit.size, hit.media_type, True)
         lp = layer_plan(spec, compression, state.root)
         stamps = file_stamps(lp)
         hit = cache.lookup(lp.key, store)
@@ -523,6 +612,8 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
             state.record_files(layer.digest, stamps)
         else:
             layer = hit
+        if fp is not None:
+            state.record_fingerprint(fp, lp.key)
         return (name, compression), LayerState(spec.name, spec.kind, lp.key, layer.digest, layer.diff_id,
                                                layer.size, layer.media_type, True, stamps)
 
@@ -785,6 +876,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
                         rec = state.files_of(digest)
                         if rec is not None:
                             records[digest] = rec
+        layers = _with_reason_files(layers, current, state)
         same = False
         if not dest.local:
             base0 = next(iter(bases.values()))
@@ -794,6 +886,24 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         raise _registry_error(e) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
                     file_records=records, rendered=rendered, same_registry=same)
+
+
+def _with_reason_files(layers: Mapping[tuple[str, str], tuple[LayerState, ...]], current: Mapping[str, CurrentImage],
+                       state: ProjectState) -> dict[tuple[str, str], tuple[LayerState, ...]]:
+    """Fill ``files`` of layers recognised by fingerprint whose digest differs from the current image's layer
+    of the same name (their reason names files), from the records written when they were built."""
+    out = {}
+    for (image, platform), states in layers.items():
+        cur = current.get(image)
+        plat = cur.platforms.get(platform) if cur else None
+        before = {name: digest for name, digest, _ in (plat.layers if plat else ())}
+        fixed = []
+        for s in states:
+            if not s.files and s.digest and s.kind in ("paths", "rootfs") and before.get(s.name) not in (None, s.digest):
+                s = dataclasses.replace(s, files=state.files_of(s.digest) or ())
+            fixed.append(s)
+        out[(image, platform)] = tuple(fixed)
+    return out
 
 
 def _base_digests_of(cur: CurrentImage, p: PlatformImageState, bases: Mapping[str, BaseState]) -> set[str]:

@@ -13,8 +13,9 @@ export REGISTRY_PORT=${REGISTRY_PORT:-5000}
 export COMPOSE_KFP_STATE=${COMPOSE_KFP_STATE:-$PWD/.demo}
 EXAMPLE=examples/iris
 HOSTPORT="localhost:$REGISTRY_PORT"
-export COMPOSE_KFP_BASE="$HOSTPORT/compose-kfp/debian-python:bookworm"
-export COMPOSE_KFP_REPOSITORY="$HOSTPORT/examples/iris"
+BASE_REF="$HOSTPORT/compose-kfp/debian-python:bookworm"
+# The example's kfp.toml names localhost:5000; these follow REGISTRY_PORT (only for the example's commands).
+EXAMPLE_ENV=(env COMPOSE_KFP_BASE="$BASE_REF" COMPOSE_KFP_REPOSITORY="$HOSTPORT/examples/iris")
 
 CKFP=${PYTHON:-python3}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -22,21 +23,21 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 step "registry on 127.0.0.1:$REGISTRY_PORT"
 bash scripts/registry.sh start
 
-step "base image $COMPOSE_KFP_BASE"
-bash scripts/make-base-image.sh "$COMPOSE_KFP_BASE"
+step "base image $BASE_REF"
+bash scripts/make-base-image.sh "$BASE_REF"
 
 step "compose-kfp plan ($EXAMPLE)"
-"$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" plan
+"${EXAMPLE_ENV[@]}" "$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" plan
 
 step "compose-kfp apply ($EXAMPLE)"
-"$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" apply --yes
+"${EXAMPLE_ENV[@]}" "$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" apply --yes
 
 step "compose-kfp run --local ($EXAMPLE)"
 RUN_DIR="$COMPOSE_KFP_STATE/runs/iris"
 rm -rf "$RUN_DIR"
-"$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" run --local --run-dir "$RUN_DIR"
+"${EXAMPLE_ENV[@]}" "$CKFP" -m compose_kfp -f "$EXAMPLE/kfp.toml" run --local --run-dir "$RUN_DIR"
 
-ACC_FILE=$(find "$RUN_DIR/evaluate" -path '*accuracy*' -type f | head -n1)
-[ -n "$ACC_FILE" ] || { echo "the evaluate task wrote no accuracy output under $RUN_DIR/evaluate" >&2; exit 1; }
+ACC_FILE="$RUN_DIR/evaluate/outputs/accuracy/data"
+[ -f "$ACC_FILE" ] || { echo "the evaluate task wrote no accuracy output ($ACC_FILE)" >&2; exit 1; }
 step "result"
 printf 'model accuracy: %s\n' "$(cat "$ACC_FILE")"

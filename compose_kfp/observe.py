@@ -449,13 +449,12 @@ def _local_base(reference: str, platforms: Sequence[str], state: ProjectState) -
             if reference.startswith("oci:"):
                 body = reference[4:]
                 path, tag = body, None
-                if ":" in body and not Path(body).exists():
+                if ":" in body and not (state.root / body).exists():
                     path, _, tag = body.rpartition(":")
                 path = str((state.root / path).resolve())
                 layout = OCILayout.open(path)
                 img = layout.read_image(tag, platform=p)
-                top = layout.resolve(tag, platform=None) if tag is None else None
-                store, flat = str(layout.path), False
+                store, flat, top = str(layout.path), False, None
             elif reference.startswith("dir:"):
                 path = str((state.root / reference[4:]).resolve())
                 img = read_docker_dir(path, platform=p)

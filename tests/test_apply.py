@@ -332,3 +332,32 @@ def test_two_platforms_push_an_index(project_factory, registry):
         media_type, digest, _ = client.head_manifest(ref.repository, result.plan.image("main").tags[0])
     assert media_type == "application/vnd.oci.image.index.v1+json" and digest == ip.after
     assert not _plan(root).has_changes
+
+
+def test_scratch_base_to_oci_layout(project_factory):
+    root = project_factory(base="scratch", repository="oci:out/img")
+    result = _apply(root)
+    layout = OCILayout.open(root / "out" / "img")
+    tag = result.plan.image("main").tags[0]
+    img = layout.read_image(tag)
+    assert len(img.manifest.layers) == 3 and img.config.os == "linux"
+    assert "PYTHONPATH=/opt/compose-kfp" in img.config.config.env
+    assert not _plan(root).has_changes
+
+
+def test_local_oci_base_layers_are_copied_to_the_registry(project_factory, registry, tmp_path):
+    from compose_kfp.oci.image import append
+    from compose_kfp.oci.layer import build_mapping_layer
+
+    layout = OCILayout.create(tmp_path / "proj" / "base")
+    layer = build_mapping_layer({"/etc/os-release": b"ID=local\n"}, store=tmp_path / "scratch-store")
+    manifest, config = append(None, None, [layer], env={"PYTHON_VERSION": "3.11.7"}, platform="linux/amd64")
+    layout.write_image("v1", manifest, config, layers=[layer])
+    root = project_factory(base="oci:base:v1")
+    p = _plan(root)
+    copies = [t for t in p.image("main").platforms[0].transfers if t.how == "copy"]
+    assert [t.digest for t in copies] == [layer.digest]
+    since = len(registry.requests())
+    apply_plan(load_project(root), p)
+    assert layer.digest in uploads(registry, since)
+    assert not _plan(root).has_changes

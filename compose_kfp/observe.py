@@ -383,7 +383,11 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
             top_d = digest
         else:
             if top is None:
-                raw, mt, top_digest = client.get_manifest(ref.repository, ref.identifier)
+                try:
+                    raw, mt, top_digest = client.get_manifest(ref.repository, ref.identifier)
+                except oci_errors.NotFound:
+                    raise ConfigError(f"image.base: {reference} was not found in {ref.api_host} (no such repository "
+                                      "or tag); check the name and tag, or push the base image first") from None
                 top = parse_manifest(raw, mt)
             if isinstance(top, Index):
                 try:

@@ -361,3 +361,70 @@ def test_local_oci_base_layers_are_copied_to_the_registry(project_factory, regis
     apply_plan(load_project(root), p)
     assert layer.digest in uploads(registry, since)
     assert not _plan(root).has_changes
+
+
+def test_missing_base_is_a_config_error(project_factory, registry):
+    from compose_kfp.errors import ConfigError
+
+    root = project_factory(base=f"{registry.host}/test/no-such-base:v9")
+    with pytest.raises(ConfigError, match="was not found"):
+        _plan(root)
+
+
+def test_step_with_own_layers_gets_its_own_image_sharing_blobs(project_factory, registry):
+    root = project_factory()
+    (root / "extra").mkdir()
+    (root / "extra" / "notes.txt").write_text("only for report\n")
+    with open(root / "kfp.toml", "a") as f:
+        f.write('\n[steps.report]\nfunction = "src/model.py:load"\nlayers = [{ name = "extra", paths = ["extra"] }]\n')
+    p = _plan(root)
+    assert [i.name for i in p.images] == ["main", "report"]
+    main_layers = {ly.name: ly.after for ly in p.image("main").platforms[0].layers}
+    report_layers = {ly.name: ly.after for ly in p.image("report").platforms[0].layers}
+    assert list(report_layers) == ["runtime", "data", "src", "extra"]
+    assert all(report_layers[n] == d for n, d in main_layers.items())
+    since = len(registry.requests())
+    result = apply_plan(load_project(root), p)
+    sent = uploads(registry, since)
+    assert len(sent) == len(set(sent))  # shared layers sent once
+    comp = (root / "build" / "components" / "report.yaml").read_text()
+    assert result.plan.image("report").reference in comp
+    assert result.plan.image("main").reference in (root / "build" / "components" / "train.yaml").read_text()
+
+
+def test_saved_plan_refused_after_remote_tag_moved(project_factory, registry, tmp_path):
+    root = project_factory(tags=("latest",))
+    _apply(root)
+    p = _plan(root)
+    (root / "src" / "model.py").write_text((root / "src" / "model.py").read_text() + "\n# x\n")
+    other = project_factory("other", repository=p.image("main").repository, tags=("latest",), env={"X": "1"})
+    _apply(other)  # someone else moves :latest
+    with pytest.raises(StaleError, match="latest moved since the plan"):
+        apply_plan(load_project(root), Plan.from_json(p.to_json()))
+
+
+def test_cli_lock_pins_requirements(project_factory, registry, make_wheel, simple_index, tmp_path, capsys):
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
+    index = simple_index(wheels)
+    root = project_factory(requirements="tinylib\n", extra_image=f'index_url = "{index.url}"\n')
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "lock"])
+    assert e.value.code == 0, capsys.readouterr().err
+    text = (root / "requirements.lock.txt").read_text()
+    assert "tinylib==1.0" in text and "--hash=sha256:" in text
+    assert "1 pinned package(s)" in capsys.readouterr().out
+
+
+def test_cli_apply_json(project_factory, registry, capsys):
+    root = project_factory()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "apply", "--json"])
+    assert e.value.code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changed"] and doc["result"]["uploaded_bytes"] > 0
+    assert doc["result"]["images"]["main"]["reference"].startswith(doc["plan"]["images"][0]["repository"] + "@sha256:")
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "apply", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == {"plan": doc["plan"], "result": None, "changed": False}

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -337,9 +338,11 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
         else:
             rendered = {name: None for name in _rendered_names(project)}
         p = planner_mod.with_files(p, planner_mod.plan_files(rendered, observed.rendered, _managed_prefixes(project)))
+        new_lock = _lock_of(p)
         if frozen:
-            lock_mod.check_frozen(root, lock, _lock_of(p))
-        return p
+            lock_mod.check_frozen(root, lock, new_lock)
+        stale = new_lock is None or lock is None or lock_mod.dumps(new_lock) != lock_mod.dumps(lock)
+        return dataclasses.replace(p, lock_changes=stale)
     finally:
         if own:
             registries.close()
@@ -588,13 +591,12 @@ def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, in
         if ly.action == "remove":
             changes.append(ly)
             continue
-        needs_local = ly.build or any(t.digest in (ly.after, None) and t.what == f"layer {ly.name}"
-                                      for t in pp.transfers)
-        if needs_local or is_local_destination(spec.repository):
+        sent = any(t.what == f"layer {ly.name}" for t in pp.transfers)
+        if ly.build or sent or is_local_destination(spec.repository):
             layer = _layer_for(spec, pp, ly, state, installer, progress, rec, built)
-        else:
+        else:  # already in the destination: only its digests are needed
             layer = Layer(ly.media_type, ly.after or "", ly.diff_id or "", ly.size or 0,
-                          opener=lambda: (_ for _ in ()).throw(BuildError("layer blob not local")))  # never opened
+                          opener=functools.partial(_not_local, ly.name))
         layers.append(layer)
         changes.append(dataclasses.replace(ly, after=layer.digest, diff_id=layer.diff_id, size=layer.size,
                                            build=False, action=ly.action if ly.action != "replace" or
@@ -609,6 +611,10 @@ def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, in
                        if t.digest is None else t) for t in pp.transfers)
     return dataclasses.replace(pp, layers=tuple(changes), config_after=manifest.config.digest,
                                manifest_after=manifest.digest, manifest_size=manifest.size, transfers=transfers)
+
+
+def _not_local(name: str) -> Any:
+    raise BuildError(f"layer {name}: its blob is in the destination but not on this machine")
 
 
 def _digest_for(t: Any, changes: Sequence[LayerChange]) -> str | None:

@@ -255,12 +255,14 @@ class Summary:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The whole plan (module docstring). ``project``: project name; ``root``: the project folder."""
+    """The whole plan (module docstring). ``project``: project name; ``root``: the project folder;
+    ``lock_changes``: ``kfp.lock`` would be written (missing, or different from what apply records)."""
 
     project: str
     root: str
     images: tuple[ImagePlan, ...]
     files: tuple[FileChange, ...] = ()
+    lock_changes: bool = False
     version: int = PLAN_VERSION
 
     @property
@@ -288,9 +290,9 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        """Whether apply would change anything (an image, a tag or a rendered file)."""
+        """Whether apply would change anything (an image, a tag, a rendered file or kfp.lock)."""
         s = self.summary
-        return s.images_changed > 0 or s.files_changed > 0
+        return s.images_changed > 0 or s.files_changed > 0 or self.lock_changes
 
     @property
     def needs_build(self) -> bool:
@@ -340,7 +342,8 @@ class Plan:
                 tags=tuple(i["tags"]), stale_tags=tuple(i["stale_tags"]),
                 observed_tags=tuple((t, d) for t, d in i.get("observed_tags", []))))
         return cls(project=d["project"], root=d["root"], images=tuple(images),
-                   files=tuple(FileChange(**f) for f in d.get("files", [])), version=d["version"])
+                   files=tuple(FileChange(**f) for f in d.get("files", [])),
+                   lock_changes=bool(d.get("lock_changes", False)), version=d["version"])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -648,6 +651,9 @@ def format_plan(p: Plan, *, verbose: bool = False) -> str:
         for f in changed_files:
             note = "  (known after apply)" if f.after is None and f.action != "remove" else ""
             lines.append(f"  {_SYMBOL[f.action]} {f.path}{note}")
+        lines.append("")
+    if p.lock_changes:
+        lines.append("kfp.lock will be written.")
         lines.append("")
     s = p.summary
     if not p.has_changes:

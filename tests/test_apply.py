@@ -428,3 +428,16 @@ def test_cli_apply_json(project_factory, registry, capsys):
         main(["-C", str(root), "apply", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert doc == {"plan": doc["plan"], "result": None, "changed": False}
+
+
+def test_deleted_lock_is_written_again_without_uploads(project_factory, registry):
+    root = project_factory(tags=("latest",))
+    _apply(root)
+    (root / "kfp.lock").unlink()
+    p = _plan(root)
+    assert p.image("main").status == "unchanged" and p.lock_changes and p.has_changes
+    assert "kfp.lock will be written." in format_plan(p)
+    since = len(registry.requests())
+    result = apply_plan(load_project(root), p)
+    assert result.lock_written and uploads(registry, since) == []
+    assert not _plan(root).has_changes

@@ -52,7 +52,7 @@ import filelock
 from compose_kfp import deps as deps_mod
 from compose_kfp import lock as lock_mod
 from compose_kfp import planner as planner_mod
-from compose_kfp.errors import AuthError, BuildError, BusyError, ComposeError, RegistryError, RenderError, StaleError
+from compose_kfp.errors import AuthError, BuildError, BusyError, RegistryError, RenderError, StaleError
 from compose_kfp.images import ImageSpec, desired_images
 from compose_kfp.observe import (
     ProjectState,
@@ -68,7 +68,7 @@ from compose_kfp.observe import (
     resolve_base,
 )
 from compose_kfp.oci import errors as oci_errors
-from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Index, Manifest
+from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Manifest
 from compose_kfp.oci.layer import Layer, write_layer
 from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan
 
@@ -384,6 +384,7 @@ class ApplyResult:
 
     @property
     def uploaded_bytes(self) -> int:
+        """Total bytes of :attr:`uploaded`."""
         return sum(n for _, n in self.uploaded)
 
     @property
@@ -392,6 +393,7 @@ class ApplyResult:
         return bool(self.uploaded or self.mounted or self.manifests or self.tags or self.files or self.lock_written)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``apply --json``: what was sent, and each image's digest, reference and tags."""
         return {"uploaded": [{"digest": d, "size": n} for d, n in self.uploaded], "uploaded_bytes": self.uploaded_bytes,
                 "mounted": list(self.mounted), "manifests": list(self.manifests), "tags": list(self.tags),
                 "built": list(self.built), "files": list(self.files), "lock_written": self.lock_written,

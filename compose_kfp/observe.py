@@ -52,7 +52,6 @@ from compose_kfp.oci.blobs import BlobStore
 from compose_kfp.oci.image import (
     ACCEPT_MANIFESTS,
     ANNOTATION_BASE_DIGEST,
-    INDEX_MEDIA_TYPES,
     ImageConfig,
     Index,
     Manifest,
@@ -87,6 +86,7 @@ class ProjectState:
 
     @property
     def dir(self) -> Path:
+        """``<root>/.compose-kfp``."""
         return self.root / STATE_DIR
 
     @property
@@ -96,14 +96,17 @@ class ProjectState:
 
     @property
     def layer_cache(self) -> LayerCache:
+        """Finished layers by layer plan key (``cache/layers``)."""
         return LayerCache(self.dir / "cache" / "layers")
 
     @property
     def deps_cache(self) -> deps_mod.DepsCache:
+        """Dependency layers by requirements key (``cache/deps``)."""
         return deps_mod.DepsCache(self.dir / "cache" / "deps")
 
     @property
     def files_dir(self) -> Path:
+        """Per layer digest, the file stamps recorded when it was built (``cache/files``)."""
         return self.dir / "cache" / "files"
 
     @property
@@ -286,6 +289,7 @@ class Registries:
         self._clients: dict[str, Any] = {}
 
     def client(self, host: str) -> Any:
+        """The :class:`~compose_kfp.oci.registry.RegistryClient` for ``host`` (``host[:port]``), made once."""
         from compose_kfp.oci.registry import RegistryClient
 
         if host not in self._clients:
@@ -293,6 +297,7 @@ class Registries:
         return self._clients[host]
 
     def close(self) -> None:
+        """Close every client's connection pool."""
         for c in self._clients.values():
             c.close()
         self._clients.clear()

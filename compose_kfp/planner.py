@@ -176,10 +176,12 @@ class PlatformPlan:
 
     @property
     def config_changed(self) -> bool:
+        """The config blob differs from the current image's (or is known only after apply)."""
         return self.config_after is None or self.config_after != self.config_before
 
     @property
     def manifest_changed(self) -> bool:
+        """The manifest differs from the current image's (or is known only after apply)."""
         return self.manifest_after is None or self.manifest_after != self.manifest_before
 
 
@@ -215,6 +217,7 @@ class ImagePlan:
 
     @property
     def is_index(self) -> bool:
+        """Several platforms: an image index is pushed above the manifests."""
         return len(self.platforms) > 1
 
     @property
@@ -267,6 +270,7 @@ class Plan:
 
     @property
     def summary(self) -> Summary:
+        """The :class:`Summary`; upload bytes count each blob digest once across images and platforms."""
         add = replace = remove = 0
         for image in self.images:
             for p in image.platforms:

@@ -773,6 +773,7 @@ def observe_current(image: ImageSpec, dest: _Destination, lock: Mapping[str, Any
         return CurrentImage()
     raw, mt, digest = got
     doc = parse_manifest(raw, mt or None)
+    locked_plats = (locked or {}).get("platforms") or {}
     plats: dict[str, PlatformImageState] = {}
     if isinstance(doc, Index):
         for desc in doc.manifests:
@@ -785,11 +786,29 @@ def observe_current(image: ImageSpec, dest: _Destination, lock: Mapping[str, Any
                 continue
             m = Manifest.from_bytes(sub[0], desc.media_type)
             key = _match_platform(str(desc.platform), image.platforms)
-            plats[key] = _platform_state_from_manifest(m, base_layer_counts.get(key))
+            plats[key] = _name_layers(_platform_state_from_manifest(m, base_layer_counts.get(key)),
+                                      locked_plats.get(key), image)
     else:
-        m = doc
-        plats[image.platforms[0]] = _platform_state_from_manifest(m, base_layer_counts.get(image.platforms[0]))
+        key = image.platforms[0]
+        plats[key] = _name_layers(_platform_state_from_manifest(doc, base_layer_counts.get(key)),
+                                  locked_plats.get(key), image)
     return CurrentImage(digest=digest, source=source, exists=True, platforms=plats)
+
+
+def _name_layers(found: PlatformImageState, locked: Mapping[str, Any] | None, image: ImageSpec) -> PlatformImageState:
+    """Layer names for a manifest without ``io.compose-kfp.layer`` annotations (Docker v2.2 manifests have
+    none): from kfp.lock when it records this very manifest, else by position when the layer count matches."""
+    if all(name for name, _, _ in found.layers):
+        return found
+    names: list[str | None] | None = None
+    if locked and locked.get("manifest") == found.manifest:
+        names = [ly.get("name") for ly in locked.get("layers", [])]
+    elif len(found.layers) == len(image.layers):
+        names = [spec.name for spec in image.layers]
+    if names is None or len(names) != len(found.layers):
+        return found
+    layers = tuple((name or n, digest, size) for (name, digest, size), n in zip(found.layers, names))
+    return dataclasses.replace(found, layers=layers)
 
 
 def _match_platform(found: str, wanted: Sequence[str]) -> str:

@@ -441,3 +441,18 @@ def test_deleted_lock_is_written_again_without_uploads(project_factory, registry
     result = apply_plan(load_project(root), p)
     assert result.lock_written and uploads(registry, since) == []
     assert not _plan(root).has_changes
+
+
+def test_docker_format_images_plan_by_layer_name(project_factory, registry):
+    root = project_factory(extra_image='format = "docker"\n', tags=("latest",))
+    first = _apply(root)
+    assert first.plan.image("main").platforms[0].recipe.family == "docker"
+    assert not _plan(root).has_changes
+    (root / "src" / "model.py").write_text((root / "src" / "model.py").read_text() + "\n# d\n")
+    expected = {"runtime": "keep", "data": "keep", "src": "replace"}
+    p = _plan(root)  # names from kfp.lock (Docker manifests carry no layer annotations)
+    assert {ly.name: ly.action for ly in p.image("main").platforms[0].layers} == expected
+    (root / "kfp.lock").unlink()
+    p = _plan(root)  # found by tag; names by position
+    assert p.image("main").before_source == "tag:latest"
+    assert {ly.name: ly.action for ly in p.image("main").platforms[0].layers} == expected

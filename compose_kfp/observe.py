@@ -470,7 +470,7 @@ def _local_base(reference: str, platforms: Sequence[str], state: ProjectState) -
                 store, flat, top = path, True, None
             else:
                 path = str((state.root / reference[len("docker-archive:"):]).resolve())
-                img = read_docker_archive(path, state.store)
+                img = _docker_archive(path, state)
                 store, flat, top = str(state.dir), False, None
         except (oci_errors.LayoutError, oci_errors.ImageError) as e:
             raise ConfigError(f"image.base: {reference}: {e}") from None
@@ -479,6 +479,38 @@ def _local_base(reference: str, platforms: Sequence[str], state: ProjectState) -
                            manifest=img.manifest.raw_bytes().decode(), config=img.config.raw_bytes().decode(),
                            local_store=store, local_flat=flat)
     return out
+
+
+def _docker_archive(path: str, state: ProjectState) -> Any:
+    """A ``docker save`` archive imported into the project's blob store, once per archive version.
+
+    Importing compresses every layer, so the resulting manifest is remembered under a key of the
+    archive's path, size, mtime and inode (``cache/archives``); later plans read it back when its
+    blobs are still in the store.
+    """
+    from compose_kfp.oci.layout import LocalImage, read_docker_archive
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise ConfigError(f"image.base: docker-archive:{path}: no such file") from None
+    key = hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()).hexdigest()
+    record = state.dir / "cache" / "archives" / f"{key}.json"
+    store = state.store
+    try:
+        raw = record.read_bytes()
+        manifest = Manifest.from_bytes(raw)
+        if all(store.has(d.digest) for d in [manifest.config, *manifest.layers]):
+            config = ImageConfig.from_bytes(store.read_bytes(manifest.config.digest), manifest.config.media_type)
+            return LocalImage(manifest, config, store, manifest.descriptor(), path)
+    except (OSError, oci_errors.OCIError):
+        pass
+    img = read_docker_archive(path, store)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_bytes(img.manifest.raw_bytes())
+    os.replace(tmp, record)
+    return img
 
 
 # --------------------------------------------------------------------------- layers

@@ -456,3 +456,39 @@ def test_docker_format_images_plan_by_layer_name(project_factory, registry):
     p = _plan(root)  # found by tag; names by position
     assert p.image("main").before_source == "tag:latest"
     assert {ly.name: ly.action for ly in p.image("main").platforms[0].layers} == expected
+
+
+def _docker_save(path, files: dict[str, bytes]) -> None:
+    """Write a legacy ``docker save`` archive of a one-layer linux/amd64 image with ``files``."""
+    import hashlib
+    import io
+    import tarfile
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Env": ["PYTHON_VERSION=3.11.7"]},
+                         "rootfs": {"type": "layers",
+                                    "diff_ids": ["sha256:" + hashlib.sha256(layer_bytes).hexdigest()]}}).encode()
+    with tarfile.open(path, "w") as t:
+        for name, data in (("l1/layer.tar", layer_bytes), ("config.json", config),
+                           ("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["tiny:1"],
+                                                          "Layers": ["l1/layer.tar"]}]).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+def test_docker_archive_base(project_factory, registry, tmp_path):
+    root = project_factory(base="docker-archive:base.tar")
+    _docker_save(root / "base.tar", {"etc/os-release": b"ID=archive\n"})
+    result = _apply(root)
+    plat = result.plan.image("main").platforms[0]
+    assert plat.recipe.family == "docker" and len(result.uploaded) == 5  # base layer, 3 layers, config
+    assert list((root / ".compose-kfp" / "cache" / "archives").glob("*.json"))
+    assert not _plan(root).has_changes

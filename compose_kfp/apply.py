@@ -89,7 +89,8 @@ KFP_PIPELINE_FILE = "pipeline.yaml"
 def registries_for(project: Any) -> Registries:
     """Registry clients with the project's ``[image.auth]`` keychain and ``image.insecure`` setting."""
     image = project.manifest.image
-    return Registries(keychain_for(image.auth, project.root), insecure=True if image.insecure else None)
+    host = None if is_local_destination(image.repository) else _registry_ref(image.repository).api_host
+    return Registries(keychain_for(image.auth, project.root, host), insecure=True if image.insecure else None)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -303,11 +303,13 @@ class Registries:
         self._clients.clear()
 
 
-def keychain_for(auth: Any, root: Path) -> Any:
+def keychain_for(auth: Any, root: Path, destination_host: str | None = None) -> Any:
     """The keychain for ``[image.auth]`` (``None`` -> the default search order).
 
-    ``config`` names a docker config / containers auth.json; ``username_env`` /
-    ``password_env`` name environment variables; ``helper`` a credential helper.
+    ``config`` names a docker config / containers auth.json; ``helper`` a credential helper; both
+    are asked per registry host like docker does. ``username_env`` / ``password_env`` name
+    environment variables whose values are sent to the destination registry
+    (``destination_host``) only, never to the base image's registry or any other.
     """
     from compose_kfp.oci import auth as auth_mod
 
@@ -318,7 +320,7 @@ def keychain_for(auth: Any, root: Path) -> Any:
         user = os.environ.get(auth.username_env or "", "")
         password = os.environ.get(auth.password_env or "", "")
         if user or password:
-            chains.append(_EnvPairKeychain(user, password))
+            chains.append(_EnvPairKeychain(user, password, destination_host))
     if auth.helper:
         chains.append(_HelperKeychain(auth.helper))
     if auth.config:
@@ -329,13 +331,15 @@ def keychain_for(auth: Any, root: Path) -> Any:
 
 
 class _EnvPairKeychain:
-    def __init__(self, username: str, password: str):
-        self._user, self._password = username, password
+    def __init__(self, username: str, password: str, host: str | None):
+        self._user, self._password, self._host = username, password, host
 
     def resolve(self, registry: str, repository: str | None = None) -> Any:
-        from compose_kfp.oci.auth import Credential
+        from compose_kfp.oci.auth import ANONYMOUS, Credential
 
-        return Credential(username=self._user, password=self._password, source="environment")
+        if self._host is not None and registry != self._host:
+            return ANONYMOUS
+        return Credential(username=self._user, password=self._password, source="[image.auth] environment variables")
 
     def __repr__(self) -> str:
         return "_EnvPairKeychain(<redacted>)"

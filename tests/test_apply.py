@@ -492,3 +492,22 @@ def test_docker_archive_base(project_factory, registry, tmp_path):
     assert plat.recipe.family == "docker" and len(result.uploaded) == 5  # base layer, 3 layers, config
     assert list((root / ".compose-kfp" / "cache" / "archives").glob("*.json"))
     assert not _plan(root).has_changes
+
+
+def test_base_from_another_registry_is_copied_with_env_credentials(project_factory, registry, registry_basic,
+                                                                    base_image, monkeypatch, capsys):
+    monkeypatch.setenv("DEST_USER", registry_basic.username)
+    monkeypatch.setenv("DEST_PASS", registry_basic.password)
+    root = project_factory(repository=f"{registry_basic.host}/test/app-{uuid.uuid4().hex[:8]}",
+                           extra_image='[image.auth]\nusername_env = "DEST_USER"\npassword_env = "DEST_PASS"\n\n')
+    p = _plan(root)
+    copies = [t for t in p.image("main").platforms[0].transfers if t.how == "copy"]
+    assert [t.digest for t in copies] == list(base_image.layers) and copies[0].size > 0
+    since = len(registry_basic.requests())
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "apply", "--yes", "--json"])
+    assert e.value.code == 0
+    captured = capsys.readouterr()
+    assert registry_basic.password not in captured.out + captured.err
+    assert base_image.layers[0] in uploads(registry_basic, since)
+    assert not _plan(root).has_changes

@@ -389,9 +389,16 @@ class _KnownLayer:
     size: int
 
 
-def _files_reason(now: Sequence[tuple[str, int, int]], before: Sequence[tuple[str, int, int]] | None) -> str:
+def _files_reason(now: Sequence[tuple[str, int, int]], before: Sequence[tuple[str, int, int]] | None,
+                  workdir: str = "/") -> str:
+    """``src/a.py changed; src/c.py added`` from the file stamps of the new and the old layer (paths under
+    ``workdir`` shown relative to it, as they are written in kfp.toml)."""
     if before is None:
         return "content changed"
+    prefix = workdir.strip("/") + "/" if workdir.strip("/") else ""
+
+    def shown_path(path: str) -> str:
+        return path[len(prefix):] if prefix and path.startswith(prefix) else "/" + path
     old = {p: (s, m) for p, s, m in before}
     new = {p: (s, m) for p, s, m in now}
     changed = [p for p in new if p in old and old[p] != new[p]]
@@ -401,7 +408,7 @@ def _files_reason(now: Sequence[tuple[str, int, int]], before: Sequence[tuple[st
     for label, items in (("changed", changed), ("added", added), ("removed", removed)):
         if not items:
             continue
-        shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        shown = ", ".join(shown_path(i) for i in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
         parts.append(f"{shown} {label}")
     return "; ".join(parts) or "content changed"
 
@@ -442,7 +449,7 @@ def plan_platform(image: ImageSpec, platform: str, observed: Observed, current: 
             elif s.kind == "runtime":
                 reason = "compose-kfp runtime changed"
             else:
-                reason = _files_reason(s.files, observed.file_records.get(before or ""))
+                reason = _files_reason(s.files, observed.file_records.get(before or ""), image.workdir)
         changes.append(LayerChange(s.name, s.kind, action, before, s.digest, s.diff_id, s.size, s.media_type, s.key,
                                    build=s.digest is None, reason=reason))
     desired_names = {s.name for s in states}

@@ -85,7 +85,7 @@ def test_one_file_edit_replaces_exactly_one_layer(project_factory, registry):
     actions = {ly.name: ly.action for ly in p.image("main").platforms[0].layers}
     assert actions == {"runtime": "keep", "data": "keep", "src": "replace"}
     src = _layer(p, "src")
-    assert "src/model.py changed" in src.reason
+    assert src.reason == "src/model.py changed"
     text = format_plan(p)
     assert "~ src" in text and "Plan: 0 to add, 1 to replace, 0 to remove;" in text
     since = len(registry.requests())

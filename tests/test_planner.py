@@ -143,13 +143,13 @@ def test_one_layer_replaced_names_changed_files():
                              remote=blobs_of(first), records={before_src: SRC_FILES_1}))
     layers = {ly.name: ly for ly in p.image("main").platforms[0].layers}
     assert layers["src"].action == "replace" and layers["runtime"].action == "keep"
-    assert layers["src"].reason == "app/src/a.py changed; app/src/c.py added"
+    assert layers["src"].reason == "src/a.py changed; src/c.py added"
     pp = p.image("main").platforms[0]
     uploads = {t.digest for t in pp.transfers}
     assert uploads == {layers["src"].after, pp.config_after}
     assert p.summary.upload_bytes == 300 + pp.transfers[-1].size
     text = format_plan(p)
-    assert "~ src" in text and "-> sha256:" in text and "(app/src/a.py changed; app/src/c.py added" in text
+    assert "~ src" in text and "-> sha256:" in text and "(src/a.py changed; src/c.py added" in text
     assert text.rstrip().splitlines()[-1].startswith("Plan: 0 to add, 1 to replace, 0 to remove; ")
 
 

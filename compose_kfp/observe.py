@@ -940,6 +940,11 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
                         if rec is not None:
                             records[digest] = rec
         layers = _with_reason_files(layers, current, state)
+        # A requirements layer known only from kfp.lock is usable only if the destination has its blob.
+        layers = {k: tuple(dataclasses.replace(s, digest=None, diff_id=None, size=None,
+                                               note="to be installed (not built on this machine)")
+                           if s.note == "locked" and s.digest not in present else s for s in v)
+                  for k, v in layers.items()}
         same = False
         if not dest.local:
             base0 = next(iter(bases.values()))

@@ -511,3 +511,17 @@ def test_base_from_another_registry_is_copied_with_env_credentials(project_facto
     assert registry_basic.password not in captured.out + captured.err
     assert base_image.layers[0] in uploads(registry_basic, since)
     assert not _plan(root).has_changes
+
+
+def test_two_platforms_to_oci_layout(project_factory):
+    root = project_factory(base="scratch", repository="oci:out/multi", tags=("v1",),
+                           extra_image='platforms = ["linux/amd64", "linux/arm64"]\n')
+    result = _apply(root)
+    ip = result.plan.image("main")
+    layout = OCILayout.open(root / "out" / "multi")
+    assert layout.tags()["v1"].digest == ip.after
+    assert layout.tags()["v1"].media_type == "application/vnd.oci.image.index.v1+json"
+    for platform in ("linux/amd64", "linux/arm64"):
+        img = layout.read_image("v1", platform=platform)
+        assert img.config.architecture == platform.split("/")[1]
+    assert not _plan(root).has_changes

@@ -89,21 +89,19 @@ class Sample:
     tail: str = ""
 
 
-@dataclasses.dataclass
-class Plan:
-    """How many runs per workload (and for the slow peers, which rebuild everything each time)."""
-
-    cold: int
-    edit: int
-    nochange: int
-    big: int
-    peer_edit: int
-    peer_nochange: int
-    peer_big: int
+#: Runs per (workload, tool). The slow peers rebuild everything on every run, so they get fewer runs
+#: on the warm workloads to keep the whole comparison within 15 minutes; the table shows the count.
+FULL_RUNS: dict[str, dict[str, int]] = {
+    "compose-kfp": {"cold": 3, "edit": 3, "nochange": 5, "big": 1},
+    "compose-kfp plan (layer build)": {"cold": 3},
+    "buildah": {"cold": 2, "edit": 2, "nochange": 1, "big": 1},
+    "skopeo+umoci": {"cold": 3, "edit": 2, "nochange": 2, "big": 1},
+    "floor": {"cold": 3, "edit": 3, "big": 1},
+}
 
 
-FULL_RUNS = Plan(cold=3, edit=3, nochange=5, big=1, peer_edit=2, peer_nochange=2, peer_big=1)
-QUICK_RUNS = Plan(cold=1, edit=1, nochange=1, big=1, peer_edit=1, peer_nochange=1, peer_big=1)
+def quick_runs() -> dict[str, dict[str, int]]:
+    return {tool: {w: 1 for w in runs} for tool, runs in FULL_RUNS.items()}
 
 
 class Bench:
@@ -112,10 +110,17 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.sizes = peers.QUICK if args.quick else peers.FULL
-        self.runs = QUICK_RUNS if args.quick else FULL_RUNS
+        if args.scale:
+            f = args.scale
+            self.sizes = dataclasses.replace(self.sizes, csv_bytes=int(self.sizes.csv_bytes * f),
+                                             bin_bytes=int(self.sizes.bin_bytes * f),
+                                             deps_bytes=int(self.sizes.deps_bytes * f),
+                                             big_bytes=int(self.sizes.big_bytes * f))
+        self.runs = quick_runs() if args.quick else {t: dict(r) for t, r in FULL_RUNS.items()}
         if args.runs:
-            self.runs = dataclasses.replace(self.runs, cold=args.runs, edit=args.runs, nochange=max(args.runs, 3))
-        self.work = peers.WORK / ("quick" if args.quick else "full")
+            self.runs = {t: {w: args.runs for w in r} for t, r in self.runs.items()}
+        self.profiles: dict[str, str] = {}
+        self.work = peers.WORK / ("quick" if args.quick else "full" if not args.scale else f"scale-{args.scale:g}")
         self.logs = self.work / "logs"
         shutil.rmtree(self.logs, ignore_errors=True)
         self.samples: list[Sample] = []
@@ -221,36 +226,39 @@ class Bench:
 
     def project_sequence(self, tool: str) -> None:
         """cold runs (fresh registry each), then edits and no-change runs on the last cold state."""
-        peer = tool not in ("compose-kfp",)
+        runs = self.runs[tool]
         self.restore_edit_file()
-        n_edit = self.runs.peer_edit if peer else self.runs.edit
-        n_same = self.runs.peer_nochange if peer else self.runs.nochange
-        for i in range(self.runs.cold):
+        for i in range(runs["cold"]):
             self.fresh_registry()
             self.measure("cold", tool, self.ctx("cold", tool, cold=True))
-        for i in range(n_edit):
+        for i in range(runs["edit"]):
             self.edit_file()
             self.measure("edit", tool, self.ctx("edit", tool, cold=False))
-        for i in range(n_same):
+        for i in range(runs["nochange"]):
             self.measure("nochange", tool, self.ctx("nochange", tool, cold=False))
+        if tool == "compose-kfp" and not self.args.no_profile:
+            # Profile the warm workloads now, on the state the runs left, if their targets are missed.
+            missed = {key for _, _, met, key in self.targets() if met is False}
+            for key in ("edit", "nochange"):
+                if key in missed:
+                    self.profile(key, fresh=False)
         self.restore_edit_file()
 
     def floor_sequence(self) -> None:
         build, upload = "floor: tar + gzip + sha256sum", "floor: curl upload"
         self.restore_edit_file()
-        for i in range(self.runs.cold):
+        for i in range(self.runs["floor"]["cold"]):
             self.fresh_registry()
             self.measure("cold", build, self.ctx("cold", build, cold=True))
             self.measure("cold", upload, self.ctx("cold", upload, cold=True))
-        for i in range(self.runs.edit):
+        for i in range(self.runs["floor"]["edit"]):
             self.edit_file()
             self.measure("edit", build, self.ctx("edit", build, cold=False))
             self.measure("edit", upload, self.ctx("edit", upload, cold=False))
         self.restore_edit_file()
 
     def big_sequence(self, tool: str) -> None:
-        n = self.runs.big if tool.startswith("compose-kfp") or tool.startswith("floor") else self.runs.peer_big
-        for i in range(n):
+        for i in range(self.runs[tool]["big"]):
             self.fresh_registry()
             if tool == "floor":
                 for name in ("floor: tar + gzip + sha256sum", "floor: curl upload"):
@@ -269,7 +277,7 @@ class Bench:
     def plan_sequence(self) -> None:
         name = "compose-kfp plan (layer build)"
         self.fresh_registry()
-        for i in range(self.runs.cold):
+        for i in range(self.runs[name]["cold"]):
             self.measure("cold", name, self.ctx("cold", name, cold=True))
 
     def run_all(self) -> None:
@@ -402,43 +410,48 @@ class Bench:
     # ---------------------------------------------------------------- profiling
 
     def profile_missed(self) -> None:
-        """Profile one compose-kfp run of each workload whose target was missed (py-spy, all threads, idle included)."""
-        self.profiles: dict[str, str] = {}
-        pyspy = shutil.which("py-spy")
-        keys = {key for _, _, met, key in self.targets() if met is False}
-        if not keys:
-            return
-        if not pyspy:
-            self.notes.append("Targets were missed but py-spy is not installed (`pip install py-spy`), so no profile "
-                              "was taken.")
-            return
-        print("profiling", ", ".join(sorted(keys)), file=sys.stderr)
+        """Profile one compose-kfp run for each cold-workload target missed (edit and no-change were
+        profiled in :meth:`project_sequence`)."""
+        keys = {key for _, _, met, key in self.targets() if met is False} & {"cold", "build", "base"}
         for key in sorted(keys):
-            if key == "rss":
-                continue  # a time profile does not explain memory; the RSS figure itself is reported
-            try:
-                self.profiles[key] = self._profile(key, pyspy)
-            except Exception as e:  # the report must still be written
-                self.profiles[key] = f"profile failed: {e}"
+            self.profile(key, fresh=True)
 
-    def _profile(self, key: str, pyspy: str) -> str:
+    def profile(self, key: str, *, fresh: bool) -> None:
+        """py-spy one compose-kfp run of the workload behind target ``key`` into :attr:`profiles`.
+
+        ``fresh``: start from a fresh registry and a cold project (cold and layer-build profiles);
+        otherwise profile on the current state (edit: one more file edit first).
+        """
+        if key in self.profiles:
+            return
+        pyspy = shutil.which("py-spy")
+        if not pyspy:
+            note = ("Targets were missed but py-spy is not installed (`pip install py-spy`), so no profile "
+                    "was taken.")
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        print(f"profiling: {key}", file=sys.stderr)
+        try:
+            self.profiles[key] = self._profile(key, pyspy, fresh)
+        except Exception as e:  # the report must still be written
+            self.profiles[key] = f"profile failed: {e!r}"
+
+    def _profile(self, key: str, pyspy: str, fresh: bool) -> str:
         workload, tool = {"cold": ("cold", "compose-kfp"), "edit": ("edit", "compose-kfp"),
                           "nochange": ("nochange", "compose-kfp"), "base": ("cold", "compose-kfp"),
                           "build": ("cold", "compose-kfp plan (layer build)")}[key]
-        self.restore_edit_file()
-        self.fresh_registry()
-        ctx = self.ctx(workload, tool, cold=True)
-        if workload != "cold":
-            self.measure("cold", "compose-kfp", ctx, keep=False)
-            ctx = self.ctx(workload, tool, cold=False)
-            if workload == "edit":
-                self.edit_file()
+        if fresh:
+            self.restore_edit_file()
+            self.fresh_registry()
+        ctx = self.ctx(workload, tool, cold=fresh)
+        if workload == "edit":
+            self.edit_file()
         raw = self.work / f"profile-{key}.txt"
         raw.unlink(missing_ok=True)
         script = (f"{shlex.quote(pyspy)} record --idle --threads --nonblocking -r 200 -f raw -o {shlex.quote(str(raw))} "
                   f"-- {self.tools[tool].script(ctx)}")
         s = self.measure(workload, tool, ctx, script=script, keep=False)
-        self.restore_edit_file()
         if not raw.exists():
             return f"py-spy wrote no profile (rc={s.returncode}): {s.tail[-500:]}"
         text = summarize_profile(raw, s.seconds)
@@ -449,7 +462,6 @@ class Bench:
             env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
             r = subprocess.run(["bash", "-c", self.tools[tool].script(ctx)], cwd=ctx.project, env=env,
                                capture_output=True, text=True)
-            self.restore_edit_file()
             text += "\n\n" + summarize_importtime(r.stderr)
         return text
 
@@ -753,7 +765,7 @@ def write_report(bench: Bench, out: pathlib.Path, versions: dict[str, str], sect
     for name, detail, met, _ in targets:
         status = "met" if met else ("not measured" if met is None else "**missed**")
         doc.append(f"| {name} | {detail} | {status} |")
-    profiles = getattr(bench, "profiles", {})
+    profiles = bench.profiles
     if profiles:
         doc += ["", "## Where the time goes (targets missed)", ""]
         titles = {"cold": "Cold apply", "edit": "One-file edit apply", "nochange": "No-change apply",
@@ -805,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny inputs, one run each (checks the harness)")
     ap.add_argument("--out", type=pathlib.Path, help="report path (default: BENCHMARKS.md; "
                     "bench/.work/BENCHMARKS.quick.md with --quick)")
+    ap.add_argument("--scale", type=float, help="multiply every input size in bytes (not the file count) by this")
     ap.add_argument("--runs", type=int, help="runs per workload for compose-kfp and cold runs of every tool")
     ap.add_argument("--base", choices=("auto", "debootstrap", "synthetic"), default="auto",
                     help="base image (auto: the debootstrap rootfs when cached here, synthetic with --quick)")

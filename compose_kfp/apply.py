@@ -65,6 +65,7 @@ from compose_kfp.observe import (
     layer_plan,
     layout_path,
     observe,
+    pin_images,
     resolve_base,
 )
 from compose_kfp.oci import errors as oci_errors
@@ -118,7 +119,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
-    """Render every output of ``project`` with function steps pinned to ``images`` (step -> ``repo@sha256:...``).
+    """Render every output of ``project`` with steps pinned to ``images`` (step -> ``repo@sha256:...``): every
+    function step must be there; a component-file step found there gets that image instead of its own.
 
     Returns:
         path relative to the project folder -> file bytes: ``<output_dir>/components/<step>.yaml`` for each
@@ -136,9 +138,9 @@ def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
     templates = (root / manifest.render.templates) if manifest.render.templates else None
     specs = {}
     for name, spec in project.components.items():
-        if manifest.steps[name].function:
-            if name not in images:
-                raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
+        if manifest.steps[name].function and name not in images:
+            raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
+        if name in images:
             spec = dataclasses.replace(spec, image=images[name])
         specs[name] = spec
     files: dict[str, bytes] = {}
@@ -235,8 +237,9 @@ def _managed_prefixes(project: Any) -> list[str]:
 
 
 def step_refs(plan: Plan) -> dict[str, str]:
-    """Function step -> pinned image reference of its image (only images whose digest is known)."""
-    out = {}
+    """Step -> pinned image reference: function steps (images whose digest is known) and the pinned
+    third-party component images."""
+    out = dict(plan.component_images)
     for image in plan.images:
         if image.reference:
             for step in image.steps:
@@ -282,7 +285,8 @@ def render_from_lock(project: Any) -> list[str]:
     Raises:
         StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
     """
-    return write_rendered(project, render_outputs(project, lock_images(project)))
+    return write_rendered(project, render_outputs(project, {**lock_images(project),
+                                                            **lock_component_images(project)}))
 
 
 def lock_images(project: Any) -> dict[str, str]:
@@ -334,6 +338,9 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
                            output_dir=project.loaded.output_dir, installer=installer, progress=progress,
                            where=project.loaded.display_path)
         p = planner_mod.plan(images, observed, project=project.manifest.project.name, root=str(root))
+        p = dataclasses.replace(p, component_images=tuple(sorted(pin_images(
+            component_images(project), registries,
+            locked=(lock or {}).get("components") if frozen else None).items())))
         if _all_refs_known(p):
             rendered: dict[str, str | None] = dict(rendered_digests(project, step_refs(p)))
         else:
@@ -347,6 +354,36 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
     finally:
         if own:
             registries.close()
+
+
+def component_images(project: Any) -> dict[str, str]:
+    """Component-file step -> the image its file names (steps whose file names a registry image)."""
+    out = {}
+    for name, step in project.manifest.steps.items():
+        spec = project.components.get(name)
+        if step.component and spec is not None and spec.image:
+            out[name] = spec.image
+    return out
+
+
+def lock_component_images(project: Any) -> dict[str, str]:
+    """Component-file step -> its image pinned by digest in kfp.lock (``components``).
+
+    Raises:
+        StaleError: there is no kfp.lock, or it does not pin a component step's image (run ``apply``).
+    """
+    lock = lock_mod.read_lock(project.root)
+    if lock is None:
+        raise StaleError(f"{lock_mod.lock_path(project.root)}: no kfp.lock, so the image digests are unknown. "
+                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
+    locked = lock.get("components") or {}
+    out = {}
+    for step, image_ref in component_images(project).items():
+        if step not in locked:
+            raise StaleError(f"{lock_mod.lock_path(project.root)} does not pin the image of step {step!r} "
+                             f"({image_ref}); run `compose-kfp apply`.")
+        out[step] = locked[step]
+    return out
 
 
 def _lock_of(p: Plan) -> dict[str, Any] | None:

@@ -15,8 +15,12 @@ atomically: temporary file in the same folder, then rename)::
                      "layers": [{"name": "deps", "kind": "requirements", "key": "sha256:…",
                                  "digest": "sha256:…", "diff_id": "sha256:…", "size": 123,
                                  "media_type": "application/vnd.oci.image.layer.v1.tar+gzip"}, …]}}}},
-      "rendered": {"build/components/train.yaml": "sha256:…"}
+      "rendered": {"build/components/train.yaml": "sha256:…"},
+      "components": {"report": "ghcr.io/acme/report@sha256:…"}
     }
+
+``components`` (only when there are component-file steps with a registry image): each third-party
+component image pinned by digest, as rendered.
 
 ``digest`` of an image is the index digest for several platforms, else the
 manifest digest. ``key`` is recorded for ``requirements`` layers only (the
@@ -107,8 +111,11 @@ def lock_from_plan(plan: Plan, rendered: Mapping[str, str] | None = None) -> dic
             base.setdefault("platforms", {})[p.platform] = {"digest": p.base.after, "top_digest": p.base.top_digest}
         images[image.name] = {"repository": image.repository, "digest": image.after, "tags": list(image.tags),
                               "steps": list(image.steps), "platforms": plats}
-    return {"version": LOCK_VERSION, "base": base, "images": images,
-            "rendered": {k: f"sha256:{v}" for k, v in sorted((rendered or {}).items())}}
+    out = {"version": LOCK_VERSION, "base": base, "images": images,
+           "rendered": {k: f"sha256:{v}" for k, v in sorted((rendered or {}).items())}}
+    if plan.component_images:
+        out["components"] = dict(sorted(plan.component_images))
+    return out
 
 
 def dumps(lock: Mapping[str, Any]) -> str:

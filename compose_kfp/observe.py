@@ -855,6 +855,47 @@ def _match_platform(found: str, wanted: Sequence[str]) -> str:
     return found
 
 
+# --------------------------------------------------------------------------- third-party images
+
+
+def pin_images(images: Mapping[str, str], registries: Registries, *,
+               locked: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Pin third-party component images by digest: step -> ``registry/repository@sha256:...``.
+
+    A reference that already has a digest keeps it (its tag is dropped); a tag is resolved with one
+    ``HEAD`` of the manifest (the digest of what the tag names: an index for a multi-platform image).
+    With ``locked`` (``--frozen``: step -> pinned reference from kfp.lock) a step whose reference is
+    recorded there for the same repository is not resolved again.
+
+    Raises:
+        ConfigError: an image reference is malformed.
+        RegistryError / AuthError: a tag cannot be resolved (the message names the step and image).
+    """
+    out: dict[str, str] = {}
+    for step, text in images.items():
+        try:
+            ref = _registry_ref(text)
+        except oci_errors.InvalidReference as e:
+            raise ConfigError(f"steps.{step}.component: image {text!r} is not a valid reference: {e}") from None
+        if ref.digest:
+            out[step] = f"{ref.name}@{ref.digest}"
+            continue
+        pinned = (locked or {}).get(step)
+        if pinned and pinned.split("@", 1)[0] == ref.name:
+            out[step] = pinned
+            continue
+        try:
+            head = registries.client(ref.api_host).head_manifest(ref.repository, ref.identifier, ACCEPT_MANIFESTS)
+        except oci_errors.RegistryError as e:
+            raise _registry_error(type(e)(f"steps.{step}: cannot pin the component image {text} by digest: {e}")) \
+                from None
+        if head is None:
+            raise ConfigError(f"steps.{step}: the component image {text} does not exist in {ref.api_host}; fix "
+                              "the image in the component file")
+        out[step] = f"{ref.name}@{head[1]}"
+    return out
+
+
 # --------------------------------------------------------------------------- rendered files
 
 
@@ -992,4 +1033,4 @@ def _registry_error(e: oci_errors.RegistryError) -> Exception:
 
 __all__ = ["BaseState", "CurrentImage", "LayerState", "Observed", "PlatformImageState", "ProjectState", "Registries",
            "STATE_DIR", "deps_target", "file_stamps", "is_local_destination", "keychain_for", "layer_plan",
-           "layout_path", "observe", "observe_current", "observe_layers", "observe_rendered", "resolve_base"]
+           "layout_path", "observe", "observe_current", "pin_images", "observe_layers", "observe_rendered", "resolve_base"]

@@ -259,13 +259,15 @@ class Summary:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """The whole plan (module docstring). ``project``: project name; ``root``: the project folder;
-    ``lock_changes``: ``kfp.lock`` would be written (missing, or different from what apply records)."""
+    ``lock_changes``: ``kfp.lock`` would be written (missing, or different from what apply records);
+    ``component_images``: ``(step, repository@sha256:...)`` pins of third-party component images."""
 
     project: str
     root: str
     images: tuple[ImagePlan, ...]
     files: tuple[FileChange, ...] = ()
     lock_changes: bool = False
+    component_images: tuple[tuple[str, str], ...] = ()
     version: int = PLAN_VERSION
 
     @property
@@ -347,7 +349,8 @@ class Plan:
                 observed_tags=tuple((t, d) for t, d in i.get("observed_tags", []))))
         return cls(project=d["project"], root=d["root"], images=tuple(images),
                    files=tuple(FileChange(**f) for f in d.get("files", [])),
-                   lock_changes=bool(d.get("lock_changes", False)), version=d["version"])
+                   lock_changes=bool(d.get("lock_changes", False)),
+                   component_images=tuple((a, b) for a, b in d.get("component_images", [])), version=d["version"])
 
 
 # --------------------------------------------------------------------------- helpers

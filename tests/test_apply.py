@@ -525,3 +525,25 @@ def test_two_platforms_to_oci_layout(project_factory):
         img = layout.read_image("v1", platform=platform)
         assert img.config.architecture == platform.split("/")[1]
     assert not _plan(root).has_changes
+
+
+def test_third_party_component_image_is_pinned_by_digest(project_factory, registry, base_image):
+    import yaml
+
+    root = project_factory()
+    (root / "components").mkdir()
+    (root / "components" / "echo.yaml").write_text(
+        "name: Echo\ninputs:\n- {name: text, type: String}\nimplementation:\n  container:\n"
+        f"    image: {base_image.reference}\n    command: [sh, -c, 'echo \"$0\"', {{inputValue: text}}]\n")
+    with open(root / "kfp.toml", "a") as f:
+        f.write('\n[steps.echo]\ncomponent = "components/echo.yaml"\n')
+    pinned = f"{base_image.repository}@{base_image.digest}"
+    p = _plan(root)
+    assert dict(p.component_images) == {"echo": pinned}
+    _apply(root)
+    doc = yaml.safe_load((root / "build" / "components" / "echo.yaml").read_text())
+    assert doc["implementation"]["container"]["image"] == pinned
+    assert json.loads((root / "kfp.lock").read_text())["components"] == {"echo": pinned}
+    (root / "build" / "components" / "echo.yaml").unlink()
+    assert render_from_lock(load_project(root)) == ["build/components/echo.yaml"]
+    assert not _plan(root, frozen=True).has_changes

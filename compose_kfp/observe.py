@@ -720,16 +720,39 @@ def layout_path(repository: str, root: Path) -> Path:
     return (root / repository[4:]).resolve()
 
 
-def _platform_state_from_manifest(manifest: Manifest, base_layers: int | None) -> PlatformImageState:
+#: Manifest annotation recording how many of the manifest's layers belong to the base image.
+BASE_LAYERS_ANNOTATION = "io.compose-kfp.base-layers"
+
+
+def _platform_state_from_manifest(manifest: Manifest, bases: Mapping[str, tuple[str, ...]],
+                                  locked: Mapping[str, Any] | None) -> PlatformImageState:
+    """The current image's state from its manifest; ``bases``: observed base manifest digest -> its layer digests.
+
+    How many layers are the base's, in order of trust: the ``io.compose-kfp.base-layers`` annotation;
+    kfp.lock when it records this manifest; the observed base when the manifest names its digest or starts
+    with its layers; else the layers below the first one carrying a layer-name annotation (a base built by
+    compose-kfp has annotated layers too, so this is last)."""
     from compose_kfp.images import LAYER_NAME_ANNOTATION
 
-    annotated = [i for i, d in enumerate(manifest.layers) if (d.annotations or {}).get(LAYER_NAME_ANNOTATION)]
-    n_base = annotated[0] if annotated else (base_layers if base_layers is not None else 0)
+    notes = manifest.annotations or {}
+    base_digest = notes.get(ANNOTATION_BASE_DIGEST)
+    n_base: int | None = None
+    if (notes.get(BASE_LAYERS_ANNOTATION) or "").isdigit():
+        n_base = int(notes[BASE_LAYERS_ANNOTATION])
+    elif locked and locked.get("manifest") == manifest.digest and "base_layers" in locked:
+        n_base = int(locked["base_layers"])
+    elif base_digest and base_digest in bases:
+        n_base = len(bases[base_digest])
+    elif any(tuple(d.digest for d in manifest.layers[:len(b)]) == b for b in bases.values() if b):
+        n_base = max(len(b) for b in bases.values() if b and tuple(d.digest for d in manifest.layers[:len(b)]) == b)
+    else:
+        annotated = [i for i, d in enumerate(manifest.layers) if (d.annotations or {}).get(LAYER_NAME_ANNOTATION)]
+        n_base = annotated[0] if annotated else 0
+    n_base = max(0, min(n_base, len(manifest.layers)))
     layers = tuple(((d.annotations or {}).get(LAYER_NAME_ANNOTATION), d.digest, d.size)
                    for d in manifest.layers[n_base:])
-    return PlatformImageState(manifest=manifest.digest, config=manifest.config.digest,
-                              base=(manifest.annotations or {}).get(ANNOTATION_BASE_DIGEST), layers=layers,
-                              base_layers=n_base)
+    return PlatformImageState(manifest=manifest.digest, config=manifest.config.digest, base=base_digest,
+                              layers=layers, base_layers=n_base)
 
 
 def _platform_state_from_lock(entry: Mapping[str, Any]) -> PlatformImageState:
@@ -789,7 +812,7 @@ class _Destination:
 
 
 def observe_current(image: ImageSpec, dest: _Destination, lock: Mapping[str, Any] | None,
-                    base_layer_counts: Mapping[str, int]) -> CurrentImage:
+                    base_layers: Mapping[str, tuple[str, ...]]) -> CurrentImage:
     """Find the image at the destination: kfp.lock's digest first, else the first ``image.tags`` entry."""
     locked = ((lock or {}).get("images") or {}).get(image.name)
     if locked and locked.get("repository") != image.repository:
@@ -822,11 +845,11 @@ def observe_current(image: ImageSpec, dest: _Destination, lock: Mapping[str, Any
                 continue
             m = Manifest.from_bytes(sub[0], desc.media_type)
             key = _match_platform(str(desc.platform), image.platforms)
-            plats[key] = _name_layers(_platform_state_from_manifest(m, base_layer_counts.get(key)),
+            plats[key] = _name_layers(_platform_state_from_manifest(m, base_layers, locked_plats.get(key)),
                                       locked_plats.get(key), image)
     else:
         key = image.platforms[0]
-        plats[key] = _name_layers(_platform_state_from_manifest(doc, base_layer_counts.get(key)),
+        plats[key] = _name_layers(_platform_state_from_manifest(doc, base_layers, locked_plats.get(key)),
                                   locked_plats.get(key), image)
     return CurrentImage(digest=digest, source=source, exists=True, platforms=plats)
 
@@ -946,7 +969,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)
         layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
         dest = _Destination(first.repository, state.root, registries)
-        counts = {p: len(b.layers) for p, b in bases.items()}
+        counts = {b.digest: tuple(d for d, _, _ in b.layers) for b in bases.values() if b.digest}
         current = {image.name: observe_current(image, dest, lock, counts) for image in images}
         wanted: set[str] = set()
         for (name, platform), states in layers.items():

@@ -35,7 +35,7 @@ import json
 from typing import Any, Literal, Mapping, Sequence
 
 from compose_kfp.images import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
-from compose_kfp.observe import BaseState, CurrentImage, LayerState, Observed
+from compose_kfp.observe import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed
 from compose_kfp.oci.image import (
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -363,14 +363,19 @@ def content_tag(digest: str) -> str:
 
 def assemble(recipe: Recipe, layers: Sequence[Any]) -> tuple[Manifest, ImageConfig]:
     """Config and manifest of the image: ``recipe``'s base plus ``layers`` (anything with media_type,
-    digest, diff_id, size; base first, one per ``recipe.layer_names``). Pure and deterministic: the
+    digest, diff_id, size; base first, one per ``recipe.layer_names``). OCI manifests carry an
+    ``io.compose-kfp.layer`` annotation per new layer and ``io.compose-kfp.base-layers`` (how many layers are the
+    base's), so a later plan can match layers by name. Pure and deterministic: the
     planner and apply call it with the same inputs and get the same bytes."""
     base_manifest = Manifest.from_bytes(recipe.base_manifest.encode()) if recipe.base_manifest else None
     base_config = ImageConfig.from_bytes(recipe.base_config.encode()) if recipe.base_config else None
-    layer_notes = ([{LAYER_NAME_ANNOTATION: n} for n in recipe.layer_names] if recipe.family == "oci" else None)
+    oci = recipe.family == "oci"
+    layer_notes = [{LAYER_NAME_ANNOTATION: n} for n in recipe.layer_names] if oci else None
+    notes = {BASE_LAYERS_ANNOTATION: str(len(base_manifest.layers) if base_manifest else 0)} if oci else None
     return append(base_manifest, base_config, list(layers), env=list(recipe.env), workdir=recipe.workdir,
                   labels=dict(recipe.labels), user=recipe.user, family=recipe.family,  # type: ignore[arg-type]
-                  platform=recipe.platform, base_name=recipe.base_name, layer_annotations=layer_notes)
+                  platform=recipe.platform, base_name=recipe.base_name, layer_annotations=layer_notes,
+                  annotations=notes)
 
 
 def build_index(manifests: Sequence[tuple[str, int, str]], family: str) -> Index:

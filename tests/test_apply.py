@@ -547,3 +547,22 @@ def test_third_party_component_image_is_pinned_by_digest(project_factory, regist
     (root / "build" / "components" / "echo.yaml").unlink()
     assert render_from_lock(load_project(root)) == ["build/components/echo.yaml"]
     assert not _plan(root, frozen=True).has_changes
+
+
+def test_base_built_by_compose_kfp_is_not_taken_for_project_layers(project_factory, registry):
+    base_repo = f"{registry.host}/test/ckfp-base-{uuid.uuid4().hex[:8]}"
+    base_root = project_factory("base", base="scratch", repository=base_repo, tags=("v1",), pipeline=False,
+                                extra_image='python = "3.11"\n')
+    _apply(base_root)
+    root = project_factory("app", base=f"{base_repo}:v1", tags=("latest",))
+    first = _apply(root)
+    plat = first.plan.image("main").platforms[0]
+    assert [ly.action for ly in plat.layers] == ["add", "add", "add"]
+    p = _plan(root)
+    assert not p.has_changes
+    assert not any(ly.action == "remove" for ly in p.image("main").platforms[0].layers)
+    (root / "kfp.lock").unlink()  # without kfp.lock the manifest annotation still tells the base layers apart
+    p = _plan(root)
+    assert p.image("main").before_source == "tag:latest"
+    assert [(ly.name, ly.action) for ly in p.image("main").platforms[0].layers] == [
+        ("runtime", "keep"), ("data", "keep"), ("src", "keep")]

@@ -7,7 +7,8 @@ loading the rendered components, the Argo JSON schema validating the rendered wo
 executing each task inside the pushed image.
 
 The iris project is built once per module (``iris``) and shared, in file order: build + render + run, a
-no-op re-apply, then a one-line source edit. Tasks run with bwrap (measured on the 2-core CI machine: a
+no-op re-apply, then a one-line source edit. Known bugs are strict xfails (they fail loudly once fixed).
+Tasks run with bwrap (measured on the 2-core CI machine: a
 3-task iris run takes ~45 s with bwrap, chroot or podman alike; the time goes to Python compiling pandas and
 scikit-learn's bytecode in every task, since the deps layer ships none).
 """
@@ -21,7 +22,6 @@ import re
 import shutil
 import textwrap
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -243,14 +243,11 @@ def test_iris_reproducible_from_a_second_clone(iris: IrisBuild, e2e_cli, e2e_bas
     stamp = time.time() - 86400 * 400
     for path in [clone, *clone.rglob("*")]:
         os.utime(path, (stamp, stamp))
-    # A cache of its own (deps layer rebuilt by uv), sharing only uv's download cache (no network).
-    cache = tmp_path / "cache"
-    (cache / "compose-kfp").mkdir(parents=True)
-    shared_uv = e2e_cli.cache_home / "compose-kfp" / "uv"
-    if shared_uv.is_dir():
-        (cache / "compose-kfp" / "uv").symlink_to(shared_uv)
-    env = {**example_env(registry, e2e_base, "e2e/iris-clone"), "XDG_CACHE_HOME": str(cache)}
+    # The deps layer cache is per project (.compose-kfp/cache/deps): the clone installs the wheels afresh
+    # (from the session's uv download cache) and builds its own deps layer.
+    env = example_env(registry, e2e_base, "e2e/iris-clone")
     e2e_cli(clone, "apply", "--yes", env=env)
+    assert any((clone / ".compose-kfp" / "cache" / "deps").iterdir()), "the clone did not build its own deps layer"
     lock = _lock(clone)
     assert lock["images"]["main"]["repository"] == f"{registry.host}/e2e/iris-clone"
     assert _locked_layers(clone) == iris.first_layers
@@ -362,7 +359,15 @@ def mixed(e2e_cli, e2e_base, registry, tmp_path_factory):
     return root, env
 
 
-def test_mixed_example_builds_renders_and_runs(mixed, e2e_cli, e2e_base, registry, corpus_or_none, tmp_path):
+@pytest.fixture(scope="module")
+def mixed_run(mixed, e2e_cli, tmp_path_factory):
+    """``(run folder, CliResult)`` of ``run --local --param n_lines=9`` of the applied mixed example."""
+    root, env = mixed
+    run_dir = tmp_path_factory.mktemp("mixed-run") / "run"
+    return run_dir, _run(e2e_cli, root, env, run_dir, "n_lines=9")
+
+
+def test_mixed_example_builds_renders_and_runs(mixed, mixed_run, e2e_base, registry, corpus_or_none):
     root, env = mixed
     digest = _lock(root)["images"]["main"]["digest"]
     pinned = f"{registry.host}/e2e/mixed@{digest}"
@@ -371,31 +376,32 @@ def test_mixed_example_builds_renders_and_runs(mixed, e2e_cli, e2e_base, registr
     make = components.load_component_from_file(str(root / "build" / "components" / "make.yaml"))
     assert make.component_spec.implementation.container.image == pinned
     count = components.load_component_from_file(str(root / "build" / "components" / "count.yaml"))
-    count_image = count.component_spec.implementation.container.image
-    assert count_image.startswith(f"{registry.host}/e2e/debian-python")
-    assert count.component_spec.implementation.container.command[0] == "sh"  # used unchanged
-    assert pinned in _workflow_images(root)
+    # The third-party component's tag is resolved at apply and pinned by digest (recorded in kfp.lock), like
+    # every image in the rendered files; its command is used unchanged.
+    pinned_base = f"{registry.host}/e2e/debian-python@{e2e_base.digest}"
+    assert _lock(root)["components"] == {"count": pinned_base}
+    assert count.component_spec.implementation.container.image == pinned_base
+    assert count.component_spec.implementation.container.command[0] == "sh"
+    assert _workflow_images(root) == {pinned, pinned_base}
     if corpus_or_none is not None:
         corpus_or_none(yaml.safe_load((root / "build" / "workflow.yaml").read_text()))
 
-    run_dir = tmp_path / "run"
-    result = _run(e2e_cli, root, env, run_dir, "n_lines=9")
+    run_dir, result = mixed_run
     tasks = read_outputs(run_dir)
     assert tasks["make"]["status"] == tasks["count"]["status"] == "succeeded", result.describe()
+    assert tasks["make"]["image"] == pinned
     assert tasks["make"]["outputs"]["output"] == "9"
     assert tasks["count"]["outputs"]["count"] == "9"
     assert len((run_dir / "make" / "outputs" / "corpus" / "data").read_text().splitlines()) == 9
     assert "lines in corpus: 9" in (run_dir / "count" / "log.txt").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: apply renders a third-party component's image as written "
-                   "(a tag); DESIGN says every image in the rendered workflow is pinned by digest")
-def test_mixed_third_party_image_pinned_by_digest(mixed, e2e_base, registry):
-    root, _ = mixed
-    pinned_base = f"{registry.host}/e2e/debian-python@{e2e_base.digest}"
-    count = yaml.safe_load((root / "build" / "components" / "count.yaml").read_text())
-    assert count["implementation"]["container"]["image"] == pinned_base
-    assert all("@sha256:" in image for image in _workflow_images(root)), _workflow_images(root)
+@pytest.mark.xfail(strict=True, reason="known bug (cli_run.run): run --local pins only function steps "
+                   "(lock_images); a component-file step runs its image by tag, not the digest kfp.lock 'components' "
+                   "pins and the rendered workflow uses")
+def test_mixed_local_run_uses_the_pinned_component_image(mixed, mixed_run, e2e_base, registry):
+    run_dir, _ = mixed_run
+    assert read_outputs(run_dir)["count"]["image"] == f"{registry.host}/e2e/debian-python@{e2e_base.digest}"
 
 
 # ------------------------------------------------------------------------------------------------ helpers

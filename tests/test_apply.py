@@ -566,3 +566,15 @@ def test_base_built_by_compose_kfp_is_not_taken_for_project_layers(project_facto
     assert p.image("main").before_source == "tag:latest"
     assert [(ly.name, ly.action) for ly in p.image("main").platforms[0].layers] == [
         ("runtime", "keep"), ("data", "keep"), ("src", "keep")]
+
+
+def test_cli_repository_flag_wins_over_environment(project_factory, registry, capsys, monkeypatch):
+    root = project_factory()
+    monkeypatch.setenv("COMPOSE_KFP_REPOSITORY", "oci:from-env")
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan", "--json"])
+    assert json.loads(capsys.readouterr().out)["images"][0]["repository"] == "oci:from-env"
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan", "--json", "--repository", "oci:from-flag"])
+    assert e.value.code == 0
+    assert json.loads(capsys.readouterr().out)["images"][0]["repository"] == "oci:from-flag"

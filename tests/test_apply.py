@@ -578,3 +578,20 @@ def test_cli_repository_flag_wins_over_environment(project_factory, registry, ca
         main(["-C", str(root), "plan", "--json", "--repository", "oci:from-flag"])
     assert e.value.code == 0
     assert json.loads(capsys.readouterr().out)["images"][0]["repository"] == "oci:from-flag"
+
+
+def test_moved_tag_is_pointed_back(project_factory, registry, capsys):
+    root = project_factory(tags=("latest",))
+    first = _apply(root)
+    repo = first.plan.image("main").repository
+    _apply(project_factory("other", repository=repo, tags=("latest",), env={"X": "2"}))
+    p = _plan(root)
+    assert p.image("main").status == "retag" and p.image("main").stale_tags == ("latest",)
+    since = len(registry.requests())
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "-C", str(root), "apply", "--yes"])
+    assert e.value.code == 0 and capsys.readouterr().out == ""  # -q prints nothing
+    assert uploads(registry, since) == [] and "latest" in manifest_puts(registry, since)
+    ref = Reference.parse(repo)
+    with _client(registry) as client:
+        assert client.head_manifest(ref.repository, "latest")[1] == first.plan.image("main").after

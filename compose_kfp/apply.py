@@ -292,8 +292,8 @@ def render_from_lock(project: Any) -> list[str]:
 def lock_images(project: Any) -> dict[str, str]:
     """Step name -> pinned image reference (``repository@sha256:...``) of every function step, from kfp.lock.
 
-    Used by ``render`` and ``run --local``. Third-party component steps are not in the map
-    (their component names its own image).
+    Used by ``render`` and ``run --local``. Third-party component steps are not in the map: their
+    images, pinned by digest, come from :func:`lock_component_images`.
 
     Raises:
         StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).

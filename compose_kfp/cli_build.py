@@ -173,12 +173,20 @@ def apply(
 
 
 @app.command()
-def render(ctx: typer.Context) -> None:
+def render(
+    ctx: typer.Context,
+    target: Annotated[Optional[list[str]], typer.Option(
+        "--target", help="What to render besides component files: argo (Argo Workflow) or kfp (KFP v2 pipeline "
+        "package); repeatable. Default: render.targets of kfp.toml.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(
+        "--output-dir", help="Override render.output_dir (relative to kfp.toml's folder).")] = None,
+) -> None:
     """Render component files and the workflow from the digests in kfp.lock (builds and pushes nothing)."""
     from compose_kfp.apply import render_from_lock
 
     settings = _settings(ctx)
-    project = settings.project()
+    project = settings.project(overrides={"render.targets": list(target) if target else None,
+                                          "render.output_dir": output_dir})
     written = render_from_lock(project)
     if not written:
         settings.out.print("Rendered files are up to date.", markup=False)

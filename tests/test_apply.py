@@ -595,3 +595,25 @@ def test_moved_tag_is_pointed_back(project_factory, registry, capsys):
     ref = Reference.parse(repo)
     with _client(registry) as client:
         assert client.head_manifest(ref.repository, "latest")[1] == first.plan.image("main").after
+
+
+def test_cli_render_target_kfp_from_lock(project_factory, registry, capsys):
+    """`render --target kfp` writes a KFP v2 package from kfp.lock's digests; it loads back in the SDK."""
+    from kfp import components as kfp_components
+
+    root = project_factory()
+    _apply(root)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "render", "--target", "kfp", "--output-dir", "out"])
+    assert e.value.code == 0
+    assert "Rendered out/pipeline.yaml" in capsys.readouterr().out
+    package = root / "out" / "pipeline.yaml"
+    pipeline = kfp_components.load_component_from_file(str(package))
+    assert pipeline.name
+    lock = json.loads((root / "kfp.lock").read_text())
+    assert lock["images"]["main"]["digest"] in package.read_text()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "render", "--target", "helm"])
+    assert e.value.code == 1
+    assert "render.targets" in capsys.readouterr().err

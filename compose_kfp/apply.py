@@ -839,6 +839,7 @@ def _write_layout(ip: ImagePlan, state: ProjectState, registries: Registries, re
     from compose_kfp.oci.layout import OCILayout
 
     layout = OCILayout.create(layout_path(ip.repository, state.root))
+    sources = [state.store, BlobStore(state.dir)]
     manifests = []
     for pp in ip.platforms:
         layers = [ly for ly in pp.layers if ly.action != "remove"]
@@ -856,21 +857,20 @@ def _write_layout(ip: ImagePlan, state: ProjectState, registries: Registries, re
                 rec.uploaded.append((ly.after, ly.size or 0))  # type: ignore[arg-type]
         if not layout.store.has(manifest.config.digest):
             rec.uploaded.append((manifest.config.digest, manifest.config.size))
-        tag = ip.tags[0] if len(ip.platforms) == 1 else None
-        layout.write_image(tag, manifest, config, sources=[state.store, BlobStore(state.dir)])
+        if len(ip.platforms) == 1:
+            layout.write_image(ip.tags[0], manifest, config, sources=sources)
         rec.manifests.append(manifest.digest)
-        manifests.append((manifest, pp))
+        manifests.append((manifest, config, pp))
     if len(manifests) > 1:
-        index = planner_mod.build_index([(m.digest, m.size, pp.platform) for m, pp in manifests],
+        # Blobs and manifests of every platform, then the index, then index.json once (a tag never names
+        # an incomplete image).
+        index = planner_mod.build_index([(m.digest, m.size, pp.platform) for m, _, pp in manifests],
                                         ip.platforms[0].recipe.family)
-        layout.store.put_bytes(index.raw_bytes())
+        layout.write_index(ip.tags, index, [(m, cfg) for m, cfg, _ in manifests], sources=sources)
         rec.manifests.append(index.digest)
-        for tag in ip.tags:
-            layout._add_to_index(index.descriptor(annotations={"org.opencontainers.image.ref.name": tag}), tag)
-            rec.tags.append(f"{ip.repository}:{tag}")
+        rec.tags.extend(f"{ip.repository}:{tag}" for tag in ip.tags)
     else:
-        m, pp = manifests[0]
-        cfg = planner_mod.assemble(pp.recipe, [_Known(ly) for ly in pp.layers if ly.action != "remove"])[1]
+        m, cfg, _ = manifests[0]
         for tag in ip.tags:
             layout.write_image(tag, m, cfg, sources=[state.store])
             rec.tags.append(f"{ip.repository}:{tag}")

@@ -14,7 +14,8 @@
   of Docker 25+) into a :class:`~compose_kfp.oci.blobs.BlobStore`.
 
 Each reader returns a :class:`LocalImage` that :func:`compose_kfp.oci.image.append`
-can extend and :meth:`OCILayout.write_image` can store.
+can extend and :meth:`OCILayout.write_image` can store (:meth:`OCILayout.write_index` stores several
+platforms behind one image index).
 """
 
 from __future__ import annotations
@@ -258,22 +259,86 @@ class OCILayout:
         existing entry with the same tag is replaced; other entries are kept.
         Docker v2.2 manifests may be stored too (the spec allows any
         descriptor), but some tools (skopeo 1.9) only list OCI manifests in a
-        layout: use :func:`write_docker_dir` for those.
+        layout: use :func:`write_docker_dir` for those. For a multi-platform
+        image use :meth:`write_index`.
 
         Raises:
-            LayoutError: a layer blob is in none of the places above.
+            LayoutError: a layer blob is in none of the places above, or ``tag`` is empty or has whitespace.
             DigestMismatch: the config or a copied blob does not match its descriptor.
         """
+        self._check_tags([tag] if tag is not None else [])
+        raw = self._store_image(manifest, config, {ly.digest: ly for ly in layers}, sources)
+        desc = Descriptor(media_type=manifest.effective_media_type, digest=sha256_digest(raw), size=len(raw),
+                          annotations=dict(annotations or {}) or None)
+        return self._point_tags(desc, [tag] if tag is not None else [])[0]
+
+    def write_index(self, tags: str | Sequence[str] | None, index: Index,
+                    images: Iterable[tuple[Manifest, ImageConfig]] = (), *,
+                    layers: Iterable[Layer] = (), sources: Sequence[BlobStore] = (),
+                    annotations: Mapping[str, str] | None = None) -> list[Descriptor]:
+        """Store a multi-platform image (an image index and its images) and point each of ``tags`` at the index.
+
+        OCI image spec ``image-layout.md``: every blob (layers, configs, the
+        per-platform manifests, then the index itself, section "Blobs") is
+        written first, each atomically (temporary file, rename); ``index.json``
+        (section "index.json file") is replaced last, once, under the layout's
+        lock, with one entry per tag (``org.opencontainers.image.ref.name``)
+        whose descriptor is the index (media type
+        ``application/vnd.oci.image.index.v1+json`` or the Docker manifest
+        list type). The per-platform manifests are reachable through the index
+        only; they get no ``index.json`` entry of their own. An existing entry
+        with one of ``tags`` is replaced; other entries are kept. A crash at
+        any point leaves ``index.json`` as it was or fully updated.
+
+        Args:
+            tags: the tags (a single string is one tag); ``None`` or empty adds one untagged entry.
+            index: the image index (stored as ``index.raw_bytes()``).
+            images: ``(manifest, config)`` of the platforms to store; blobs as in :meth:`write_image`.
+                Every manifest the index lists must be among them or already in this layout.
+            layers, sources: where layer blobs come from (see :meth:`write_image`).
+            annotations: extra annotations on each new ``index.json`` entry.
+
+        Returns:
+            the ``index.json`` entries written, in ``tags`` order (one untagged entry when there are no tags).
+
+        Raises:
+            LayoutError: a tag is empty or has whitespace, a layer blob is unavailable, or the index
+                lists a manifest that is neither among ``images`` nor in the layout.
+            DigestMismatch: a config or a copied blob does not match its descriptor.
+        """
+        tag_list = [tags] if isinstance(tags, str) else list(tags or [])
+        self._check_tags(tag_list)
+        by_digest = {ly.digest: ly for ly in layers}
+        for manifest, config in images:
+            self._store_image(manifest, config, by_digest, sources)
+        missing = [d for d in index.manifests if not self.store.has(d.digest)]
+        if missing:
+            raise LayoutError(f"the index lists manifest {missing[0].digest}"
+                              + (f" ({missing[0].platform})" if missing[0].platform else "")
+                              + f", which is neither among the images given nor in {self.path}")
+        raw = index.raw_bytes()
+        self.store.put_bytes(raw)
+        desc = Descriptor(media_type=index.effective_media_type, digest=sha256_digest(raw), size=len(raw),
+                          annotations=dict(annotations or {}) or None)
+        return self._point_tags(desc, tag_list)
+
+    def _check_tags(self, tags: Sequence[str]) -> None:
+        for tag in tags:
+            if not tag or any(c.isspace() for c in tag):
+                raise LayoutError(f"invalid tag {tag!r} for {self.path}")
+
+    def _store_image(self, manifest: Manifest, config: ImageConfig, layers: Mapping[str, Layer],
+                     sources: Sequence[BlobStore]) -> bytes:
+        """Store config, layer blobs and manifest (in that order); return the manifest bytes stored."""
         config_raw = config.raw_bytes()
         if sha256_digest(config_raw) != manifest.config.digest or len(config_raw) != manifest.config.size:
             raise DigestMismatch(f"config does not match the manifest's config descriptor {manifest.config.digest}")
         self.store.put_bytes(config_raw)
-        by_digest = {ly.digest: ly for ly in layers}
         for d in manifest.layers:
             if self.store.has(d.digest):
                 continue
-            if d.digest in by_digest:
-                with by_digest[d.digest].open() as f:
+            if d.digest in layers:
+                with layers[d.digest].open() as f:
                     self.store.put_stream(f, d.digest)
                 continue
             for src in sources:
@@ -285,25 +350,24 @@ class OCILayout:
                                   "not among the given layers or sources")
         raw = manifest.raw_bytes()
         self.store.put_bytes(raw)
-        notes = dict(annotations or {})
-        if tag is not None:
-            if not tag or any(c.isspace() for c in tag):
-                raise LayoutError(f"invalid tag {tag!r} for {self.path}")
-            notes[ANNOTATION_REF_NAME] = tag
-        desc = Descriptor(media_type=manifest.effective_media_type, digest=sha256_digest(raw), size=len(raw),
-                          annotations=notes or None)
-        self._add_to_index(desc, tag)
-        return desc
+        return raw
 
-    def _add_to_index(self, desc: Descriptor, tag: str | None) -> None:
+    def _point_tags(self, desc: Descriptor, tags: Sequence[str]) -> list[Descriptor]:
+        """Add ``desc`` to ``index.json`` once per tag (or once untagged), replacing entries with those tags.
+
+        One read-modify-write of ``index.json`` under the layout lock, replaced by rename.
+        """
+        entries = [desc.model_copy(update={"annotations": {**(desc.annotations or {}), ANNOTATION_REF_NAME: t}})
+                   for t in tags] or [desc]
         with self._locked():
             index = self.index()
             kept = [d for d in index.manifests
-                    if not (tag is not None and (d.annotations or {}).get(ANNOTATION_REF_NAME) == tag)
-                    and not (tag is None and d.digest == desc.digest and not d.annotations)]
-            new = index.model_copy(update={"manifests": kept + [desc], "schema_version": 2,
+                    if not (tags and (d.annotations or {}).get(ANNOTATION_REF_NAME) in tags)
+                    and not (not tags and d.digest == desc.digest and not d.annotations)]
+            new = index.model_copy(update={"manifests": kept + entries, "schema_version": 2,
                                            "media_type": MEDIA_TYPE_OCI_INDEX})
             _atomic_write(self.path / INDEX_FILE, new.to_bytes())
+        return entries
 
     def remove_tag(self, tag: str) -> None:
         """Drop ``tag`` from ``index.json`` (blobs stay). Raises LayoutError when absent."""

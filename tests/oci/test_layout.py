@@ -192,21 +192,33 @@ def test_skopeo_dir_and_docker_archive_as_bases(base_layout, tmp_path, skopeo, s
         read_docker_dir(tmp_path / "x")
 
 
-def test_multi_platform_index_in_layout(tmp_path):
+def test_multi_platform_index_in_layout(tmp_path, skopeo_inspect):
     layout = OCILayout.create(tmp_path / "multi")
     (tmp_path / "f").write_text("f")
-    descs = []
+    images, layers, descs = [], [], []
     for plat in ("linux/amd64", "linux/arm64/v8"):
-        lay = L.build_layer(["f"], context=tmp_path, store=layout.store)
+        lay = L.build_layer(["f"], context=tmp_path, store=tmp_path / "elsewhere")
         m, c = I.append(None, None, [lay], platform=plat)
-        layout.store.put_bytes(c.to_bytes())
-        layout.store.put_bytes(m.to_bytes())
+        images.append((m, c))
+        layers.append(lay)
         descs.append(m.descriptor(platform=I.Platform.parse(plat)))
     index = I.Index(schema_version=2, media_type=I.MEDIA_TYPE_OCI_INDEX, manifests=descs)
-    layout.store.put_bytes(index.to_bytes())
-    layout._add_to_index(index.descriptor(annotations={I.ANNOTATION_REF_NAME: "multi"}), "multi")
+    index_before = (layout.path / "index.json").read_bytes()
+    # A manifest the index lists but nobody gives: nothing is tagged, index.json untouched.
+    with pytest.raises(LayoutError, match=descs[1].digest):
+        layout.write_index("multi", index, images[:1], layers=layers)
+    assert (layout.path / "index.json").read_bytes() == index_before
+    entries = layout.write_index(["multi", "v1"], index, images, layers=layers)
+    assert [e.annotations[I.ANNOTATION_REF_NAME] for e in entries] == ["multi", "v1"]
+    # index.json lists the index once per tag, not the per-platform manifests
+    assert [(d.media_type, d.digest) for d in layout.index().manifests] == [(I.MEDIA_TYPE_OCI_INDEX, index.digest)] * 2
+    assert layout.store.has(index.digest) and all(layout.store.has(d.digest) for d in descs)
     img = layout.read_image("multi", platform="linux/arm64")
     assert img.config.architecture == "arm64"
+    assert skopeo_inspect(f"oci:{layout.path}:v1", "--override-arch", "arm64")["Architecture"] == "arm64"
     with pytest.raises(LayoutError, match="platform"):
         layout.read_image("multi")
+    # rewriting a tag replaces its entry; the manifests already stored need not be given again
+    layout.write_index("v1", index)
+    assert len(layout.index().manifests) == 2
     assert json.loads((layout.path / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}

@@ -18,10 +18,7 @@ skopeo + umoci, and the floor (``tar | pigz -1 | sha256sum``, then ``curl`` uplo
 blob). A fresh registry (:class:`Registry`) per cold run gives every tool an empty
 destination and no blob location caches from earlier runs.
 
-``python3 bench/peers.py standin {plan|apply} KFP_TOML`` drives compose-kfp's library
-(:func:`compose_kfp.apply.plan_project` / :func:`compose_kfp.apply.apply_plan`) the way the
-CLI does; ``run.py`` uses it only when the CLI has no ``apply`` command yet, and says so
-in ``BENCHMARKS.md``.
+compose-kfp is always driven through its CLI (``python3 -m compose_kfp``), never its library.
 """
 
 from __future__ import annotations
@@ -524,12 +521,6 @@ class Tool:
         raise NotImplementedError
 
 
-def _cli_has_apply() -> bool:
-    r = subprocess.run([sys.executable, "-m", "compose_kfp", "apply", "--help"], cwd=REPO,
-                       capture_output=True, text=True)
-    return r.returncode == 0
-
-
 class ComposeKfp(Tool):
     """compose-kfp through its CLI: ``python3 -m compose_kfp -q -f PROJECT/kfp.toml apply --yes``.
 
@@ -542,15 +533,18 @@ class ComposeKfp(Tool):
 
     name = "compose-kfp"
 
-    def __init__(self, mode: str = "apply", standin: bool | None = None):
+    def __init__(self, mode: str = "apply"):
         self.mode = mode
-        self.standin = (not _cli_has_apply()) if standin is None else standin
         if mode == "plan":
             self.name = "compose-kfp plan (layer build)"
-        self.description = ("CLI `python3 -m compose_kfp -q -f kfp.toml " + ("apply --yes`" if mode == "apply" else "plan`")
-                            if not self.standin else
-                            "STAND-IN: compose_kfp.apply.plan_project/apply_plan via bench/peers.py (the CLI has no "
-                            "`apply` yet)")
+        self.description = "CLI `python3 -m compose_kfp -q -f kfp.toml " + (
+            "apply --yes`" if mode == "apply" else "plan`")
+
+    def available(self) -> str | None:
+        r = subprocess.run([sys.executable, "-m", "compose_kfp", self.mode, "--help"], cwd=REPO,
+                           capture_output=True, text=True)
+        return None if r.returncode == 0 else f"`python3 -m compose_kfp {self.mode}` is not available: " \
+            + (r.stderr or r.stdout).strip()[-300:]
 
     def prepare(self, ctx: Ctx) -> None:
         if ctx.cold:
@@ -569,8 +563,6 @@ class ComposeKfp(Tool):
 
     def script(self, ctx: Ctx) -> str:
         toml = shlex.quote(str(ctx.project / "kfp.toml"))
-        if self.standin:
-            return f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'bench' / 'peers.py'))} standin {self.mode} {toml}"
         tail = "apply --yes" if self.mode == "apply" else "plan"
         return f"{shlex.quote(sys.executable)} -m compose_kfp -q -f {toml} {tail}"
 
@@ -749,27 +741,3 @@ def tool_versions() -> dict[str, str]:
     out["pigz/gzip"] = gzip_command()[1]
     out["tar"] = first(["tar", "--version"])
     return out
-
-
-# --------------------------------------------------------------------------- stand-in driver
-
-
-def _standin(mode: str, toml: str) -> int:
-    """Plan or apply a project through compose-kfp's library, as the CLI does (only until the CLI has ``apply``)."""
-    sys.path.insert(0, str(REPO))
-    from compose_kfp.apply import apply_plan, plan_project
-    from compose_kfp.project import load_project
-
-    project = load_project(toml)
-    plan = plan_project(project)
-    if mode == "apply":
-        result = apply_plan(project, plan)
-        print(json.dumps({"uploaded_bytes": result.uploaded_bytes, "changed": result.changed}))
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "standin" and sys.argv[2] in ("plan", "apply"):
-        sys.exit(_standin(sys.argv[2], sys.argv[3]))
-    print("usage: python3 bench/peers.py standin {plan|apply} KFP_TOML", file=sys.stderr)
-    sys.exit(2)

@@ -149,7 +149,7 @@ class Bench:
         peers.warm_page_cache(self.project, [f for f, _ in PROJECT_FOLDERS])
         peers.warm_page_cache(self.big, [f for f, _ in BIG_FOLDERS])
         self.ckfp = peers.ComposeKfp("apply")
-        self.ckfp_plan = peers.ComposeKfp("plan", standin=self.ckfp.standin)
+        self.ckfp_plan = peers.ComposeKfp("plan")
         self.tools = {"compose-kfp": self.ckfp, "compose-kfp plan (layer build)": self.ckfp_plan,
                       "buildah": peers.Buildah(), "skopeo+umoci": peers.SkopeoUmoci(),
                       "floor: tar + gzip + sha256sum": peers.FloorBuild(), "floor: curl upload": peers.FloorUpload()}
@@ -157,6 +157,9 @@ class Bench:
             why = tool.available()
             if why:
                 self.skipped[name] = why
+        for name in ("compose-kfp", "compose-kfp plan (layer build)"):
+            if name in self.skipped:
+                raise SystemExit(f"cannot benchmark compose-kfp: {self.skipped[name]}")
 
     def fresh_registry(self) -> None:
         """Stop the current registry and start an empty one holding only the base image (not timed)."""
@@ -466,7 +469,7 @@ class Bench:
         return text
 
 
-WAITS = ("wait (threading.py)", "_worker (thread.py)", "acquire", "select (selectors.py)", "get (queue.py)",
+WAITS = ("SocketIO.readinto (socket.py)", "wait (threading.py)", "_worker (thread.py)", "acquire", "select (selectors.py)", "get (queue.py)",
          "_wait_for_tstate_lock", "join (threading.py)", "result (_base.py)", "wait (_base.py)", "as_completed")
 
 
@@ -514,9 +517,25 @@ def summarize_profile(raw: pathlib.Path, seconds: float, top: int = 10) -> str:
                 seen.add(name)
                 ours[name] += n
     ms = 1000 / 200
+    reading = [f"importing modules (start-up) takes **{imports / total * 100:.0f}%** of the wall"]
+    plan_share = ours.get("plan_project (compose_kfp/apply.py)", 0) / total
+    push_share = ours.get("apply_plan (compose_kfp/apply.py)", 0) / total
+    if plan_share > 0.1 and push_share > 0.1:
+        reading.append(f"observing and building the layers (`plan_project`) {plan_share * 100:.0f}%, then "
+                       f"pushing (`apply_plan`) {push_share * 100:.0f}%, one after the other: no upload starts "
+                       "before every layer is built")
+    elif plan_share:
+        reading.append(f"`plan_project` (observe, build changed layers) {plan_share * 100:.0f}%")
+    if busy_leaf:
+        top_busy = ", ".join(f"`{f}` {n / total * 100:.0f}%" for f, n in busy_leaf.most_common(3))
+        reading.append(f"worker threads are busy mostly in {top_busy} (shares of the wall)")
+    codecs = sum(n for fr, n in main if any("charset_normalizer" in f for f in fr))
+    if codecs / total > 0.02:
+        reading.append(f"`charset_normalizer` (imported by `requests`) loads every codec module at import: "
+                       f"{codecs / total * 100:.0f}%")
     lines = [f"py-spy (200 Hz, all threads, idle included): {seconds:.2f} s wall under the profiler, "
-             f"{total} main-thread samples (= {total * ms / 1000:.2f} s). Importing modules: "
-             f"**{imports / total * 100:.0f}%** of the main thread ({imports * ms / 1000:.2f} s).", "",
+             f"{total} main-thread samples (= {total * ms / 1000:.2f} s).", "",
+             "Reading: " + "; ".join(reading) + ".", "",
              "| main thread: compose-kfp function on the stack (inclusive) | share of wall |", "| --- | ---: |"]
     for f, n in ours.most_common(top):
         lines.append(f"| `{f}` | {n / total * 100:.1f}% |")
@@ -663,16 +682,22 @@ def table(bench: Bench) -> tuple[list[str], list[dict]]:
     return lines, rows
 
 
+#: Short options for the other bench scripts when ``--rerun-sections`` re-runs them.
+SECTION_OPTIONS = {
+    "bench_layer.py": (),                                  # 460 MB tree (its default; --full is 1 GiB)
+    "bench_deps.py": ("--no-pip", "--repeat", "5"),        # uv only; needs the package index
+    "bench_plan.py": ("--size-mb", "256", "--files", "3000"),
+}
+
+
 def section_files(rerun: bool, quick: bool) -> list[tuple[str, str, str]]:
     """``(name, when measured, markdown)`` for each ``bench/results/*.md``, re-running the scripts first if asked."""
     if rerun:
         for script in sorted(HERE.glob("bench_*.py")):
             helptext = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True).stdout
-            opts = []
-            if "--quick" in helptext:
+            opts = list(SECTION_OPTIONS.get(script.name, ()))
+            if not opts and "--quick" in helptext:
                 opts.append("--quick")
-            if script.name == "bench_deps.py":
-                opts += ["--no-pip", "--repeat", "5"]
             print(f"re-running {script.name} {' '.join(opts)}", file=sys.stderr, flush=True)
             r = subprocess.run([sys.executable, str(script), *opts], cwd=REPO)
             if r.returncode:
@@ -746,10 +771,15 @@ def write_report(bench: Bench, out: pathlib.Path, versions: dict[str, str], sect
             f"- Floor: `tar -cf - FOLDERS | {peers.gzip_command()[0]} | tee BLOB | sha256sum` (all folders as one "
             "stream; for the edit, only `src/`, the layer holding the edited file), then `curl` uploads the blob "
             "(`POST /v2/<repo>/blobs/uploads/`, one `PUT <location>&digest=` streaming the file).",
-            "- Timing: each run is one `bash` script started and timed by `bench/run.py`; peak RSS is `ru_maxrss` "
-            "from `wait4` (the largest single process of the script's tree: the tool itself, or the largest stage "
-            "of the floor's pipeline). Inputs are read once before measuring, so they are in the page cache for "
-            "every tool. Median of the runs shown.",
+            "- Timing: each run is one `bash` script started and timed by `bench/run.py`; peak RSS is GNU time's "
+            "`%M` (`ru_maxrss`: the largest single process of the script's tree: the tool itself, or the largest "
+            "stage of the floor's pipeline). Inputs are read once before measuring, so they are in the page cache "
+            "for every tool. Median of the runs shown; the *runs* column says how many (the slow peers, which "
+            "rebuild everything on every run, get fewer runs on the warm workloads to keep the whole comparison "
+            "within 15 minutes).",
+            "- Profiles: for each compose-kfp target missed, one more run of that workload under `py-spy record "
+            "--idle --threads` (not counted in the table), and for the warm workloads `python -X importtime` of "
+            "the same command.",
             "- Bytes: every tool reaches the registry through a counting TCP proxy (`bench/proxy.py`); *bytes up* / "
             "*bytes down* are what crossed it (HTTP headers included); *base-layer bytes down* are response bytes "
             "of `GET` requests for the base image's layer blobs in the registry's access log.",
@@ -841,6 +871,10 @@ def main(argv: list[str] | None = None) -> int:
         "targets": [{"target": t, "measured": d, "met": m} for t, d, m, _ in bench.targets()],
         "versions": versions}, indent=1))
     print(f"wrote {out} ({bench.elapsed / 60:.1f} min)", file=sys.stderr)
+    ck = [x for x in bench.samples if x.tool.startswith("compose-kfp")]
+    if any(x.returncode for x in ck) or any(x.base_down for x in ck):
+        print("compose-kfp failed a run or downloaded base-layer bytes: see the report", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -432,16 +432,15 @@ def _fetch_config(client: Any, repo: str, manifest: Manifest, state: ProjectStat
 
 def download_blob(client: Any, repo: str, digest: str, size: int | None, store: BlobStore,
                   progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """Download blob ``digest`` of ``repo`` into ``store`` (verified; a private temporary name, then rename,
-    so concurrent runs never collide). Returns the stored path."""
+    """Download blob ``digest`` of ``repo`` into ``store``; return the stored path.
+
+    :meth:`~compose_kfp.oci.registry.RegistryClient.get_blob` verifies the bytes and writes
+    through a temporary file of its own in the store's folder, renamed at the end, so
+    concurrent runs downloading the same blob never collide.
+    """
     dest = store.path(digest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{threading.get_ident()}")
-    try:
-        client.get_blob(repo, digest, tmp, expected_size=size, progress=progress)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    client.get_blob(repo, digest, dest, expected_size=size, progress=progress)
     return dest
 
 

@@ -6,7 +6,9 @@ a blob store can be turned into a layout by adding ``oci-layout`` and
 ``index.json``. Every write goes to a temporary file in the same directory,
 is hashed while written, ``fsync``-ed and renamed into place: a reader never sees
 a partial blob under its final name, and a crash leaves only ``.tmp-*`` files
-(removed by :meth:`BlobStore.clean_temp`).
+(and ``<hex>.*.part`` files of downloads,
+:meth:`compose_kfp.oci.registry.RegistryClient.get_blob`), removed by
+:meth:`BlobStore.clean_temp`.
 
 A store with ``flat=True`` reads the skopeo ``dir:`` layout instead, where a
 blob is ``<root>/<hex>`` (sha256 only).
@@ -194,11 +196,11 @@ class BlobStore:
                       if len(p.name) == 64 and not p.name.startswith(TEMP_PREFIX))
 
     def clean_temp(self) -> int:
-        """Remove leftover temporary files of interrupted writes; return how many were removed."""
+        """Remove leftover temporary files of interrupted writes and downloads; return how many were removed."""
         d = self.root / "blobs" / "sha256"
         n = 0
         if d.is_dir():
-            for p in d.glob(TEMP_PREFIX + "*"):
+            for p in [*d.glob(TEMP_PREFIX + "*"), *d.glob("*.part")]:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
                     n += 1

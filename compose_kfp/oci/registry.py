@@ -44,6 +44,7 @@ import pathlib
 import random
 import re
 import ssl
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -750,16 +751,21 @@ class RegistryClient:
         Redirects (to object storage) are followed without credentials. A broken download
         is resumed with a ``Range`` request. The bytes are hashed as they arrive; on a digest
         or size mismatch the file is removed and :class:`DigestMismatch` raised. Writes
-        through ``<dest_path>.part`` and renames at the end. Returns the size in bytes.
+        through a temporary file of its own in the folder of ``dest_path``
+        (``<name>.<random>.part``, mode 0644), renamed to ``dest_path`` at the end, so
+        several downloads to the same path (threads or processes) never mix their bytes:
+        the last rename wins and every one of them leaves a verified file. Returns the size
+        in bytes.
         """
         validate_digest(digest)
         dest = pathlib.Path(dest_path)
-        part = dest.with_name(dest.name + ".part")
         algo = digest.split(":", 1)[0]
         h, done, total = hashlib.new(algo), 0, expected_size if expected_size is not None else -1
         failures = 0
+        fd, part_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+        part = pathlib.Path(part_name)
         try:
-            with open(part, "wb") as out:
+            with os.fdopen(fd, "wb") as out:
                 while True:
                     headers = {"Range": f"bytes={done}-"} if done else {}
                     resp = self._send("GET", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo),
@@ -794,6 +800,7 @@ class RegistryClient:
             if got != digest or (expected_size is not None and done != expected_size):
                 raise DigestMismatch(f"{self.registry}: blob {repo}@{digest} downloaded as {got} ({done} bytes"
                                      + (f", expected {expected_size}" if expected_size is not None else "") + ")")
+            os.chmod(part, 0o644)
             os.replace(part, dest)
         except BaseException:
             part.unlink(missing_ok=True)

@@ -185,9 +185,38 @@ def test_missing_things(server, unique_repo, tmp_path):
     assert exc.value.status == 404 and exc.value.code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")
     with pytest.raises(NotFound):
         client.get_blob(unique_repo, missing, tmp_path / "x")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary .part file
     with pytest.raises(NotFound):
         client.list_tags(unique_repo)
+
+
+def test_concurrent_downloads_of_one_blob_to_one_path(registry, unique_repo, tmp_path):
+    """Two threads download the same blob to the same path at the same time: both succeed, the file verifies."""
+    import concurrent.futures
+    import threading
+
+    manifest, config, layers = small_image(unique_repo, big=300_000)
+    blob = layers[0]
+    dest = tmp_path / "blob"
+    started = threading.Barrier(2)
+    first_block = threading.local()
+
+    def hold_at_first_block(digest, done, total):
+        # Both downloads have opened their temporary file and written a block before either goes on, so the
+        # old shared ``<dest>.part`` would be truncated by one under the other and renamed away from it.
+        if not getattr(first_block, "seen", False):
+            first_block.seen = True
+            started.wait(timeout=30)
+
+    with client_for(registry) as client:
+        push_image(client, unique_repo, ["v1"], manifest, OCI_MANIFEST, config, layers)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(client.get_blob, unique_repo, blob.digest, dest, blob.size, hold_at_first_block)
+                       for _ in range(2)]
+            sizes = [f.result() for f in futures]
+    assert sizes == [blob.size, blob.size]
+    assert FileBlob(dest).digest == blob.digest and dest.stat().st_size == blob.size
+    assert [p.name for p in tmp_path.iterdir()] == ["blob"]  # no temporary file left behind
 
 
 def test_delete_manifest(registry, unique_repo):

@@ -24,13 +24,25 @@ Reproducibility
 ---------------
 Two installs of the same requirements in different folders give byte-identical
 trees (and so, with the layer builder's fixed timestamps and owners, the same
-layer digest): no bytecode is compiled, the installer's ``.lock`` file is
+layer digest): the installer compiles no bytecode (see "Bytecode" below), the installer's ``.lock`` file is
 removed, console-script shebangs (which name this machine's interpreter) are
 rewritten to :data:`SCRIPT_SHEBANG`, ``direct_url.json`` files (absolute local
 paths, PEP 610) and uv's ``uv_cache.json`` (timestamps) are dropped, and every ``RECORD`` touched is rewritten with
 fresh hashes and sorted rows. The installer is run with an environment cleared
 of ``UV_*``/``PIP_*`` settings and without reading its config files, so only
 what the cache key covers can change the result.
+
+Bytecode
+--------
+Importing pandas and scikit-learn from sources alone costs each step seconds of
+compiling on every run (a container starts with a fresh writable layer). When
+this machine's interpreter is CPython of the target's major.minor version, the
+installed tree is compiled with ``compileall --invalidation-mode unchecked-hash``
+(PEP 552: no source mtimes in the ``.pyc``, so the output depends on the sources
+and the compiler only) and with ``co_filename`` rewritten to the in-image path
+under :data:`SITE_PACKAGES` (so tracebacks name the files as they are in the
+image). The interpreter's full version is part of the cache key. For another
+target version nothing is compiled, and Python compiles at import time as usual.
 
 Cache key and reuse
 -------------------
@@ -103,7 +115,7 @@ INDEX_PASSWORD_ENV = "COMPOSE_KFP_INDEX_PASSWORD"
 INSTALLER_ENV = "COMPOSE_KFP_INSTALLER"
 
 #: Bumped whenever the installed tree for the same inputs would change (flags, normalization, layout).
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 
@@ -542,6 +554,7 @@ def requirements_key(requirements_file: str | os.PathLike[str], target: DepsTarg
         "wheels": [[p.name, _file_sha256(p)] for p in rs.local_wheels],
         "target": target.key_fields(),
         "installer": installer_version,
+        "bytecode": bytecode_compiler(target),
         "layout": [SITE_PACKAGES, BIN_DIR, SCRIPT_SHEBANG.decode()],
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -933,6 +946,44 @@ class InstalledDeps:
         return {SITE_PACKAGES: self.site_packages, BIN_DIR: self.bin_dir}
 
 
+def bytecode_compiler(target: DepsTarget) -> str | None:
+    """The interpreter that can compile bytecode for ``target`` (``"cpython-3.11.7"``), or ``None``.
+
+    Only CPython of exactly the target's ``major.minor`` qualifies: bytecode is specific to that
+    version. The full version is returned because it is part of the cache key.
+    """
+    if sys.implementation.name != "cpython":
+        return None
+    if "{}.{}".format(*sys.version_info[:2]) != target.python:
+        return None
+    return "cpython-{}.{}.{}".format(*sys.version_info[:3])
+
+
+def compile_bytecode(site: Path, target: DepsTarget) -> bool:
+    """Compile every ``.py`` under ``site`` into reproducible ``__pycache__/*.pyc`` when this interpreter can.
+
+    Uses ``python -m compileall -q -j 0 --invalidation-mode unchecked-hash -s SITE -p`` :data:`SITE_PACKAGES`,
+    so the ``.pyc`` files carry no timestamps and name their sources by in-image path. Files that do not
+    compile (Python 2 leftovers in some packages' test folders) are skipped, as pip does. Returns whether
+    anything was compiled (False when :func:`bytecode_compiler` is ``None``).
+    """
+    label = bytecode_compiler(target)
+    if label is None:
+        log.info("not compiling bytecode: this interpreter is %s, the image's Python is %s",
+                 sys.version.split()[0], target.python)
+        return False
+    argv = [sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+            "-s", str(site), "-p", SITE_PACKAGES, str(site)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"
+    started = time.monotonic()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        log.info("compileall skipped files it could not compile: %s", proc.stdout.strip()[-2000:])
+    log.info("compiled bytecode with %s in %.1fs", label, time.monotonic() - started)
+    return True
+
+
 def install_requirements(
     requirements_file: str | os.PathLike[str],
     target: DepsTarget,
@@ -985,6 +1036,7 @@ def install_requirements(
     if returncode != 0:
         raise _installer_error(lines, installer, rs, target, returncode)
     warnings = _normalize_tree(root, site)
+    compile_bytecode(site, target)
     packages = []
     for dist in sorted(site.glob("*.dist-info")):
         name = version = None

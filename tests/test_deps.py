@@ -216,7 +216,10 @@ def _assert_normalized(installed):
     assert sorted(p.name for p in root.iterdir()) == ["bin", "site-packages"]
     site = installed.site_packages
     assert not (site / ".lock").exists() and not (site / "bin").exists()
-    assert not list(root.rglob("*.pyc")) and not list(root.rglob("__pycache__"))
+    # bytecode only as reproducible PEP 552 unchecked-hash .pyc in __pycache__ (installed.target is this Python's)
+    pycs = list(root.rglob("*.pyc"))
+    assert bool(pycs) == (deps.bytecode_compiler(installed.target) is not None)
+    assert all(p.parent.name == "__pycache__" and p.read_bytes()[4:8] == b"\x01\x00\x00\x00" for p in pycs)
     assert not list(root.rglob("direct_url.json")) and not list(root.rglob("uv_cache.json"))
     script = installed.bin_dir / "wheel"
     data = script.read_bytes()
@@ -266,7 +269,9 @@ def test_installer_environment_ignores_user_installer_settings(tmp_path, uv_cach
     req = write(tmp_path / "requirements.txt", "six==1.16.0\n")
     installed = install_requirements(req, DepsTarget(python=HOST_PYTHON), tmp_path / "out", cache_dir=uv_cache / "uv")
     assert installed.packages == (("six", "1.16.0"),)
-    assert not list(installed.root.rglob("*.pyc"))
+    # uv's own bytecode (UV_COMPILE_BYTECODE) would be timestamp-based; ours is PEP 552 unchecked-hash only
+    pycs = list(installed.root.rglob("*.pyc"))
+    assert pycs and all(p.read_bytes()[4:8] == b"\x01\x00\x00\x00" for p in pycs)
 
 
 @pytest.mark.parametrize("requirement, python, package", [
@@ -519,3 +524,24 @@ def test_example_deps_layer_trains_a_model_inside_the_built_image(tmp_path, uv_c
     f2py = subprocess.run(["chroot", str(rootfs), "/usr/bin/env", "-i", *config.config.env, "f2py", "-v"],
                           capture_output=True, text=True, timeout=120)
     assert f2py.returncode == 0, f2py.stderr
+
+
+def test_bytecode_compiled_for_the_same_python_only(tmp_path, uv_cache):
+    """Same major.minor as this interpreter: reproducible unchecked-hash .pyc naming in-image paths; else none."""
+    import importlib.util
+    import marshal
+
+    req = write(tmp_path / "requirements.txt", "six==1.16.0\n")
+    same = install_requirements(req, DepsTarget(python=HOST_PYTHON), tmp_path / "same", cache_dir=uv_cache / "uv")
+    (pyc,) = (same.site_packages / "__pycache__").glob("six.*.pyc")
+    data = pyc.read_bytes()
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[4:8], "little") == 0b01  # PEP 552: hash-based, unchecked
+    code = marshal.loads(data[16:])
+    assert code.co_filename == "/opt/compose-kfp/site-packages/six.py"
+    other = "3.12" if HOST_PYTHON != "3.12" else "3.13"
+    assert deps.bytecode_compiler(DepsTarget(python=other)) is None
+    elsewhere = install_requirements(req, DepsTarget(python=other), tmp_path / "other", cache_dir=uv_cache / "uv")
+    assert not list(elsewhere.root.rglob("*.pyc"))
+    assert requirements_key(req, DepsTarget(python=HOST_PYTHON), "uv x") != \
+        requirements_key(req, DepsTarget(python=other), "uv x")

@@ -227,7 +227,7 @@ def image_env(image: ImageSpec, base_env: list[str] | None) -> list[str]:
     if image.has_deps:
         env = deps_mod.merge_image_env(env)
     elif image.has_runtime:
-        env = _prepend(env, "PYTHONPATH", [runtime_mod.RUNTIME_PREFIX])
+        env = deps_mod.prepend_env(env, "PYTHONPATH", [runtime_mod.RUNTIME_PREFIX])
     for key, value in image.env:
         item = f"{key}={value}"
         for i, existing in enumerate(env):
@@ -237,19 +237,6 @@ def image_env(image: ImageSpec, base_env: list[str] | None) -> list[str]:
         else:
             env.append(item)
     return env
-
-
-def _prepend(env: list[str], var: str, entries: list[str]) -> list[str]:
-    out = list(env)
-    index = next((i for i, item in enumerate(out) if item.split("=", 1)[0] == var), None)
-    current = out[index].split("=", 1)[1] if index is not None and "=" in out[index] else ""
-    rest = [p for p in current.split(":") if p and p not in entries]
-    value = f"{var}={':'.join([*entries, *rest])}"
-    if index is None:
-        out.append(value)
-    else:
-        out[index] = value
-    return out
 
 
 def labels_of(image: ImageSpec) -> Mapping[str, str]:

@@ -16,6 +16,7 @@ import tempfile
 
 import pytest
 
+from compose_kfp.localrun import CONTAINERS_CONF  # the podman settings `run --local` uses (runc is asked for below)
 from compose_kfp.oci.auth import StaticKeychain
 from compose_kfp.oci.registry import RegistryClient, push_image
 from tests.fixtures.registry import image_json, tar_layer
@@ -23,14 +24,6 @@ from tests.fixtures.registry import image_json, tar_layer
 pytestmark = pytest.mark.registry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = []
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "runc"
-"""
 
 
 def shell_rootfs() -> dict[str, pathlib.Path]:

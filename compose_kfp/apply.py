@@ -41,7 +41,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
 import tempfile
 import threading
 from pathlib import Path
@@ -69,6 +68,7 @@ from compose_kfp.observe import (
     resolve_base,
 )
 from compose_kfp.oci import errors as oci_errors
+from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Manifest
 from compose_kfp.oci.layer import Layer, write_layer
 from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan
@@ -103,16 +103,6 @@ def _rel(path: Path, root: Path) -> str:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -213,7 +203,7 @@ def rendered_digests(project: Any, images: Mapping[str, str]) -> dict[str, str]:
     except (OSError, ValueError):
         pass
     digests = {k: _sha(v) for k, v in render_outputs(project, images).items()}
-    _write_atomic(path, _json.dumps(digests, sort_keys=True).encode())
+    atomic_write(path, _json.dumps(digests, sort_keys=True).encode())
     return digests
 
 
@@ -263,7 +253,7 @@ def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
                 continue
         except OSError:
             pass
-        _write_atomic(path, data)
+        atomic_write(path, data)
         touched.append(rel)
     from compose_kfp.render.component import COMPONENTS_DIR
 

@@ -21,6 +21,7 @@ import hashlib
 import os
 import pathlib
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -207,9 +208,37 @@ class BlobStore:
         return n
 
 
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the file ``path`` with ``data`` atomically: readers see the old bytes or the new, never a part.
+
+    Writes a temporary file in the same folder (``.tmp-<name>-<pid>-<thread id>``, so concurrent
+    writers never share one; the missing parent folders are made first), ``fsync``-s it, renames
+    it over ``path`` and ``fsync``-s the folder so the rename survives a crash. On an error the
+    temporary file is removed and the error raised (``OSError``).
+    """
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{TEMP_PREFIX}{target.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def copy_blob(src: BlobStore, dst: BlobStore, digest: str) -> None:
     """Copy one blob between stores (see :meth:`BlobStore.copy_from`)."""
     dst.copy_from(src, digest)
 
 
-__all__ = ["BlobStore", "BlobWriter", "copy_blob", "TEMP_PREFIX"]
+__all__ = ["BlobStore", "BlobWriter", "atomic_write", "copy_blob", "TEMP_PREFIX"]

@@ -30,7 +30,7 @@ import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from compose_kfp.oci.blobs import BlobStore
+from compose_kfp.oci.blobs import BlobStore, atomic_write
 from compose_kfp.oci.digest import sha256_digest
 from compose_kfp.oci.errors import DigestMismatch, ImageError, LayoutError
 from compose_kfp.oci.image import (
@@ -123,24 +123,6 @@ def _choose(items: Sequence[Any], tags_of: Any, tag: str | None, where: object) 
     return matches[-1]
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 class OCILayout:
     """An OCI image layout directory (``image-layout.md``).
 
@@ -170,9 +152,9 @@ class OCILayout:
         if (p / OCI_LAYOUT_FILE).exists():
             layout._check_version()
         else:
-            _atomic_write(p / OCI_LAYOUT_FILE, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
+            atomic_write(p / OCI_LAYOUT_FILE, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
         if not (p / INDEX_FILE).exists():
-            _atomic_write(p / INDEX_FILE, Index(schema_version=2, media_type=MEDIA_TYPE_OCI_INDEX).to_bytes())
+            atomic_write(p / INDEX_FILE, Index(schema_version=2, media_type=MEDIA_TYPE_OCI_INDEX).to_bytes())
         return layout
 
     @classmethod
@@ -366,7 +348,7 @@ class OCILayout:
                     and not (not tags and d.digest == desc.digest and not d.annotations)]
             new = index.model_copy(update={"manifests": kept + entries, "schema_version": 2,
                                            "media_type": MEDIA_TYPE_OCI_INDEX})
-            _atomic_write(self.path / INDEX_FILE, new.to_bytes())
+            atomic_write(self.path / INDEX_FILE, new.to_bytes())
         return entries
 
     def remove_tag(self, tag: str) -> None:
@@ -376,7 +358,7 @@ class OCILayout:
             kept = [d for d in index.manifests if (d.annotations or {}).get(ANNOTATION_REF_NAME) != tag]
             if len(kept) == len(index.manifests):
                 raise LayoutError(f"tag {tag!r} not found in {self.path}")
-            _atomic_write(self.path / INDEX_FILE, index.model_copy(update={"manifests": kept}).to_bytes())
+            atomic_write(self.path / INDEX_FILE, index.model_copy(update={"manifests": kept}).to_bytes())
 
 
 # --------------------------------------------------------------------------- skopeo dir:
@@ -426,7 +408,7 @@ def write_docker_dir(path: str | os.PathLike[str], manifest: Manifest, config: I
     config_raw = config.raw_bytes()
     if sha256_digest(config_raw) != manifest.config.digest:
         raise DigestMismatch(f"config does not match the manifest's config descriptor {manifest.config.digest}")
-    _atomic_write(p / manifest.config.digest.split(":", 1)[1], config_raw)
+    atomic_write(p / manifest.config.digest.split(":", 1)[1], config_raw)
     by_digest = {ly.digest: ly for ly in layers}
     for d in manifest.layers:
         target = p / d.digest.split(":", 1)[1]
@@ -446,9 +428,9 @@ def write_docker_dir(path: str | os.PathLike[str], manifest: Manifest, config: I
     with contextlib.suppress(OSError):
         for leftover in (p / ".staging" / "blobs" / "sha256", p / ".staging" / "blobs", p / ".staging"):
             leftover.rmdir()
-    _atomic_write(p / "version", DIR_VERSION.encode())
+    atomic_write(p / "version", DIR_VERSION.encode())
     raw = manifest.raw_bytes()
-    _atomic_write(p / "manifest.json", raw)
+    atomic_write(p / "manifest.json", raw)
     return manifest.descriptor()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from compose_kfp.oci import image as I
 from compose_kfp.oci import layer as L
-from compose_kfp.oci.blobs import BlobStore
+from compose_kfp.oci.blobs import BlobStore, atomic_write
 from compose_kfp.oci.errors import DigestMismatch, LayoutError
 from compose_kfp.oci.layout import OCILayout, read_docker_archive, read_docker_dir, write_docker_dir
 from tests.fixtures.oci_tools import make_tree, run
@@ -145,6 +145,17 @@ def test_interrupted_blob_write_leaves_no_blob(tmp_path):
             raise RuntimeError("crash")
     assert store.digests() == []
     assert list((tmp_path / "s" / "blobs" / "sha256").iterdir()) == []
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "new" / "folder" / "index.json"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    with pytest.raises(TypeError):
+        atomic_write(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["index.json"]
 
 
 def test_whiteout_layer_deletes_base_file(base_layout, tmp_path, umoci_unpack):

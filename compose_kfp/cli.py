@@ -176,8 +176,9 @@ def init(
     repository: Annotated[Optional[str], typer.Option(
         "--repository", help="Destination repository (default: oci:build/image, a local OCI layout).")] = None,
 ) -> None:
-    """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it)."""
-    from compose_kfp.project import detect_steps, scaffold_manifest
+    """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it) and make
+    .gitignore ignore the tool's state folder .compose-kfp/."""
+    from compose_kfp.project import detect_steps, ignore_state_dir, scaffold_manifest
     from compose_kfp.schema import display_path, load_manifest
 
     settings = _settings(ctx)
@@ -201,6 +202,13 @@ def init(
     steps = detect_steps(folder)
     settings.out.print(f"wrote {display_path(target)}: {len(loaded.manifest.image.layers or [])} layer(s), "
                        f"{len(steps)} step(s){': ' + ', '.join(s.name for s in steps) if steps else ''}",
+                       markup=False)
+    from compose_kfp.observe import STATE_DIR
+
+    gitignore, state = display_path(folder / ".gitignore"), f"{STATE_DIR}/"
+    settings.out.print({"created": f"wrote {gitignore}: ignores {state} (the blob store and layer cache)",
+                        "added": f"added {state} (the blob store and layer cache) to {gitignore}",
+                        "present": f"{gitignore} already ignores {state}"}[ignore_state_dir(folder)],
                        markup=False)
     settings.out.print("next: edit [pipeline] to connect the steps, then run `compose-kfp validate`", markup=False)
 

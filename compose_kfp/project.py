@@ -8,7 +8,8 @@ function, untyped parameter, broken component file) and the pipeline's task
 graph (:func:`compose_kfp.graph.resolve_graph`: a missing step, task, output or
 param, a type mismatch between an output and the input it feeds, a cycle).
 
-:func:`scaffold_manifest` writes the starting ``kfp.toml`` of ``compose-kfp init``.
+:func:`scaffold_manifest` writes the starting ``kfp.toml`` of ``compose-kfp init``;
+:func:`ignore_state_dir` makes the project's ``.gitignore`` ignore the tool's state folder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from compose_kfp.errors import ComposeError
+from compose_kfp.errors import ComposeError, ConfigError
 from compose_kfp.schema import LoadedManifest, Manifest, load_manifest
 
 if TYPE_CHECKING:  # imported for types only; the modules are imported when a project is loaded
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # imported for types only; the modules are imported when a pr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Project", "load_project", "scaffold_manifest", "detect_steps", "DetectedStep"]
+__all__ = ["Project", "load_project", "scaffold_manifest", "detect_steps", "DetectedStep", "ignore_state_dir"]
 
 
 @dataclass(frozen=True)
@@ -237,3 +238,45 @@ def scaffold_manifest(root: Path, *, name: str | None = None, base: str = "pytho
         out += ["# [steps.train]", '# function = "src/model.py:train"',
                 "# [pipeline.tasks.train]", '# step = "train"']
     return "\n".join(out) + "\n"
+
+
+def ignore_state_dir(root: Path) -> str:
+    """Make ``root/.gitignore`` ignore the tool's state folder ``.compose-kfp/`` (blob store, layer cache).
+
+    The state folder is :data:`compose_kfp.observe.STATE_DIR` under the project folder (the folder of
+    kfp.toml). A missing ``.gitignore`` is created; an existing one gets the line ``.compose-kfp/``
+    (and a comment) appended unless a line already ignores the folder (``.compose-kfp``,
+    ``.compose-kfp/``, ``/.compose-kfp``, ``/.compose-kfp/``, or any of these after ``**/``);
+    other lines are left as they are. The file is read and written as UTF-8.
+
+    Returns:
+        ``"created"`` (there was no ``.gitignore``), ``"added"`` (the line was appended) or
+        ``"present"`` (already ignored; the file is not touched).
+
+    Raises:
+        ConfigError: ``.gitignore`` cannot be read or written (the message names the file).
+    """
+    from compose_kfp.observe import STATE_DIR
+
+    path = root / ".gitignore"
+    entry = f"{STATE_DIR}/"
+    block = f"# compose-kfp's state (blob store, layer cache): not for version control\n{entry}\n"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it to add {entry}: {e}") from None
+    if text is not None:
+        ignored = {f"{lead}{STATE_DIR}{trail}" for lead in ("", "/", "**/") for trail in ("", "/")}
+        if any(line.strip() in ignored for line in text.splitlines()):
+            return "present"
+    try:
+        if text is None:
+            path.write_text(block, encoding="utf-8")
+            return "created"
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(("\n" if text and not text.endswith("\n") else "") + block)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot add {entry}: {e.strerror or e}") from None
+    return "added"

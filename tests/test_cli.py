@@ -196,6 +196,23 @@ def test_init_writes_a_valid_manifest(tmp_path):
     assert run("-C", str(tmp_path), "validate")[0] == 0
 
 
+def test_init_makes_gitignore_ignore_the_state_folder(tmp_path):
+    code, out, err = run("-C", str(tmp_path), "init")
+    assert code == 0, err
+    assert re.search(r"wrote \S*\.gitignore: ignores \.compose-kfp/", out), out
+    assert (tmp_path / ".gitignore").read_text().splitlines()[-1] == ".compose-kfp/"
+    code, out, err = run("-C", str(tmp_path), "init", "--force")  # a second init does not repeat the line
+    assert code == 0 and re.search(r"\S*\.gitignore already ignores \.compose-kfp/", out), out
+    assert (tmp_path / ".gitignore").read_text().count(".compose-kfp") == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".gitignore").write_text("__pycache__/\n*.pyc")  # no newline at the end
+    code, out, err = run("-C", str(other), "init")
+    assert code == 0 and re.search(r"added \.compose-kfp/ .*to \S*\.gitignore", out), out
+    lines = (other / ".gitignore").read_text().splitlines()
+    assert lines[:2] == ["__pycache__/", "*.pyc"] and lines[-1] == ".compose-kfp/"
+
+
 def test_init_refuses_to_overwrite(tmp_path):
     (tmp_path / "kfp.toml").write_text("# mine\n")
     code, _, err = run("-C", str(tmp_path), "init")

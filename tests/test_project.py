@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compose_kfp.errors import ConfigError, StepError
-from compose_kfp.project import Project, detect_steps, load_project, scaffold_manifest
+from compose_kfp.project import Project, detect_steps, ignore_state_dir, load_project, scaffold_manifest
 from compose_kfp.schema import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,3 +196,28 @@ def test_scaffold_name_from_folder(tmp_path):
     assert data["project"]["name"] == "my-project-1"
     assert "layers" not in data["image"] and "steps" not in data
     assert tomllib.loads(scaffold_manifest(root, name='we"ird', repository="ghcr.io/a/b"))["project"]["name"] == 'we"ird'
+
+
+@pytest.mark.parametrize("existing", [".compose-kfp", "/.compose-kfp/", "  **/.compose-kfp/  "])
+def test_ignore_state_dir_recognizes_an_existing_line(tmp_path, existing):
+    (tmp_path / ".gitignore").write_text(f"build/\n{existing}\n")
+    before = (tmp_path / ".gitignore").read_bytes()
+    assert ignore_state_dir(tmp_path) == "present"
+    assert (tmp_path / ".gitignore").read_bytes() == before
+
+
+def test_ignore_state_dir_creates_or_appends(tmp_path):
+    assert ignore_state_dir(tmp_path) == "created"
+    assert ".compose-kfp/" in (tmp_path / ".gitignore").read_text().splitlines()
+    assert ignore_state_dir(tmp_path) == "present"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".gitignore").write_text("# .compose-kfp/\ndist")  # a comment does not count; no newline at the end
+    assert ignore_state_dir(other) == "added"
+    lines = (other / ".gitignore").read_text().splitlines()
+    assert lines[:2] == ["# .compose-kfp/", "dist"]
+    assert lines[-1] == ".compose-kfp/" and lines.count(".compose-kfp/") == 1
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / ".gitignore").mkdir()
+    with pytest.raises(ConfigError, match=r"dir/\.gitignore"):
+        ignore_state_dir(tmp_path / "dir")

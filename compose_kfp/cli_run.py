@@ -1,8 +1,8 @@
 """The ``run`` command (``compose-kfp run --local``), registered on :data:`compose_kfp.cli.app`.
 
-Thin: loads the project, pins each function step to the image digest recorded in
-kfp.lock (:func:`compose_kfp.apply.lock_images`), resolves the task graph with those
-images, calls :func:`compose_kfp.localrun.run_local`, prints one line per task event on
+Thin: loads the project, pins each step to the image digest recorded in kfp.lock
+(:func:`run_images`: the same images the rendered files use), resolves the task graph
+with those images, calls :func:`compose_kfp.localrun.run_local`, prints one line per task event on
 stderr and the summary table on stdout. A run with a failed task prints the failing
 tasks' log tails (their tracebacks) on stderr and raises
 :class:`~compose_kfp.errors.RunError` (exit code 7). Importing this module registers
@@ -58,6 +58,28 @@ def _layout_refs(project: Any, refs: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def run_images(project: Any) -> dict[str, str]:
+    """Step name -> the image ``run --local`` runs it in: the digests kfp.lock pins, as in the rendered files.
+
+    Function steps get their image from kfp.lock ``images`` (:func:`compose_kfp.apply.lock_images`;
+    ``oci:PATH@sha256:...`` with PATH made absolute against the project folder); third-party
+    component steps get the digest kfp.lock ``components`` pins for the image their file names
+    (:func:`compose_kfp.apply.lock_component_images`). A project with no function step and no
+    kfp.lock yet gets an empty map: its component steps run by the reference their files name.
+
+    Raises:
+        StaleError: a function step and no kfp.lock, or kfp.lock lacks a step's image (run ``apply``).
+        ConfigError: kfp.lock is not readable JSON of a known version.
+    """
+    from compose_kfp.apply import lock_component_images, lock_images
+    from compose_kfp.lock import read_lock
+
+    needs_lock = any(step.function for step in project.manifest.steps.values())
+    if not needs_lock and read_lock(project.root) is None:
+        return {}
+    return _layout_refs(project, {**lock_images(project), **lock_component_images(project)})
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -77,7 +99,7 @@ def run(
     """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
     import datetime as _dt
 
-    from compose_kfp.apply import lock_images
+    from compose_kfp.apply import component_images
     from compose_kfp.graph import resolve_graph
     from compose_kfp.localrun import RegistryOptions, failure_report, format_summary, raise_for_failure, run_local
     from compose_kfp.observe import keychain_for
@@ -89,8 +111,10 @@ def run(
     project = settings.project()
     if project.graph is None:
         raise ConfigError(f"{project.loaded.display_path}: no [pipeline] to run; add [pipeline.tasks.NAME] tables")
-    needs_lock = any(step.function for step in project.manifest.steps.values())
-    images = _layout_refs(project, lock_images(project)) if needs_lock else {}
+    images = run_images(project)
+    if not images and component_images(project):
+        settings.err.print("note: no kfp.lock yet, so component images run by the references their files name; "
+                           "`compose-kfp apply` pins them by digest", markup=False)
     graph = resolve_graph(project.manifest, project.components, manifest_path=project.path, images=images)
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

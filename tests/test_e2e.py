@@ -395,9 +395,6 @@ def test_mixed_example_builds_renders_and_runs(mixed, mixed_run, e2e_base, regis
     assert "lines in corpus: 9" in (run_dir / "count" / "log.txt").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (cli_run.run): run --local pins only function steps "
-                   "(lock_images); a component-file step runs its image by tag, not the digest kfp.lock 'components' "
-                   "pins and the rendered workflow uses")
 def test_mixed_local_run_uses_the_pinned_component_image(mixed, mixed_run, e2e_base, registry):
     run_dir, _ = mixed_run
     assert read_outputs(run_dir)["count"]["image"] == f"{registry.host}/e2e/debian-python@{e2e_base.digest}"

@@ -313,6 +313,34 @@ def cli_run(*args: str) -> tuple[int, str, str]:
     return info.value.code, out.getvalue(), err.getvalue()
 
 
+def test_run_images_are_the_digests_kfp_lock_pins(tmp_path):
+    """run --local runs a third-party component by the digest kfp.lock pins (as rendered), not by its file's tag."""
+    import json
+
+    from compose_kfp.cli_run import run_images
+    from compose_kfp.errors import StaleError
+    from compose_kfp.project import load_project
+
+    (tmp_path / "components").mkdir()
+    tagged = "registry.example:5000/acme/tools:1.0"
+    for name, spec in COMPONENTS.items():
+        (tmp_path / "components" / f"{name}.yaml").write_text(component_yaml(spec, tagged))
+    head = '[project]\nname = "pins"\n\n[image]\nbase = "scratch"\nrepository = "registry.example:5000/acme/pins"\n\n'
+    (tmp_path / "kfp.toml").write_text(head + PIPELINE)
+    project = load_project(tmp_path, env={})
+    assert run_images(project) == {}  # nothing applied yet: the files' references are used as they are
+    pinned = {name: f"registry.example:5000/acme/tools@sha256:{i:064x}" for i, name in enumerate(COMPONENTS)}
+    (tmp_path / "kfp.lock").write_text(json.dumps({"version": 1, "images": {}, "components": pinned}))
+    assert run_images(project) == pinned
+    graph = resolve_graph(project.manifest, project.components, manifest_path=project.path,
+                          images=run_images(project))
+    assert {t.name: t.image for t in graph.tasks}["count_a"] == pinned["count"]
+    (tmp_path / "kfp.lock").write_text(json.dumps({"version": 1, "images": {},
+                                                   "components": {"produce": pinned["produce"]}}))
+    with pytest.raises(StaleError, match="does not pin the image of step"):
+        run_images(project)
+
+
 def test_cli_run_local_reports_the_failure_and_exits_7(cli_project, run_cache, monkeypatch, tmp_path):
     fallback = "bwrap" if shutil.which("bwrap") else "chroot"
     executor_or_skip(fallback, run_cache)

@@ -42,6 +42,7 @@ from typing import Literal, Mapping
 from compose_kfp import deps as deps_mod
 from compose_kfp import runtime as runtime_mod
 from compose_kfp.errors import ConfigError
+from compose_kfp.oci.image import merge_env
 from compose_kfp.schema import LayerConfig, Manifest, PathMapping
 
 log = logging.getLogger(__name__)
@@ -228,15 +229,7 @@ def image_env(image: ImageSpec, base_env: list[str] | None) -> list[str]:
         env = deps_mod.merge_image_env(env)
     elif image.has_runtime:
         env = deps_mod.prepend_env(env, "PYTHONPATH", [runtime_mod.RUNTIME_PREFIX])
-    for key, value in image.env:
-        item = f"{key}={value}"
-        for i, existing in enumerate(env):
-            if existing.split("=", 1)[0] == key:
-                env[i] = item
-                break
-        else:
-            env.append(item)
-    return env
+    return merge_env(env, dict(image.env))
 
 
 def labels_of(image: ImageSpec) -> Mapping[str, str]:

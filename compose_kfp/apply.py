@@ -360,8 +360,11 @@ def lock_component_images(project: Any) -> dict[str, str]:
     """Component-file step -> its image pinned by digest in kfp.lock (``components``).
 
     Raises:
-        StaleError: there is no kfp.lock, or it does not pin a component step's image (run ``apply``).
+        StaleError: there is no kfp.lock, it does not pin a component step's image, or the pin is for
+            another repository (or another digest) than the component file now names (run ``apply``).
     """
+    from compose_kfp.oci.reference import Reference
+
     lock = lock_mod.read_lock(project.root)
     if lock is None:
         raise StaleError(f"{lock_mod.lock_path(project.root)}: no kfp.lock, so the image digests are unknown. "
@@ -372,6 +375,10 @@ def lock_component_images(project: Any) -> dict[str, str]:
         if step not in locked:
             raise StaleError(f"{lock_mod.lock_path(project.root)} does not pin the image of step {step!r} "
                              f"({image_ref}); run `compose-kfp apply`.")
+        wanted, pinned = Reference.parse(image_ref), Reference.parse(locked[step])
+        if wanted.name != pinned.name or (wanted.digest and wanted.digest != pinned.digest):
+            raise StaleError(f"{lock_mod.lock_path(project.root)} pins step {step!r} to {locked[step]}, but its "
+                             f"component file now names {image_ref}; run `compose-kfp apply` to pin it again.")
         out[step] = locked[step]
     return out
 

@@ -339,6 +339,12 @@ def test_run_images_are_the_digests_kfp_lock_pins(tmp_path):
                                                    "components": {"produce": pinned["produce"]}}))
     with pytest.raises(StaleError, match="does not pin the image of step"):
         run_images(project)
+    # the component file now names another repository than the pin: the pin is stale, not silently used
+    (tmp_path / "kfp.lock").write_text(json.dumps({"version": 1, "images": {}, "components": pinned}))
+    (tmp_path / "components" / "count.yaml").write_text(
+        component_yaml(COMPONENTS["count"], "registry.example:5000/acme/other-tools:1.0"))
+    with pytest.raises(StaleError, match="component file now names registry.example:5000/acme/other-tools:1.0"):
+        run_images(load_project(tmp_path, env={}))
 
 
 def test_cli_run_local_reports_the_failure_and_exits_7(cli_project, run_cache, monkeypatch, tmp_path):

@@ -272,10 +272,15 @@ class Bench:
             self._clean_scratch(tool)
 
     def _clean_scratch(self, tool: str) -> None:
+        """Free the disk a tool's big state takes (GiBs for the big file) once its runs are done."""
         if tool == "buildah":
             peers._rm_storage(self.work / "scratch" / "buildah")
         elif tool == "skopeo+umoci":
             shutil.rmtree(self.work / "scratch" / "skopeo-umoci", ignore_errors=True)
+        elif tool == "compose-kfp":
+            shutil.rmtree(self.big / ".compose-kfp", ignore_errors=True)
+        elif tool == "floor":
+            (self.work / "scratch" / "floor" / "floor.tar.gz").unlink(missing_ok=True)
 
     def plan_sequence(self) -> None:
         name = "compose-kfp plan (layer build)"

@@ -500,12 +500,22 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
     rec = _Recorder()
     resolved_images = []
     built_cache: dict[tuple[str, str], Layer] = {}
-    for ip in plan.images:
-        spec = images[ip.name]
-        plats = []
-        for pp in ip.platforms:
-            plats.append(_resolve_platform(spec, pp, state, installer, progress, rec, built_cache))
-        resolved_images.append(_resolve_image(ip, tuple(plats)))
+    pushed_blobs: set[str] = set()
+    # --frozen must fail before anything is sent, so it builds first and uploads after the lock check.
+    early = None if frozen else _EarlyUploads(registries, rec, pushed_blobs, progress)
+    try:
+        for ip in plan.images:
+            spec = images[ip.name]
+            plats = []
+            for pp in ip.platforms:
+                plats.append(_resolve_platform(spec, pp, state, installer, progress, rec, built_cache, early))
+            resolved_images.append(_resolve_image(ip, tuple(plats)))
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    if early is not None:
+        early.wait()
     resolved = dataclasses.replace(plan, images=tuple(resolved_images))
 
     rendered = render_outputs(project, step_refs(resolved))
@@ -515,7 +525,6 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
     if frozen:
         lock_mod.check_frozen(root, old_lock, new_lock)
 
-    pushed_blobs: set[str] = set()
     for ip in resolved.images:
         if ip.status == "unchanged":
             continue
@@ -621,9 +630,17 @@ def _base_state_of(pp: PlatformPlan) -> Any:
 
 
 def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, installer: Any,
-                      progress: Progress | None, rec: _Recorder, built: dict[tuple[str, str], Layer]) -> PlatformPlan:
+                      progress: Progress | None, rec: _Recorder, built: dict[tuple[str, str], Layer],
+                      early: _EarlyUploads | None = None) -> PlatformPlan:
     layers: list[Layer] = []
     changes: list[LayerChange] = []
+    if early is not None and not is_local_destination(spec.repository):
+        # Layers already built (by plan) start uploading now, while the others (requirements) build.
+        for ly in pp.layers:
+            if (ly.action != "remove" and ly.after is not None and state.store.has(ly.after)
+                    and any(t.what == f"layer {ly.name}" for t in pp.transfers)):
+                early.submit(spec.repository, Layer.from_store(state.store, ly.after, ly.diff_id or "",
+                                                               ly.media_type))
     for ly in pp.layers:
         if ly.action == "remove":
             changes.append(ly)
@@ -631,6 +648,8 @@ def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, in
         sent = any(t.what == f"layer {ly.name}" for t in pp.transfers)
         if ly.build or sent or is_local_destination(spec.repository):
             layer = _layer_for(spec, pp, ly, state, installer, progress, rec, built)
+            if early is not None and sent and not is_local_destination(spec.repository):
+                early.submit(spec.repository, layer)
         else:  # already in the destination: only its digests are needed
             layer = Layer(ly.media_type, ly.after or "", ly.diff_id or "", ly.size or 0,
                           opener=functools.partial(_not_local, ly.name))
@@ -739,6 +758,65 @@ def _fetch_base_layer(pp: PlatformPlan, digest: str, size: int, state: ProjectSt
                          progress=(lambda d, done, total: progress("copy", d, done, total)) if progress else None)
 
 
+def _send_blob(client: Any, repo: str, source: Any, mount: Sequence[str], rec: _Recorder, pushed: set[str],
+               progress: Progress | None) -> None:
+    """Make blob ``source`` present in ``repo``: already there, mounted from one of ``mount``, or uploaded
+    (distribution spec: HEAD blob, then POST ``?mount=&from=``, then the upload), and record which."""
+    if client.blob_exists(repo, source.digest):
+        how = "present"
+    elif mount and any(client.mount_blob(repo, source.digest, m) for m in mount):
+        how = "mount"
+    else:
+        client.upload_blob(repo, source, (lambda d, done, total: progress("upload", d, done, total))
+                           if progress else None)
+        how = "upload"
+    with rec.lock:
+        if how == "upload":
+            rec.uploaded.append((source.digest, source.size))
+        elif how == "mount":
+            rec.mounted.append(source.digest)
+        pushed.add(source.digest)
+    if progress and how != "upload":
+        progress(how, source.digest, source.size, source.size)
+
+
+class _EarlyUploads:
+    """Uploads each freshly built layer while the next one builds (DESIGN: start uploading a layer as soon
+    as it is finished). Only blobs go up early; manifests and tags still wait for every blob."""
+
+    def __init__(self, registries: Registries, rec: _Recorder, pushed: set[str], progress: Progress | None):
+        self.registries, self.rec, self.pushed, self.progress = registries, rec, pushed, progress
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.futures: list[concurrent.futures.Future] = []
+        self.submitted: set[tuple[str, str]] = set()
+
+    def submit(self, repository: str, layer: Layer) -> None:
+        """Start sending ``layer`` to ``repository`` (a registry reference) in the background."""
+        if (repository, layer.digest) in self.submitted:
+            return
+        self.submitted.add((repository, layer.digest))
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="early-push")
+        dest = _registry_ref(repository)
+        client = self.registries.client(dest.api_host)
+        self.futures.append(self.pool.submit(_send_blob, client, dest.repository, layer, (), self.rec,
+                                             self.pushed, self.progress))
+
+    def wait(self) -> None:
+        """Wait for every upload started; the first failure is raised."""
+        try:
+            for fut in self.futures:
+                fut.result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Drop uploads not yet started and wait for the running ones (their failures are not raised)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
 def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,
                 progress: Progress | None, pushed: set[str]) -> None:
     dest = _registry_ref(ip.repository)
@@ -763,23 +841,7 @@ def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec:
             jobs.append((_LazyBase(pp, d.digest, d.size, state, registries, progress), mount))
 
         def send(job: tuple[Any, list[str]]) -> None:
-            source, mount = job
-            if client.blob_exists(repo, source.digest):
-                how = "present"
-            elif mount and any(client.mount_blob(repo, source.digest, m) for m in mount):
-                how = "mount"
-            else:
-                client.upload_blob(repo, source, (lambda d, done, total: progress("upload", d, done, total))
-                                   if progress else None)
-                how = "upload"
-            with rec.lock:
-                if how == "upload":
-                    rec.uploaded.append((source.digest, source.size))
-                elif how == "mount":
-                    rec.mounted.append(source.digest)
-                pushed.add(source.digest)
-            if progress and how != "upload":
-                progress(how, source.digest, source.size, source.size)
+            _send_blob(client, repo, job[0], job[1], rec, pushed, progress)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push") as pool:
             for fut in [pool.submit(send, j) for j in jobs]:

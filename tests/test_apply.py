@@ -617,3 +617,37 @@ def test_cli_render_target_kfp_from_lock(project_factory, registry, capsys):
         main(["-C", str(root), "render", "--target", "helm"])
     assert e.value.code == 1
     assert "render.targets" in capsys.readouterr().err
+
+
+def test_built_layers_upload_while_the_requirements_layer_installs(project_factory, registry, make_wheel,
+                                                                 simple_index, tmp_path):
+    """DESIGN: uploading starts as soon as a layer is finished. The data and src layers (built by plan) are
+    in the registry before the requirements installer even starts."""
+    import threading
+
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
+    index = simple_index(wheels)
+    root = project_factory(requirements="tinylib==1.0\n", extra_image=f'index_url = "{index.url}"\n')
+    project = load_project(root)
+    p = plan_project(project)
+    early = {_layer(p, "data").after, _layer(p, "src").after}
+    uploaded: set[str] = set()
+    all_early = threading.Event()
+    seen_at_install: list[set[str]] = []
+
+    def progress(event, what, done, total):
+        if event == "upload" and what in early and done == total:
+            uploaded.add(what)
+            if early <= uploaded:
+                all_early.set()
+        if event == "install":
+            all_early.wait(timeout=20)
+            seen_at_install.append(set(uploaded))
+
+    result = apply_plan(project, p, progress=progress)
+    assert seen_at_install == [early]
+    assert {d for d, _ in result.uploaded} >= early | {_layer(result.plan, "deps").after}
+    with _client(registry) as client:
+        repo = Reference.parse(p.image("main").repository).repository
+        assert all(client.blob_exists(repo, d) for d in early)

@@ -36,11 +36,11 @@ when the lock the run would write differs from the committed one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from compose_kfp.errors import ConfigError, StaleError
+from compose_kfp.errors import BuildError, ConfigError, StaleError
+from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.planner import Plan
 
 #: File name, next to kfp.toml.
@@ -124,15 +124,20 @@ def dumps(lock: Mapping[str, Any]) -> str:
 
 
 def write_lock(root: Path | str, lock: Mapping[str, Any]) -> Path:
-    """Write ``kfp.lock`` atomically (temporary file in the same folder, fsync, rename); return its path."""
+    """Write ``kfp.lock`` atomically (:func:`compose_kfp.oci.blobs.atomic_write`: temporary file in the same
+    folder, fsync, rename; the temporary file is removed when any step fails); return its path.
+
+    Raises:
+        BuildError: the file cannot be written (read-only folder, immutable file, disk full); the message
+            names kfp.lock, the path and the system's reason. The previous kfp.lock is left as it was.
+    """
     path = lock_path(root)
-    tmp = path.with_name(f".{LOCK_NAME}.tmp-{os.getpid()}")
-    data = dumps(lock).encode("utf-8")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, dumps(lock).encode("utf-8"))
+    except OSError as e:
+        raise BuildError(f"{LOCK_NAME}: cannot write {path}: {e.strerror or e}. The previous {LOCK_NAME} is "
+                         f"unchanged; make the file and its folder writable and run `compose-kfp apply` again "
+                         "(it will write the lock without sending anything again).") from None
     return path
 
 

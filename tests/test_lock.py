@@ -76,3 +76,35 @@ def test_diff_and_frozen(tmp_path):
         check_frozen(tmp_path, None, lock)
     with pytest.raises(StaleError, match="rebuilt"):
         check_frozen(tmp_path, lock, None)
+
+
+def test_failed_write_leaves_the_old_lock_and_no_temporary_file(tmp_path, monkeypatch):
+    """A rename that fails (kfp.lock immutable, say) -> BuildError naming kfp.lock; old file kept, no temp file."""
+    import os
+
+    from compose_kfp.errors import BuildError
+
+    _, lock = _lock()
+    write_lock(tmp_path, lock)
+    before = (tmp_path / "kfp.lock").read_bytes()
+    changed = json.loads(json.dumps(lock))
+    changed["images"]["main"]["digest"] = "sha256:" + "f" * 64
+
+    def refuse(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(BuildError, match=r"kfp.lock: cannot write .*kfp.lock: Operation not permitted"):
+        write_lock(tmp_path, changed)
+    monkeypatch.undo()
+    assert (tmp_path / "kfp.lock").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["kfp.lock"]
+
+
+def test_lock_in_a_folder_that_is_a_file_is_a_clear_error(tmp_path):
+    from compose_kfp.errors import BuildError
+
+    _, lock = _lock()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BuildError, match="kfp.lock: cannot write"):
+        write_lock(tmp_path / "file", lock)

@@ -221,3 +221,68 @@ def test_ignore_state_dir_creates_or_appends(tmp_path):
     (tmp_path / "dir" / ".gitignore").mkdir()
     with pytest.raises(ConfigError, match=r"dir/\.gitignore"):
         ignore_state_dir(tmp_path / "dir")
+
+
+# --------------------------------------------------------------------------- step files in the image
+
+LAYERS_SRC = '[[image.layers]]\nname = "code"\npaths = ["src"]\n\n'
+
+
+def _with_layers(layers: str, workdir: str = "") -> str:
+    image = '[image]\nbase = "python:3.11-slim"\nrepository = "oci:build/image"\n' + workdir
+    return MANIFEST.split("[pipeline]")[0].replace(
+        '[image]\nbase = "python:3.11-slim"\nrepository = "oci:build/image"\n', image + "\n" + layers)
+
+
+@pytest.mark.parametrize("layers", [
+    "",  # default layers (src/)
+    LAYERS_SRC,
+    '[[image.layers]]\nname = "code"\npaths = [{ src = "src/iris.py", dst = "/app/src/iris.py" }]\n\n',
+    '[[image.layers]]\nname = "code"\npaths = [{ src = "src", dst = "/app/src/" }]\n\n',
+    '[[image.layers]]\nname = "code"\npaths = [{ src = ".", dst = "/app" }]\n\n',
+])
+def test_step_files_in_a_layer_load(tmp_path, layers):
+    assert set(load_project(write(tmp_path, _with_layers(layers)), env={}).components) == {"load", "train"}
+
+
+def test_an_ignored_include_named_on_purpose_keeps_the_step_file(tmp_path):
+    # plan_layer matches an include that is itself ignored relative to the include (it was named on purpose)
+    (tmp_path / ".kfpignore").write_text("src/\n")
+    assert load_project(write(tmp_path, _with_layers(LAYERS_SRC)), env={}).components
+
+
+def test_step_file_in_the_steps_own_layer_loads(tmp_path):
+    manifest = _with_layers('[[image.layers]]\nname = "data"\npaths = ["data"]\n\n').replace(
+        '[steps.train]\n', '[steps.train]\nlayers = [{ name = "code", paths = ["src"] }]\n')
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigError, match=r"steps\.load\.function: src/iris\.py is not in the main image"):
+        load_project(write(tmp_path, manifest), env={})
+    manifest = manifest.replace('[steps.load]\nfunction = "src/iris.py:load_data"\n\n', "")
+    assert set(load_project(write(tmp_path, manifest), env={}).components) == {"train"}
+
+
+@pytest.mark.parametrize("layers,workdir,ignore,expect", [
+    ('[[image.layers]]\nname = "data"\npaths = ["data"]\n\n', "", None,
+     r"no layer puts a file there\. Layers considered: image\.layers\[0\] \(data\): data -> /app/data"),
+    # the folder goes elsewhere than workdir/src
+    ('[[image.layers]]\nname = "code"\npaths = [{ src = "src", dst = "/opt/code" }]\n\n', "", None,
+     r"at /app/src/iris\.py.*code\): src -> /opt/code"),
+    # the workdir moved: src lands at /srv/src, which is right; a mapping to /app/src is not
+    ('[[image.layers]]\nname = "code"\npaths = [{ src = "src", dst = "/app/src" }]\n\n', 'workdir = "/srv"\n',
+     None, r"at /srv/src/iris\.py"),
+    (LAYERS_SRC, "", "src/iris.py\n", r"ignore patterns .* leave out src/iris\.py"),
+    (LAYERS_SRC, "", "src/*.py\n", r"leave out src/iris\.py"),
+    (LAYERS_SRC.replace('paths = ["src"]', 'paths = ["src"]\nignore = ["*.py"]'), "", None,
+     r"leave out src/iris\.py"),
+])
+def test_step_file_outside_the_image_is_a_config_error(tmp_path, layers, workdir, ignore, expect):
+    (tmp_path / "data").mkdir()
+    if ignore is not None:
+        (tmp_path / ".kfpignore").write_text(ignore)
+    text = _with_layers(layers, workdir)
+    with pytest.raises(ConfigError, match=expect) as info:
+        load_project(write(tmp_path, text), env={})
+    message = str(info.value)
+    line = line_of(text, "src/iris.py:load_data")
+    assert f"kfp.toml:{line}: steps.load.function: " in message
+    assert "src/iris.py" in message

@@ -51,8 +51,6 @@ def test_unwritable_output_dir_is_a_clear_error(project, monkeypatch):
     assert "kfp.toml/out" in err
 
 
-@pytest.mark.xfail(strict=True, reason="validate/plan/apply accept a step whose file is in no layer of the "
-                                       "image; the step only fails when it runs ('toplevel.py: no such file')")
 def test_step_file_outside_every_layer_is_refused(project):
     (project / "toplevel.py").write_text("def top(a: int) -> int:\n    return a + 1\n")
     (project / "kfp.toml").write_text(MANIFEST.replace(

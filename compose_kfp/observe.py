@@ -60,7 +60,7 @@ from compose_kfp.oci.image import (
     select_platform,
 )
 from compose_kfp.oci.layer import LayerCache, LayerPlan, plan_layer, write_layer
-from compose_kfp.oci.reference import Reference
+from compose_kfp.oci.reference import Reference, redact_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -898,7 +898,8 @@ def pin_images(images: Mapping[str, str], registries: Registries, *,
         try:
             ref = _registry_ref(text)
         except oci_errors.InvalidReference as e:
-            raise ConfigError(f"steps.{step}.component: image {text!r} is not a valid reference: {e}") from None
+            raise ConfigError(f"steps.{step}.component: image {redact_userinfo(text)!r} is not a valid "
+                              f"reference: {e}") from None
         if ref.digest:
             out[step] = f"{ref.name}@{ref.digest}"
             continue

@@ -26,8 +26,6 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.xfail(strict=True, reason="a `user:password@` prefix without a scheme is echoed in the "
-                                       "'invalid image reference' message (README: refused without echoing it)")
 @pytest.mark.parametrize("key", ["repository", "base"])
 def test_credentials_in_a_reference_without_scheme_are_not_echoed(project, key):
     ref = {"repository": "bob:hunter2PW@localhost:5000/team/demo",
@@ -62,8 +60,6 @@ def test_step_file_outside_every_layer_is_refused(project):
     assert "steps.top" in err and "toplevel.py" in err
 
 
-@pytest.mark.xfail(strict=True, reason="init writes nothing and fails on a valid non-ASCII function name "
-                                       "(expected `path/to/file.py:function_name`)")
 def test_init_accepts_a_non_ascii_function_name(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text("def f(x: int) -> int:\n    return x\n\n"
@@ -73,8 +69,6 @@ def test_init_accepts_a_non_ascii_function_name(tmp_path):
     assert run("-C", str(tmp_path), "validate")[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="init derives the invalid step name 'sp ace_f' from src/sp ace.py and "
-                                       "then refuses its own kfp.toml, writing nothing")
 def test_init_handles_a_source_file_with_a_space(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text("def f(x: int) -> int:\n    return x\n")

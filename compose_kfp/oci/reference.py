@@ -13,6 +13,10 @@ The first path component is a registry host only if it contains ``.`` or ``:``
 or is ``localhost`` (Docker's rule); otherwise the registry is ``docker.io`` and,
 for a single-component name there, ``library/`` is prepended. ``index.docker.io``
 is normalized to ``docker.io``; its API host is ``registry-1.docker.io``.
+
+Credentials are never part of a reference: ``user:password@host/repo`` (with or
+without a ``scheme://``) is refused by :meth:`Reference.parse` with a message that
+shows the reference with its userinfo replaced by ``***@`` (see :func:`redact_userinfo`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import re
 
 from compose_kfp.oci.errors import InvalidReference
 
-__all__ = ["Reference", "DOCKER_HUB", "DOCKER_HUB_API"]
+__all__ = ["Reference", "DOCKER_HUB", "DOCKER_HUB_API", "has_userinfo", "redact_userinfo"]
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -36,6 +40,56 @@ _DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DOMAIN_LABEL = re.compile(r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])\Z")
 _IPV6 = re.compile(r"\[[a-fA-F0-9:.]+(?:%[A-Za-z0-9_.-]+)?\]\Z")
 _NAME_MAX = 255
+#: A digest as the distribution *reference* grammar spells it after ``@``: ``algorithm ":" hex{32,}``.
+_REFERENCE_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}\Z")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _userinfo_end(text: str) -> int | None:
+    """Index just past the ``@`` that ends a ``user[:password]@`` prefix of ``text``, or ``None`` if it has none.
+
+    An ``@`` followed by a digest of the reference grammar (``algorithm:`` and at least 32 hex digits)
+    separates the digest. Any other ``@`` ends userinfo when the text after it has a ``/``
+    (``host/path``: a digest never does) or when the text before it is ``x:y`` without a ``/``
+    (``user:password@host[:port]``, which cannot be told from ``name:tag@bad-digest``, so it is not
+    shown either). The *last* such ``@`` is used, so a password containing ``@`` is covered whole.
+    Other malformed digests (``ghcr.io/org/img@md5``) are not userinfo.
+    """
+    scheme = _SCHEME.match(text)
+    start = scheme.end() if scheme else 0
+    body = text[start:]
+    at = body.rfind("@")
+    if at < 0:
+        return None
+    if _REFERENCE_DIGEST.match(body[at + 1:]):
+        at = body.rfind("@", 0, at)
+        return None if at < 0 else start + at + 1
+    left, right = body[:at], body[at + 1:]
+    if "/" in right or (":" in left and "/" not in left):
+        return start + at + 1
+    return None
+
+
+def has_userinfo(text: str) -> bool:
+    """Whether an image reference (``user:pw@host/repo``, ``docker://user:pw@host/repo``) carries credentials.
+
+    ``name@sha256:<hex>`` (a digest) is not userinfo; ``user:pw@host/repo`` and ``user:pw@host:port`` are
+    (the rule is in ``_userinfo_end``).
+    """
+    return isinstance(text, str) and _userinfo_end(text) is not None
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with any ``user[:password]@`` prefix replaced by ``***@`` (a ``scheme://`` is kept).
+
+    Safe to put in messages and logs: ``"bob:pw@localhost:5000/x"`` -> ``"***@localhost:5000/x"``;
+    text without userinfo is returned unchanged.
+    """
+    end = _userinfo_end(text) if isinstance(text, str) else None
+    if end is None:
+        return text
+    scheme = _SCHEME.match(text)
+    return (text[: scheme.end()] if scheme else "") + "***@" + text[end:]
 
 
 def _fail(ref: str, part: str, why: str) -> InvalidReference:
@@ -104,9 +158,18 @@ class Reference:
 
         Raises :class:`InvalidReference` naming the reference and the wrong part
         (empty name, uppercase repository, bad tag, bad digest, bad host or port, too long).
+        A reference carrying credentials (``user:password@host/repo``, with or without a scheme) is
+        refused; that message shows the reference with the userinfo replaced by ``***@``, never the secret.
         """
         if not isinstance(s, str) or not s:
             raise InvalidReference("invalid image reference '': the reference is empty")
+        if has_userinfo(s):
+            raise InvalidReference(
+                f"invalid image reference {redact_userinfo(s)!r}: it starts with `user:password@` credentials "
+                "(not shown); credentials in an image reference are refused. Remove them and log in with "
+                "`docker login` / `podman login`, or use [image.auth] in kfp.toml (a digest is written "
+                "NAME@sha256: followed by 64 hex digits)"
+            )
         if s != s.strip() or any(c.isspace() for c in s):
             raise _fail(s, "whitespace", "references cannot contain spaces")
         rest, digest = s, None

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # imported for types only; the modules are imported when a pr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Project", "load_project", "scaffold_manifest", "detect_steps", "DetectedStep", "ignore_state_dir"]
+__all__ = ["Project", "load_project", "scaffold_manifest", "detect_steps", "DetectedStep", "SkippedStep",
+           "ignore_state_dir"]
 
 
 @dataclass(frozen=True)
@@ -247,42 +248,95 @@ class DetectedStep:
     function: str
 
 
-def detect_steps(root: Path, folder: str = "src") -> list[DetectedStep]:
+@dataclass(frozen=True)
+class SkippedStep:
+    """A file or function that ``init`` leaves out: ``file`` (relative, posix), ``function`` (``None`` for a
+    whole file) and ``reason`` (one sentence, lowercase start)."""
+
+    file: str
+    function: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}{':' + self.function if self.function else ''}: {self.reason}"
+
+
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # what `steps.*.function` accepts after the colon
+
+
+def _step_name(text: str) -> str:
+    """``text`` made into a valid step name ``[A-Za-z0-9][A-Za-z0-9_-]*``: runs of other characters -> ``_``,
+    leading/trailing ``_``/``-`` dropped (``"sp ace_f"`` -> ``"sp_ace_f"``, ``"é_f"`` -> ``"f"``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-")
+
+
+def detect_steps(root: Path, folder: str = "src", *, skipped: list[SkippedStep] | None = None) -> list[DetectedStep]:
     """Public top-level functions in ``root/folder/**/*.py`` with a fully typed signature.
 
     A function qualifies when every parameter has an annotation, it has a return
-    annotation, it takes no ``*args``/``**kwargs`` and its name does not start with
-    ``_``; test files (``test_*.py``, ``*_test.py``, ``tests/``) are skipped. The code is
-    parsed (``ast``), never imported. Files are visited in sorted order, functions in
-    file order; a function name already taken gets the file stem as prefix
-    (``other_load``). Files that do not parse are skipped with a log message.
+    annotation, it takes no ``*args``/``**kwargs``, its name does not start with
+    ``_`` and is ASCII (``steps.<name>.function`` takes ``[A-Za-z_][A-Za-z0-9_]*``); test
+    files (``test_*.py``, ``*_test.py``, ``tests/``) are skipped. The code is parsed
+    (``ast``), never imported. Files are visited in sorted order, functions in file order.
+    The step name is the function name; a name already taken gets the file stem as prefix
+    (``other_load``), with characters a step name cannot hold (space, ``.``, non-ASCII)
+    replaced by ``_`` (``sp ace.py`` -> ``sp_ace_load``), then ``_2``, ``_3``... if still taken.
+    The ``function`` reference keeps the file path as it is (spaces and non-ASCII file names are fine there).
+
+    Args:
+        skipped: when given, one :class:`SkippedStep` is appended for every file that does
+            not parse and every public function left out (untyped, ``*args``, a name that
+            cannot be referenced), in the order met. Private functions and test files are
+            not listed.
     """
     base = root / folder
     if not base.is_dir():
         return []
     found: list[DetectedStep] = []
     taken: set[str] = set()
+
+    def skip(rel: str, function: str | None, reason: str) -> None:
+        log.debug("init: skipping %s%s: %s", rel, ":" + function if function else "", reason)
+        if skipped is not None:
+            skipped.append(SkippedStep(rel, function, reason))
+
     for file in sorted(base.rglob("*.py")):
         rel = file.relative_to(root).as_posix()
         if file.name.startswith("test_") or file.stem.endswith("_test") or "tests" in file.relative_to(base).parts:
             continue
         try:
             tree = ast.parse(file.read_text(encoding="utf-8"), filename=rel)
-        except (SyntaxError, UnicodeDecodeError, ValueError) as e:
-            log.info("init: skipping %s: %s", rel, e)
+        except SyntaxError as e:
+            skip(rel, None, f"it does not parse (line {e.lineno}: {e.msg})")
+            continue
+        except (UnicodeDecodeError, ValueError) as e:
+            skip(rel, None, f"it cannot be read as UTF-8 Python source ({e})")
             continue
         for node in tree.body:
             if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
                 continue
             a = node.args
             params = a.posonlyargs + a.args + a.kwonlyargs
-            if a.vararg or a.kwarg or node.returns is None or any(p.annotation is None for p in params):
-                continue
-            name = node.name
-            if name in taken:
-                name = f"{file.stem}_{node.name}"
-            taken.add(name)
-            found.append(DetectedStep(name=name, file=rel, function=node.name))
+            untyped = [p.arg for p in params if p.annotation is None]
+            if a.vararg or a.kwarg:
+                skip(rel, node.name, "it takes *args/**kwargs; a step takes named, typed parameters only")
+            elif untyped:
+                skip(rel, node.name, f"parameter(s) {', '.join(untyped)} have no type annotation")
+            elif node.returns is None:
+                skip(rel, node.name, "it has no return annotation (use `-> None` for no output)")
+            elif not _FUNCTION_NAME.match(node.name):
+                skip(rel, node.name, "`steps.<name>.function` takes ASCII names only "
+                                     "([A-Za-z_][A-Za-z0-9_]*); rename it or wrap it in an ASCII-named function")
+            else:
+                name = node.name
+                if name in taken:
+                    # node.name is an ASCII identifier without a leading `_`: something valid is left
+                    name = _step_name(f"{file.stem}_{node.name}")
+                    stem, n = name, 2
+                    while name in taken:
+                        name, n = f"{stem}_{n}", n + 1
+                taken.add(name)
+                found.append(DetectedStep(name=name, file=rel, function=node.name))
     return found
 
 
@@ -301,7 +355,8 @@ def scaffold_manifest(root: Path, *, name: str | None = None, base: str = "pytho
 
     Detects ``requirements.txt``, ``data/`` and ``src/`` (one layer each, in that order,
     as the defaults of ``[[image.layers]]``) and typed functions in ``src/`` as steps
-    (:func:`detect_steps`). ``name`` defaults to the folder name made lowercase
+    (:func:`detect_steps`); what it leaves out is logged as a warning (``init: skipped
+    FILE[:FUNCTION]: REASON``, one line each) and listed in a comment. ``name`` defaults to the folder name made lowercase
     (``[a-z0-9-]``); ``repository`` defaults to ``oci:build/image`` (a local OCI
     layout: works without a registry). The result is valid for
     :func:`compose_kfp.schema.load_manifest` as it is; a commented ``[pipeline]``
@@ -335,7 +390,12 @@ def scaffold_manifest(root: Path, *, name: str | None = None, base: str = "pytho
         out += ["", "# Layers on top of the base, base first: what changes least comes first."]
     for layer_name, line in layers:
         out += ["", "[[image.layers]]", f"name = {_toml_str(layer_name)}", line]
-    steps = detect_steps(root)
+    skipped: list[SkippedStep] = []
+    steps = detect_steps(root, skipped=skipped)
+    for item in skipped:
+        log.warning("init: skipped %s", item)
+    if skipped:
+        out += ["", "# Left out by `compose-kfp init`:"] + [f"#   {item}" for item in skipped]
     for step in steps:
         out += ["", f"[steps.{_toml_key(step.name)}]", f"function = {_toml_str(step.file + ':' + step.function)}"]
     out += ["", "# Connect the steps into a pipeline, e.g.:", "# [pipeline]", f"# name = {_toml_str(project)}",

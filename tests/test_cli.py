@@ -196,6 +196,17 @@ def test_init_writes_a_valid_manifest(tmp_path):
     assert run("-C", str(tmp_path), "validate")[0] == 0
 
 
+def test_init_says_what_it_skipped(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("def f(x: int) -> int:\n    return x\n\ndef g(x):\n    return x\n")
+    (tmp_path / "src" / "b.py").write_text("def (:\n")
+    code, out, err = run("-C", str(tmp_path), "init")
+    assert code == 0, err
+    assert "1 step(s): f" in out
+    assert "init: skipped src/a.py:g: parameter(s) x have no type annotation" in err
+    assert "init: skipped src/b.py: it does not parse" in err
+
+
 def test_init_makes_gitignore_ignore_the_state_folder(tmp_path):
     code, out, err = run("-C", str(tmp_path), "init")
     assert code == 0, err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compose_kfp.errors import ConfigError, StepError
-from compose_kfp.project import Project, detect_steps, ignore_state_dir, load_project, scaffold_manifest
+from compose_kfp.project import Project, SkippedStep, detect_steps, ignore_state_dir, load_project, scaffold_manifest
 from compose_kfp.schema import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +170,35 @@ def test_detect_steps(tmp_path):
         ("other_train", "src/pkg/other.py", "train"),
     ]
     assert detect_steps(tmp_path / "nothing") == []
+    skipped: list[SkippedStep] = []
+    detect_steps(tmp_path, skipped=skipped)
+    assert [str(s) for s in skipped] == [
+        "src/broken.py: it does not parse (line 1: invalid syntax)",
+        "src/iris.py:untyped: parameter(s) x have no type annotation",
+        "src/iris.py:star: it takes *args/**kwargs; a step takes named, typed parameters only",
+        "src/iris.py:noreturn: it has no return annotation (use `-> None` for no output)",
+    ]
+
+
+def test_detect_steps_makes_valid_step_names_or_skips(tmp_path):
+    (tmp_path / "src" / "my dir").mkdir(parents=True)
+    (tmp_path / "src" / "a.py").write_text("def f(x: int) -> int:\n    return x\n\n"
+                                            "def \u00fcn\u00ef(x: int) -> int:\n    return x\n")
+    (tmp_path / "src" / "my dir" / "sp ace.py").write_text("def f(x: str) -> str:\n    return x\n")
+    (tmp_path / "src" / "sp_ace.py").write_text("def f(x: str) -> str:\n    return x\n")
+    (tmp_path / "src" / "\u00e9.py").write_text("def f(x: str) -> str:\n    return x\n")
+    skipped: list[SkippedStep] = []
+    steps = detect_steps(tmp_path, skipped=skipped)
+    assert [(s.name, s.file) for s in steps] == [
+        ("f", "src/a.py"), ("sp_ace_f", "src/my dir/sp ace.py"), ("sp_ace_f_2", "src/sp_ace.py"),
+        ("f_2", "src/\u00e9.py")]
+    assert [(s.file, s.function) for s in skipped] == [("src/a.py", "\u00fcn\u00ef")]
+    assert "ASCII" in skipped[0].reason
+    text = scaffold_manifest(tmp_path)
+    assert "#   src/a.py:\u00fcn\u00ef: " in text  # listed in the written kfp.toml
+    (tmp_path / "kfp.toml").write_text(text)
+    project = load_project(tmp_path, env={})
+    assert list(project.components) == ["f", "sp_ace_f", "sp_ace_f_2", "f_2"]
 
 
 def test_scaffold_is_valid_and_complete(tmp_path):

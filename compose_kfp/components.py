@@ -184,6 +184,7 @@ def _load_v1(doc: Mapping[str, Any], source: str) -> ComponentSpec:
     image = container.get("image")
     if image is not None and not isinstance(image, str):
         raise StepError(f"{source}: implementation.container.image must be a string, got {image!r}")
+    _check_image(image, source, "implementation.container.image")
     command = _arg_list(container.get("command"), source, "implementation.container.command")
     args = _arg_list(container.get("args"), source, "implementation.container.args")
     env = container.get("env") or {}
@@ -220,6 +221,26 @@ def _load_v1(doc: Mapping[str, Any], source: str) -> ComponentSpec:
     )
     _check_placeholders(spec, source)
     return spec
+
+
+def _check_image(image: Any, source: str, at: str) -> None:
+    """Refuse a component image that is not a valid image reference (the distribution reference grammar,
+    :meth:`compose_kfp.oci.reference.Reference.parse`); ``None`` (no image) passes.
+
+    Raises:
+        StepError: ``<source>: <at>: invalid image reference ...`` (credentials in it are never shown).
+    """
+    if image is None:
+        return
+    from compose_kfp.oci.errors import InvalidReference
+    from compose_kfp.oci.reference import Reference, redact_userinfo
+
+    if not isinstance(image, str):
+        raise StepError(f"{source}: {at} must be a string, got {type(image).__name__}")
+    try:
+        Reference.parse(image)
+    except InvalidReference as exc:
+        raise StepError(f"{source}: {at}: {redact_userinfo(str(exc))}") from None
 
 
 def _arg_list(value: Any, source: str, at: str) -> tuple[Arg, ...]:
@@ -348,13 +369,15 @@ def _load_v2(doc: Mapping[str, Any], source: str) -> ComponentSpec:
     command = tuple(convert.arg(a, f"command[{n}]") for n, a in enumerate(container.get("command") or []))
     args = tuple(convert.arg(a, f"args[{n}]") for n, a in enumerate(container.get("args") or []))
     env = tuple((str(e.get("name")), str(e.get("value", ""))) for e in (container.get("env") or []))
+    image = container.get("image")
+    _check_image(image, source, f"deploymentSpec.executors.{comp.get('executorLabel')}.container.image")
     info = doc.get("pipelineInfo") or {}
     spec = ComponentSpec(
         name=str(info.get("name") or comp_name),
         description=info.get("description"),
         inputs=tuple(inputs),
         outputs=tuple(outputs),
-        image=container.get("image"),
+        image=image,
         command=command,
         args=args,
         env=env,

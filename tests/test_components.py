@@ -170,6 +170,10 @@ def test_compiled_v2_container_component_is_translated(tmp_path):
         {"if": {"cond": {"isPresent": "extra"}, "then": ["--extra", {"inputValue": "extra"}], "else": ["--none"]}},
     )
     assert spec.image == "alpine@sha256:" + "1" * 64
+    text = path.read_text().replace("alpine@sha256:" + "1" * 64, "Alpine:::bad")
+    with pytest.raises(StepError, match=r"copy_text.yaml: deploymentSpec\.executors\.exec-copy-text\.container"
+                                        r"\.image: invalid image reference 'Alpine:::bad'"):
+        load_component_text(text, source="copy_text.yaml")
 
 
 def test_v2_placeholder_inside_a_longer_string_becomes_concat():
@@ -242,6 +246,9 @@ def _v1(container=None, **top):
         (_v1({"args": ["--executor_input", "{{$}}"]}), r"args\[1\]: the string '\{\{\$\}\}' is the KFP v2"),
         (_v1({"fileOutputs": {"zz": "/tmp/x"}}), r"fileOutputs.zz: names no output"),
         (_v1({"fileOutputs": {"y": "relative"}}), r"fileOutputs.y: expected an absolute path"),
+        (_v1({"image": "UPPER:::bad"}), r"x.yaml: implementation\.container\.image: invalid image reference 'UPPER:::bad'"),
+        (_v1({"image": "bob:s3cret@localhost:5000/x"}), r"implementation\.container\.image: invalid image reference '\*\*\*@"),
+        (_v1({"image": ["alpine"]}), r"implementation\.container\.image must be a string"),
         (_v1({"args": "not a list"}), r"implementation.container.args must be a list"),
         (_v1({"env": ["A=1"]}), r"env must be a mapping"),
         (_v1({}, inputs=[{"name": "a"}, {"name": "a"}]), r"inputs\[1\]: two inputs are named 'a'"),

@@ -132,19 +132,22 @@ def _normalize_key(key: str) -> str:
     return key.rstrip("/")
 
 
-def run_credential_helper(helper: str, server: str) -> Credential | None:
+def run_credential_helper(helper: str, server: str, *, origin: str = "the docker config") -> Credential | None:
     """Run ``docker-credential-<helper> get`` with ``server`` on stdin.
+
+    ``origin`` says where the helper was named (``"~/.docker/config.json (credHelpers)"``,
+    ``"kfp.toml (image.auth.helper)"``), for messages only.
 
     Returns the credential, or ``None`` when the helper says it has none
     ("credentials not found"). Raises :class:`AuthError` when the helper is not
-    on ``PATH``, times out, or fails otherwise; the message never includes the
-    helper's output (it could contain a secret).
+    on ``PATH`` (naming ``origin``, where to fix it), times out, or fails otherwise;
+    the message never includes the helper's output (it could contain a secret).
     """
     exe = shutil.which(f"docker-credential-{helper}")
     if exe is None:
         raise AuthError(
-            f"credential helper 'docker-credential-{helper}' for {server} is not on PATH; "
-            "install it or remove it from the docker config"
+            f"credential helper 'docker-credential-{helper}' for {server}, named by {origin}, is not on PATH; "
+            f"install it or remove it from {origin}"
         )
     try:
         proc = subprocess.run([exe, "get"], input=server.encode(), capture_output=True, timeout=_HELPER_TIMEOUT)
@@ -235,7 +238,8 @@ class AuthFileKeychain:
         for alias in aliases:
             if helpers.get(_normalize_key(alias)):
                 server = "https://index.docker.io/v1/" if alias in _DOCKER_HUB_KEYS else registry
-                cred = run_credential_helper(helpers[_normalize_key(alias)], server)
+                cred = run_credential_helper(helpers[_normalize_key(alias)], server,
+                                             origin=f"{self.label} (credHelpers)")
                 if cred:
                     log.debug("credentials for %s from credential helper %s", registry, helpers[_normalize_key(alias)])
                     return cred
@@ -243,7 +247,7 @@ class AuthFileKeychain:
         store = data.get("credsStore")
         if store:  # docker: the store answers first; the file's own entry only if the store has none
             server = "https://index.docker.io/v1/" if registry in _DOCKER_HUB_KEYS else registry
-            cred = run_credential_helper(store, server)
+            cred = run_credential_helper(store, server, origin=f"{self.label} (credsStore)")
             if cred:
                 log.debug("credentials for %s from credential store %s", registry, store)
                 return cred

@@ -745,7 +745,8 @@ def _pipeline(chunks: Iterator[bytes | bytearray], store: BlobStore, compression
                 w.write(comp.flush())
     finally:
         stop.set()
-        worker.join()
+        if worker.ident is not None:  # not started when store.writer() failed (read-only store)
+            worker.join()
     assert w.digest is not None
     return w.digest, "sha256:" + diff.hexdigest(), w.size
 

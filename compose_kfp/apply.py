@@ -21,7 +21,10 @@
      for several platforms, and only then the tags: the content tag
      (:func:`compose_kfp.planner.content_tag`) and ``image.tags``. A tag never names an
      incomplete image. An ``oci:PATH`` destination gets an OCI image layout instead;
-  5. writes ``kfp.lock`` and the rendered files (atomically: temporary file, rename).
+  5. writes the rendered files, then ``kfp.lock`` (each atomically: temporary file, rename), so that a
+     failure to write the files leaves kfp.lock describing the previous state and the next plan shows
+     the change again. Whether the output folder and kfp.lock's folder can be written is checked before
+     step 2, so an unwritable folder fails before anything is sent.
 
 - :func:`render_outputs` / :func:`render_from_lock`: the rendered files
   (``<output_dir>/components/<step>.yaml``, ``<output_dir>/workflow.yaml`` for the
@@ -37,14 +40,16 @@ events: ``build`` (a layer being tarred and compressed; name = layer), ``install
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import filelock
 
@@ -54,6 +59,7 @@ from compose_kfp import planner as planner_mod
 from compose_kfp.errors import AuthError, BuildError, BusyError, RegistryError, RenderError, StaleError
 from compose_kfp.images import ImageSpec, desired_images
 from compose_kfp.observe import (
+    STATE_DIR,
     ProjectState,
     Registries,
     _registry_ref,
@@ -190,7 +196,8 @@ def rendered_digests(project: Any, images: Mapping[str, str]) -> dict[str, str]:
     """sha256 hex of each file :func:`render_outputs` would write, by relative path.
 
     Memoized in ``.compose-kfp/cache/render/<inputs key>.json`` (see :func:`_render_inputs_key`), so a
-    no-op ``plan`` does not compile templates or run the KFP compiler again.
+    no-op ``plan`` does not compile templates or run the KFP compiler again. When the state folder cannot be
+    written (a read-only checkout), the digests are computed without being cached.
     """
     import json as _json
 
@@ -203,7 +210,10 @@ def rendered_digests(project: Any, images: Mapping[str, str]) -> dict[str, str]:
     except (OSError, ValueError):
         pass
     digests = {k: _sha(v) for k, v in render_outputs(project, images).items()}
-    atomic_write(path, _json.dumps(digests, sort_keys=True).encode())
+    try:
+        atomic_write(path, _json.dumps(digests, sort_keys=True).encode())
+    except OSError as e:  # a read-only checkout: plan works, only without this cache
+        log.debug("not caching rendered digests in %s: %s", path, e)
     return digests
 
 
@@ -241,9 +251,41 @@ def _all_refs_known(plan: Plan) -> bool:
     return all(image.after for image in plan.images if image.steps)
 
 
+def _output_error(project: Any, error: OSError, path: Path | str | None = None) -> RenderError:
+    """A :class:`RenderError` for a file-system ``error`` while writing under ``render.output_dir``."""
+    where = Path(path) if path is not None else Path(error.filename) if error.filename else project.loaded.output_dir
+    return RenderError(f"render.output_dir ({_rel(project.loaded.output_dir, project.root)}): cannot write "
+                       f"{_rel(where, project.root)}: {error.strerror or error}. The output folder must be a "
+                       "writable folder: fix its permissions, or set render.output_dir in kfp.toml (or "
+                       "COMPOSE_KFP_OUTPUT_DIR) to another one.")
+
+
+def check_output_writable(project: Any, files: Sequence[str]) -> None:
+    """Make sure the rendered files ``files`` (paths relative to the project folder) can be written: create
+    their folders and create and remove a probe file in each. Used by apply before anything is sent, so an
+    unwritable output folder fails before the registry or kfp.lock change.
+
+    Raises:
+        RenderError: a folder cannot be created or written (names ``render.output_dir`` and the path).
+    """
+    for folder in sorted({(project.root / rel).parent for rel in files}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise _output_error(project, e, folder) from None
+
+
 def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
     """Write ``files`` (from :func:`render_outputs`) atomically, and delete component files of steps that no
-    longer exist. Returns the paths written or removed (relative, sorted); unchanged files are not touched."""
+    longer exist. Returns the paths written or removed (relative, sorted); unchanged files are not touched.
+
+    Raises:
+        RenderError: a file cannot be written or removed (read-only folder, a path under a regular file); the
+            message names ``render.output_dir`` and the path. Files written before the failure stay written.
+    """
     root = project.root
     touched = []
     for rel, data in sorted(files.items()):
@@ -253,7 +295,10 @@ def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
                 continue
         except OSError:
             pass
-        atomic_write(path, data)
+        try:
+            atomic_write(path, data)
+        except OSError as e:
+            raise _output_error(project, e, path) from None
         touched.append(rel)
     from compose_kfp.render.component import COMPONENTS_DIR
 
@@ -262,7 +307,10 @@ def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
         for path in sorted(comp_dir.glob("*.yaml")):
             rel = _rel(path, root)
             if rel not in files:
-                path.unlink()
+                try:
+                    path.unlink()
+                except OSError as e:
+                    raise _output_error(project, e, path) from None
                 touched.append(rel)
     return sorted(touched)
 
@@ -316,6 +364,8 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
 
     Raises:
         StaleError: ``frozen`` and kfp.lock would change.
+        BuildError: a layer must be built and the state folder ``.compose-kfp`` cannot be written (read-only
+            checkout; a plan whose layers are all cached needs no writes).
         ConfigError, BuildError, RegistryError, AuthError: as observation fails.
     """
     root = project.root
@@ -324,6 +374,7 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
     try:
         images = desired_images(project.manifest, root)
         lock = lock_mod.read_lock(root)
+        ProjectState(root).dir.mkdir(exist_ok=True)  # no state folder: every layer must be built into it
         observed = observe(images, root, registries=registries, lock=lock, frozen=frozen,
                            output_dir=project.loaded.output_dir, installer=installer, progress=progress,
                            where=project.loaded.display_path)
@@ -341,6 +392,11 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
             lock_mod.check_frozen(root, lock, new_lock)
         stale = new_lock is None or lock is None or lock_mod.dumps(new_lock) != lock_mod.dumps(lock)
         return dataclasses.replace(p, lock_changes=stale)
+    except OSError as e:
+        state = ProjectState(root)
+        if _in_state_dir(state, e):
+            raise state_dir_error(state, e) from None
+        raise
     finally:
         if own:
             registries.close()
@@ -451,38 +507,96 @@ class _Recorder:
 
 
 def project_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> filelock.FileLock:
-    """The file lock serializing ``apply`` runs of the project at ``root`` (``<root>/.compose-kfp/lock``)."""
+    """The file lock serializing ``apply`` runs of the project at ``root`` (``<root>/.compose-kfp/lock``).
+
+    Raises:
+        BuildError: the state folder cannot be created (read-only checkout; names ``.compose-kfp``).
+    """
     state = ProjectState(Path(root))
-    state.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise state_dir_error(state, e) from None
     return filelock.FileLock(str(state.lock_path), timeout=timeout)
+
+
+def state_dir_error(state: ProjectState, error: OSError) -> BuildError:
+    """A :class:`BuildError` for a file-system ``error`` in the project's state folder ``.compose-kfp``."""
+    where = STATE_DIR
+    if error.filename:
+        path = Path(error.filename)
+        where = _rel(path.parent if path.name.startswith(".tmp-") else path, state.root)
+    return BuildError(f"{STATE_DIR} (the state folder: blob store, layer cache, apply lock): cannot write {where}: "
+                      f"{error.strerror or error}. compose-kfp needs a writable {state.dir} to build layers; make "
+                      "the project folder writable (or work in a writable copy).")
+
+
+def _in_state_dir(state: ProjectState, error: OSError) -> bool:
+    if not error.filename:
+        return False
+    try:
+        Path(error.filename).resolve().relative_to(state.dir.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def holding_project_lock(root: Path, timeout: float = LOCK_TIMEOUT,
+                         on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the project lock (:func:`project_lock`) for the ``with`` block.
+
+    ``on_wait()`` is called once when another apply holds it (before waiting up to ``timeout`` seconds), so
+    a caller can say why it pauses. ``apply`` plans inside this block, so the plan it prints and applies is
+    made after any other apply finished (pass ``lock_held=True`` to :func:`apply_plan` there).
+
+    Raises:
+        BusyError: still held after ``timeout`` seconds.
+        BuildError: the state folder or its lock file cannot be created (names ``.compose-kfp``).
+    """
+    lk = project_lock(root, timeout)
+    try:
+        try:
+            lk.acquire(timeout=0)
+        except filelock.Timeout:
+            if on_wait is not None:
+                on_wait()
+            lk.acquire()
+    except filelock.Timeout:
+        raise BusyError(f"another `compose-kfp apply` is running for {root} (lock {lk.lock_file} held for "
+                        f"more than {timeout:.0f} s); wait for it to finish and run again.") from None
+    except OSError as e:  # the lock file cannot be created (read-only state folder)
+        raise state_dir_error(ProjectState(Path(root)), e) from None
+    try:
+        yield
+    finally:
+        lk.release()
 
 
 def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None, frozen: bool = False,
                installer: Any = None, progress: Progress | None = None,
-               lock_timeout: float = LOCK_TIMEOUT) -> ApplyResult:
+               lock_timeout: float = LOCK_TIMEOUT, lock_held: bool = False) -> ApplyResult:
     """Execute ``plan`` for ``project`` (module docstring). Decides nothing the plan does not say.
+
+    Takes the project lock (waiting up to ``lock_timeout`` seconds) unless ``lock_held``: the caller holds it
+    already (:func:`holding_project_lock`, with the plan made inside it).
 
     Raises:
         BusyError: another apply holds the project lock for longer than ``lock_timeout`` seconds.
         StaleError: the base or a destination tag moved since the plan; a layer's files changed since
             the plan; ``frozen`` and kfp.lock would change.
-        BuildError, RegistryError, AuthError, RenderError: as the steps fail. Tags are only written once
-            every blob and manifest of the image is in place.
+        BuildError, RegistryError, AuthError, RenderError: as the steps fail (RenderError, naming
+            ``render.output_dir``, before anything is sent when the output folder cannot be written).
+            Tags are only written once every blob and manifest of the image is in place.
     """
     own = registries is None
     registries = registries or registries_for(project)
-    lk = project_lock(project.root, lock_timeout)
     try:
-        lk.acquire()
-    except filelock.Timeout:
-        raise BusyError(f"another `compose-kfp apply` is running for {project.root} (lock {lk.lock_file} held for "
-                        f"more than {lock_timeout:.0f} s); wait for it to finish and run again.") from None
-    try:
-        return _apply_locked(project, plan, registries, frozen, installer, progress)
+        with contextlib.nullcontext() if lock_held else holding_project_lock(project.root, lock_timeout):
+            return _apply_locked(project, plan, registries, frozen, installer, progress)
     except oci_errors.RegistryError as e:
         raise (AuthError(str(e)) if isinstance(e, oci_errors.AuthError) else RegistryError(str(e))) from None
     finally:
-        lk.release()
         if own:
             registries.close()
 
@@ -497,6 +611,11 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
             raise StaleError(f"the plan is for image {ip.name!r} in {ip.repository}, which kfp.toml no longer "
                              "describes; run `compose-kfp plan` again.")
     _recheck(plan, images, registries, state)
+    # Before anything is sent (even the early layer uploads): an output folder or project folder that cannot be
+    # written fails now, not after the push with the registry, kfp.lock and the rendered files disagreeing.
+    check_output_writable(project, _rendered_names(project))
+    if plan.lock_changes:
+        _check_lock_writable(root)
     rec = _Recorder()
     resolved_images = []
     built_cache: dict[tuple[str, str], Layer] = {}
@@ -524,6 +643,7 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
     old_lock = lock_mod.read_lock(root)
     if frozen:
         lock_mod.check_frozen(root, old_lock, new_lock)
+    write_lock = new_lock is not None and (old_lock is None or lock_mod.dumps(old_lock) != lock_mod.dumps(new_lock))
 
     for ip in resolved.images:
         if ip.status == "unchanged":
@@ -533,14 +653,29 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
         else:
             _push_image(ip, state, registries, rec, progress, pushed_blobs)
 
-    lock_written = False
-    if new_lock is not None and (old_lock is None or lock_mod.dumps(old_lock) != lock_mod.dumps(new_lock)):
-        lock_mod.write_lock(root, new_lock)
-        lock_written = True
+    # Rendered files first, kfp.lock last: if writing the files fails, kfp.lock still describes the previous
+    # state, so the next plan shows the change again (and apply finishes it without sending anything again).
     written = write_rendered(project, rendered)
+    if write_lock:
+        lock_mod.write_lock(root, new_lock)  # type: ignore[arg-type]
     return ApplyResult(plan=resolved, uploaded=tuple(rec.uploaded), mounted=tuple(rec.mounted),
                        manifests=tuple(rec.manifests), tags=tuple(rec.tags), built=tuple(rec.built),
-                       files=tuple(written), lock_written=lock_written)
+                       files=tuple(written), lock_written=write_lock)
+
+
+def _check_lock_writable(root: Path) -> None:
+    """Refuse early when kfp.lock's folder cannot take a new file (the lock is written by temporary file + rename).
+
+    Raises:
+        BuildError: names kfp.lock, the folder and the system's reason.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{lock_mod.LOCK_NAME}.probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BuildError(f"{lock_mod.LOCK_NAME}: cannot write {lock_mod.lock_path(root)}: {e.strerror or e}; make "
+                         "the project folder writable. Nothing was sent.") from None
 
 
 def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries, state: ProjectState) -> None:
@@ -936,5 +1071,5 @@ def _write_layout(ip: ImagePlan, state: ProjectState, registries: Registries, re
 
 
 __all__ = ["ApplyResult", "KFP_PIPELINE_FILE", "LOCK_TIMEOUT", "WORKFLOW_FILE", "apply_plan", "plan_project",
-           "lock_images", "project_lock", "registries_for", "render_from_lock", "render_outputs", "step_refs",
+           "holding_project_lock", "lock_images", "project_lock", "registries_for", "render_from_lock", "render_outputs", "step_refs",
            "write_rendered"]

@@ -232,7 +232,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     The one error boundary: a :class:`ComposeError` or :class:`OCIError` prints
     ``error: <message>`` on stderr and exits with :func:`exit_code_for`; usage errors
-    exit 1; Ctrl-C exits 130; anything else is a bug, reported as such (exit 1).
+    exit 1; Ctrl-C exits 130; an ``OSError`` no command mapped (a file that cannot be
+    written, say) prints ``error: <path>: <reason>`` and exits 1; anything else is a bug,
+    reported as such (exit 1).
     A traceback is printed only with ``--debug`` (or ``COMPOSE_KFP_DEBUG=1``).
     """
     args = list(sys.argv[1:] if argv is None else argv)
@@ -258,6 +260,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except OSError as error:  # a file-system error no command turned into a ComposeError: not a bug to report
+        code = 1
+        if debug:
+            _report_traceback(error)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - the boundary: a bug, reported briefly
         code = 1
         if debug:
@@ -272,10 +280,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _report(error: BaseException, debug: bool) -> None:
     if debug:
-        import traceback
-
-        traceback.print_exception(error, file=sys.stderr)
+        _report_traceback(error)
     print(f"error: {error}", file=sys.stderr)
+
+
+def _report_traceback(error: BaseException) -> None:
+    import traceback
+
+    traceback.print_exception(error, file=sys.stderr)
 
 
 # The build commands (plan, apply, render, lock) and `run` live in their own modules and register on ``app``.

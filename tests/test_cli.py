@@ -267,3 +267,92 @@ def test_readme_documents_every_exit_code():
     assert len(codes) >= 9
     for code in codes:
         assert re.search(rf"^\| {code} \| ", readme, flags=re.M), f"exit code {code} missing from README"
+
+
+def test_escaped_os_error_is_shown_as_path_and_reason(monkeypatch, project):
+    def fail(*_a, **_k):
+        raise PermissionError(13, "Permission denied", "/somewhere/file")
+
+    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    code, _, err = run("-C", str(project), "validate")
+    assert (code, err) == (1, "error: /somewhere/file: Permission denied\n")
+
+
+# --- unwritable output folder / state folder (scratch base, oci: destination: no registry needed)
+
+SCRATCH = VALID.replace('base = "python:3.11-slim"', 'base = "scratch"')
+
+
+@pytest.fixture
+def scratch_project(project) -> Path:
+    (project / "kfp.toml").write_text(SCRATCH)
+    return project
+
+
+def test_apply_into_an_unwritable_output_dir_changes_nothing(scratch_project, monkeypatch):
+    root = scratch_project
+    assert run("-C", str(root), "-q", "apply", "--yes")[0] == 0
+    lock, index = (root / "kfp.lock").read_bytes(), (root / "build" / "image" / "index.json").read_bytes()
+    (root / "src" / "steps.py").write_text("def double(x: int) -> int:\n    return x + x\n")
+    monkeypatch.setenv("COMPOSE_KFP_OUTPUT_DIR", "kfp.toml/out")  # under a regular file: NotADirectoryError
+    code, _, err = run("-C", str(root), "-q", "apply", "--yes")
+    assert code == errors.RenderError.exit_code, err
+    assert "render.output_dir (kfp.toml/out)" in err and "Not a directory" in err and "internal error" not in err
+    # checked before anything was sent: the image layout and kfp.lock still say the old state
+    assert (root / "kfp.lock").read_bytes() == lock
+    assert (root / "build" / "image" / "index.json").read_bytes() == index
+    monkeypatch.delenv("COMPOSE_KFP_OUTPUT_DIR")
+    code, out, _ = run("-C", str(root), "plan", "--exit-code")
+    assert code == 2 and "kfp.lock will be written" in out
+
+
+def test_failed_render_write_leaves_kfp_lock_unchanged(scratch_project, monkeypatch):
+    """Files are written before kfp.lock: a failure while writing them keeps the old lock (plan shows the change)."""
+    from compose_kfp import apply as apply_mod
+
+    root = scratch_project
+    assert run("-C", str(root), "-q", "apply", "--yes")[0] == 0
+    lock = (root / "kfp.lock").read_bytes()
+    (root / "src" / "steps.py").write_text("def double(x: int) -> int:\n    return x + x\n")
+    real = apply_mod.atomic_write
+
+    def full_disk(path, data):
+        if "build/components" in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(apply_mod, "atomic_write", full_disk)
+    code, _, err = run("-C", str(root), "-q", "apply", "--yes")
+    assert code == errors.RenderError.exit_code
+    assert "render.output_dir (build): cannot write build/components/double.yaml: No space left" in err
+    assert (root / "kfp.lock").read_bytes() == lock
+    monkeypatch.undo()
+    code, out, _ = run("-C", str(root), "plan", "--exit-code")
+    assert code == 2 and "kfp.lock will be written" in out
+
+
+def test_state_folder_that_cannot_be_created_is_a_build_error(scratch_project):
+    (scratch_project / ".compose-kfp").write_text("not a folder")
+    for command in ("plan", "apply"):
+        code, _, err = run("-C", str(scratch_project), *([command] if command == "plan" else [command, "--yes"]))
+        assert code == errors.BuildError.exit_code, err
+        assert err.startswith("error: .compose-kfp (the state folder") and "internal error" not in err
+
+
+def test_plan_with_a_read_only_state_folder_works_when_everything_is_cached(scratch_project, monkeypatch):
+    """A read-only checkout whose state is complete: plan writes nothing (the render cache is skipped)."""
+    from compose_kfp.oci import blobs
+
+    root = scratch_project
+    assert run("-C", str(root), "-q", "apply", "--yes")[0] == 0
+    import shutil
+
+    shutil.rmtree(root / ".compose-kfp" / "cache" / "render")
+
+    def read_only(path, data):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(blobs, "atomic_write", read_only)
+    monkeypatch.setattr("compose_kfp.apply.atomic_write", read_only)
+    code, out, err = run("-C", str(root), "plan", "--exit-code")
+    assert code == 0, err

@@ -38,8 +38,6 @@ def test_credentials_in_a_reference_without_scheme_are_not_echoed(project, key):
     assert "hunter2PW" not in out + err
 
 
-@pytest.mark.xfail(strict=True, reason="an output folder that cannot be created is reported as "
-                                       "'internal error: NotADirectoryError ... This is a bug'")
 def test_unwritable_output_dir_is_a_clear_error(project, monkeypatch):
     assert run("-C", str(project), "-q", "apply", "--yes")[0] == 0
     monkeypatch.setenv("COMPOSE_KFP_OUTPUT_DIR", "kfp.toml/out")

@@ -80,6 +80,48 @@ def run_images(project: Any) -> dict[str, str]:
     return _layout_refs(project, {**lock_images(project), **lock_component_images(project)})
 
 
+def stale_layers(project: Any) -> list[str]:
+    """One line per file layer of a used image whose inputs changed since kfp.lock was written (cheap check).
+
+    For every ``paths``/``rootfs`` layer of an image some function step runs in, the inputs are
+    fingerprinted (:func:`compose_kfp.observe.input_fingerprint`: one ``stat`` per file); the fingerprint
+    must be one a ``plan``/``apply`` in this checkout recorded, and the layer it planned to (in the
+    layer cache) must have the digest kfp.lock pins for that layer on some platform. A layer whose
+    inputs were never planned here, or planned to another digest, is reported; nothing is reported
+    when there is no kfp.lock or no local state (a fresh checkout: nothing to compare with).
+    Never raises for a missing or unreadable cache entry (the check is only advisory).
+    """
+    from compose_kfp.images import desired_images
+    from compose_kfp.lock import read_lock
+    from compose_kfp.observe import ProjectState, input_fingerprint
+
+    lock = read_lock(project.root)
+    state = ProjectState(project.root)
+    if lock is None or not (state.dir / "cache" / "fingerprints").is_dir():
+        return []
+    lines = []
+    for image in desired_images(project.manifest, project.root):
+        entry = (lock.get("images") or {}).get(image.name) or {}
+        if not image.steps or not entry:
+            continue
+        locked: dict[str, set[str]] = {}
+        for plat in (entry.get("platforms") or {}).values():
+            for layer in plat.get("layers") or ():
+                locked.setdefault(layer.get("name"), set()).add(layer.get("digest"))
+        for spec in image.layers:
+            if spec.kind not in ("paths", "rootfs") or spec.name not in locked:
+                continue
+            fp = input_fingerprint(spec, image.compression, project.root)
+            key = state.fingerprint_key(fp) if fp else None
+            cached = state.layer_cache.get(key) if key else None
+            if cached is not None and cached.get("digest") in locked[spec.name]:
+                continue
+            lines.append(f"layer {spec.name!r} of image {image.name!r} ({spec.where}): its files changed since "
+                         f"kfp.lock was written; this run uses the image kfp.lock pins, built from the old files. "
+                         f"Run `compose-kfp apply` to rebuild it")
+    return lines
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -111,7 +153,12 @@ def run(
     project = settings.project()
     if project.graph is None:
         raise ConfigError(f"{project.loaded.display_path}: no [pipeline] to run; add [pipeline.tasks.NAME] tables")
+    from compose_kfp.localrun import resolve_params
+
+    resolve_params(project.graph, params)  # a value of the wrong type fails here, before any image is read
     images = run_images(project)
+    for line in stale_layers(project):
+        settings.err.print(f"warning: {line}", markup=False)
     if not images and component_images(project):
         settings.err.print("note: no kfp.lock yet, so component images run by the references their files name; "
                            "`compose-kfp apply` pins them by digest", markup=False)

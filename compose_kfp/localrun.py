@@ -835,14 +835,53 @@ class _Runner:
         return tuple(self.results[t.name] for t in self.graph.tasks)
 
 
-def _resolve_params(graph: TaskGraph, params: Mapping[str, Any] | None) -> dict[str, str]:
+_PARAM_EXAMPLES = {"Integer": "a whole number such as 10", "Float": "a number such as 0.5",
+                   "Boolean": "true or false", "JsonArray": 'a JSON array such as [1, 2]',
+                   "JsonObject": 'a JSON object such as {"k": 1}'}
+
+
+def _fits(text: str, kfp_type: str) -> bool:
+    """Whether the run-time text of a param fits the KFP v1 type of its default (what its inputs expect)."""
+    try:
+        if kfp_type == "Integer":
+            int(text.strip())
+        elif kfp_type == "Float":
+            float(text.strip())
+        elif kfp_type == "Boolean":
+            return text.strip().lower() in ("true", "false")
+        elif kfp_type in ("JsonArray", "JsonObject"):
+            return isinstance(json.loads(text), list if kfp_type == "JsonArray" else dict)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_params(graph: TaskGraph, params: Mapping[str, Any] | None) -> dict[str, str]:
+    """Param name -> the text its inputs receive: the defaults of ``[pipeline.params]``, then ``params``.
+
+    Each given value must fit the type of the param's default (:func:`compose_kfp.graph.literal_type`):
+    an ``Integer`` param takes ``int()``-readable text, a ``Float`` one ``float()``-readable text, a
+    ``Boolean`` one ``true``/``false``, a ``JsonArray``/``JsonObject`` one a JSON array/object; a
+    ``String`` param takes anything. Checked before any task runs.
+
+    Raises:
+        ConfigError: an unknown param, or a value that does not fit (naming the param, the value and the type).
+    """
+    declared = {p.name: p for p in graph.params}
     values = {p.name: p.default_text for p in graph.params}
     for key, value in (params or {}).items():
         if key not in values:
             known = ", ".join(values) or "none"
             raise ConfigError(f"{graph.manifest_path}: pipeline.params: unknown param {key!r} given for the run "
                               f"(known: {known})")
-        values[key] = literal_text(value)
+        text = literal_text(value)
+        kfp_type = declared[key].type
+        if not _fits(text, kfp_type):
+            raise ConfigError(
+                f"{graph.manifest_path}: pipeline.params.{key}: the run was given {text!r}, but the param is "
+                f"{'an' if kfp_type[0] in 'AEIOU' else 'a'} {kfp_type} (its default is {declared[key].default_text}); "
+                f"expected {_PARAM_EXAMPLES.get(kfp_type, kfp_type)}")
+        values[key] = text
     return values
 
 
@@ -877,7 +916,7 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
     """
     if max_parallel < 1:
         raise ConfigError(f"max_parallel must be at least 1, got {max_parallel}")
-    values = _resolve_params(graph, params)
+    values = resolve_params(graph, params)
     run_dir = Path(run_dir).absolute()
     if any(c in str(run_dir) for c in _UNSAFE_MOUNT_CHARS):
         raise ConfigError(f"run folder {run_dir}: a path with ':' or ',' cannot be mounted into a container; "

@@ -12,6 +12,7 @@ a missing output, and a read-only input.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -380,3 +381,61 @@ def test_cli_run_local_json_and_bad_params(cli_project, run_cache, monkeypatch, 
     assert code == 1 and "--param 'oops': expected NAME=VALUE" in err
     code, out, err = cli_run("-C", str(cli_project), "run", "--local", "--param", "nope=1")
     assert code == 1 and "unknown param 'nope'" in err
+
+
+# --------------------------------------------------------------------------- params and stale images (no registry)
+
+PARAM_TOML = '''
+[steps.s]
+component = "c.yaml"
+[pipeline]
+params = { n = 3, rate = 0.5, flag = true, names = ["a"], opts = { k = 1 }, label = "x" }
+[pipeline.tasks.t]
+step = "s"
+args.a = { param = "n" }
+'''
+
+
+@pytest.mark.parametrize("name,good,bad,kind", [
+    ("n", ["10", "-2", 7], ["abc", "1.5", ""], "an Integer"),
+    ("rate", ["1", "2.5e-3", 1], ["fast"], "a Float"),
+    ("flag", ["true", "False", True], ["yes", "1"], "a Boolean"),
+    ("names", ['["b", "c"]', ["b"]], ['{"k": 1}', "b"], "a JsonArray"),
+    ("opts", ['{"k": 2}', {"k": 2}], ["[1]", "k=2"], "a JsonObject"),
+    ("label", ["anything", "1"], [], "a String"),
+])
+def test_param_values_must_fit_the_default_type(tmp_path, name, good, bad, kind):
+    (tmp_path / "c.yaml").write_text("name: c\ninputs: [{name: a}]\nimplementation:\n  container:\n"
+                                     "    image: busybox\n    command: [echo, {inputValue: a}]\n")
+    from compose_kfp.project import load_project
+
+    (tmp_path / "kfp.toml").write_text('[project]\nname = "p"\n[image]\nbase = "scratch"\n'
+                                       'repository = "oci:build/image"\n' + PARAM_TOML)
+    graph = load_project(tmp_path, env={}).graph
+    for value in good:
+        assert localrun.resolve_params(graph, {name: value})[name] == localrun.literal_text(value)
+    for value in bad:
+        with pytest.raises(ConfigError, match=re.escape(f"pipeline.params.{name}: the run was given {value!r}, "
+                                                        f"but the param is {kind} ")):
+            localrun.resolve_params(graph, {name: value})
+
+
+def test_cli_run_checks_param_types_and_warns_about_a_stale_image(tmp_path):
+    from compose_kfp.cli_run import stale_layers
+    from compose_kfp.project import load_project
+    from tests.test_cli import VALID, run
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "steps.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")
+    (tmp_path / "kfp.toml").write_text(VALID.replace('base = "python:3.11-slim"', 'base = "scratch"'))
+    assert stale_layers(load_project(tmp_path, env={})) == []  # no kfp.lock yet: nothing to compare
+    code, _, err = run("-C", str(tmp_path), "run", "--local", "-p", "x=abc")
+    assert code == 1 and "pipeline.params.x: the run was given 'abc', but the param is an Integer" in err
+    assert run("-C", str(tmp_path), "-q", "apply", "--yes")[0] == 0
+    assert stale_layers(load_project(tmp_path, env={})) == []
+    time.sleep(0.01)
+    (tmp_path / "src" / "steps.py").write_text("def double(x: int) -> int:\n    return 3 * x\n")
+    [line] = stale_layers(load_project(tmp_path, env={}))
+    assert "layer 'src' of image 'main' (image.layers[0])" in line and "compose-kfp apply" in line
+    assert run("-C", str(tmp_path), "-q", "apply", "--yes")[0] == 0
+    assert stale_layers(load_project(tmp_path, env={})) == []

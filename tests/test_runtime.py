@@ -366,6 +366,22 @@ def test_plain_files_from_other_components_are_recognised(run, workdir):
     assert (workdir / "t").read_text() == "15"
 
 
+@pytest.mark.parametrize("annotation", ["Any", "typing.Any", "object"])
+def test_any_input_takes_a_plain_file_as_json_or_text(run_stdlib, workdir, annotation):
+    """A literal passed to an `Any` input arrives as a plain file (Argo raw artifact): JSON, else text."""
+    imports = "import typing\nfrom typing import Any\n"
+    (workdir / "src" / "anyin.py").write_text(
+        imports + f"def describe(a: {annotation}) -> str:\n    return type(a).__name__ + ':' + repr(a)\n")
+    (workdir / "obj.json").write_text('{"k": 1}')
+    (workdir / "words.txt").write_text("plain words\n")
+    ok(run_stdlib("src/anyin.py:describe", "--in", "a", str(workdir / "obj.json"), "--out", "output",
+                  str(workdir / "o1")))
+    assert (workdir / "o1").read_text() == "dict:{'k': 1}"
+    ok(run_stdlib("src/anyin.py:describe", "--in", "a", str(workdir / "words.txt"), "--out", "output",
+                  str(workdir / "o2")))
+    assert (workdir / "o2").read_text() == "str:'plain words\\n'"
+
+
 def test_unreadable_artifact_input_names_the_input(run_stdlib, workdir):
     (workdir / "not-an-artifact").write_text("hello")
     proc = run_stdlib("src/typed_steps.py:read_tally", "--in", "tally", str(workdir / "not-an-artifact"),

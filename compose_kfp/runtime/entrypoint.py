@@ -275,6 +275,10 @@ def _write_one(o: Output, value: Any, path: str) -> None:
         _log("wrote output '{}' ({}, {}) to {}".format(o.name, meta["python_type"], meta["format"], path))
 
 
+#: Annotations that accept any object: such an input also takes a plain file (a literal, raw artifact).
+_ANY_ANNOTATIONS = frozenset({"Any", "typing.Any", "t.Any", "object"})
+
+
 def run(argv: Sequence[str]) -> int:
     """Run the step described by ``argv``; see the module docstring. Returns the exit status."""
     ref, ins, outs = parse_args(argv)
@@ -301,9 +305,10 @@ def run(argv: Sequence[str]) -> int:
         traceback.print_exc()
         return 1
     # Artifacts are loaded after the import, so pickled classes of the step's own module resolve.
+    untyped = {p.name for p in sig.parameters if p.annotation in _ANY_ANNOTATIONS}
     for name, path in artifacts.items():
         try:
-            values[name] = marshal.read_artifact(path, "input '{}'".format(name))
+            values[name] = marshal.read_artifact(path, "input '{}'".format(name), plain=name in untyped)
         except marshal.MarshalError as exc:
             raise UsageError(str(exc))
     for o in sig.outputs:

@@ -155,12 +155,16 @@ def is_artifact_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, METADATA_FILE))
 
 
-def read_artifact(path: str, what: str = "artifact") -> Any:
+def read_artifact(path: str, what: str = "artifact", plain: bool = False) -> Any:
     """Load the value marshalled at ``path`` (a folder from :func:`write_artifact`, or a plain data file).
 
     Args:
         path: the folder, or a ``.npy``/parquet/pickle file.
         what: how to name the value in messages (``input 'model'``).
+        plain: the parameter takes any object (``Any``/``object``): a file in none of those formats
+            (a literal argument, which Argo passes as a raw artifact, or a third-party component's
+            output) is read as UTF-8 text and given as its JSON value when it parses as JSON, else as
+            the text (bytes when it is not UTF-8).
 
     Raises:
         MarshalError: ``path`` does not exist, has an unknown format, or needs a library
@@ -189,6 +193,17 @@ def read_artifact(path: str, what: str = "artifact") -> Any:
         return _load("parquet", path, what)
     if head[:1] == b"\x80":
         return _load("joblib" if _optional_module("joblib") is not None else "pickle", path, what)
+    if plain:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     raise MarshalError("{}: {} is neither a compose-kfp artifact folder nor a .npy, parquet or pickle file".format(
         what, path))
 

@@ -11,7 +11,8 @@ Structure, for whoever adds a command (``plan``, ``apply``, ``render``, ``run``,
   :class:`~compose_kfp.oci.errors.OCIError` through) and never prints errors or
   exits itself: :func:`main` is the one error boundary (message on stderr,
   :func:`~compose_kfp.errors.exit_code_for` as status, a traceback only with ``--debug``);
-- normal output goes to stdout through ``settings.out`` (silenced by ``-q``),
+- normal output goes to stdout through ``settings.out`` (silenced by ``-q``), a
+  ``--json`` result through ``settings.result`` (never silenced),
   progress and notes to stderr through ``settings.err``; a command that returns an
   ``int`` makes it the exit status (``plan --exit-code``).
 
@@ -25,6 +26,7 @@ import enum
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,9 @@ class Settings:
     def __post_init__(self) -> None:
         self.out = Console(file=sys.stdout, quiet=self.quiet, highlight=False, soft_wrap=True)
         self.err = Console(file=sys.stderr, quiet=self.quiet, highlight=False, soft_wrap=True)
+        # A command's machine-readable result (``--json``): printed even with -q, which silences only the
+        # human text and progress.
+        self.result = Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
     @property
     def manifest_path(self) -> Path:
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     reported as such (exit 1).
     A traceback is printed only with ``--debug`` (or ``COMPOSE_KFP_DEBUG=1``).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args or os.environ.get("COMPOSE_KFP_DEBUG") == "1"
     try:
         result = app(args=args, prog_name="compose-kfp", standalone_mode=False)
@@ -276,6 +281,47 @@ def main(argv: list[str] | None = None) -> NoReturn:
                   file=sys.stderr)
     sys.stdout.flush()
     sys.exit(code)
+
+
+#: Global flags (no value) also accepted after the command name: ``compose-kfp apply -y -q``.
+_HOISTED = re.compile(r"-q|--quiet|-v+|--verbose|--debug")
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """``args`` with the global flags ``-q``/``-v``/``--debug`` that follow the command name moved in front of it,
+    so that they work on either side (click only accepts a group's options before the command).
+
+    A flag is moved only when the command has no option of that name itself and the token is not the value of
+    one of the command's options; nothing after ``--`` moves. Options taking values (``-C``, ``-f``) must still
+    come first.
+    """
+    group = typer.main.get_command(app)
+    commands = getattr(group, "commands", {})
+    i, takes_value = 0, {"-C", "--project-dir", "-f", "--file"}
+    while i < len(args) and args[i].startswith("-"):  # the global options before the command
+        i += 2 if args[i] in takes_value else 1
+    if i >= len(args) or args[i] not in commands:
+        return args
+    params = commands[args[i]].params
+    own = {o for param in params for o in (*param.opts, *param.secondary_opts)}
+    valued = {o for param in params if getattr(param, "param_type_name", "") == "option"
+              and not getattr(param, "is_flag", False) and not getattr(param, "count", False) for o in param.opts}
+    front, rest, j = args[:i], [args[i]], i + 1
+    while j < len(args):
+        token = args[j]
+        if token == "--":
+            rest.extend(args[j:])
+            break
+        if token in valued:
+            rest.extend(args[j:j + 2])
+            j += 2
+            continue
+        if _HOISTED.fullmatch(token) and token not in own:
+            front.append(token)
+        else:
+            rest.append(token)
+        j += 1
+    return front + rest
 
 
 def _report(error: BaseException, debug: bool) -> None:

@@ -94,8 +94,8 @@ def plan(
         p = plan_project(project, frozen=frozen, progress=bars)
     if out is not None:
         out.write_text(p.to_json(), encoding="utf-8")
-    if as_json:
-        settings.out.print(p.to_json(), markup=False)
+    if as_json:  # the command's result: printed even with -q
+        settings.result.print(p.to_json(), markup=False)
     else:
         settings.out.print(format_plan(p, verbose=settings.verbose > 0), markup=False, end="")
         if out is not None:
@@ -122,41 +122,71 @@ def apply(
         "--lock-timeout", help="Seconds to wait for another apply of this project to finish.")] = 30.0,
 ) -> None:
     """Build changed layers, push missing blobs, manifests and tags, write kfp.lock and render the outputs."""
-    from compose_kfp.apply import apply_plan, plan_project
+    from compose_kfp.apply import apply_plan, holding_project_lock, plan_project
     from compose_kfp.planner import Plan, format_plan, human_bytes
 
     settings = _settings(ctx)
     project = _load(settings, repository, base)
-    with _Bars(settings, enabled=not as_json) as bars:
-        if plan_file is not None:
-            try:
-                p = Plan.from_json(plan_file.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise ConfigError(f"--plan {plan_file}: no such file.") from None
-            except (ValueError, KeyError, TypeError) as e:
-                raise ConfigError(f"--plan {plan_file}: not a plan saved by `compose-kfp plan --out` ({e}).") from None
-            if Path(p.root).resolve() != project.root.resolve():
-                raise StaleError(f"--plan {plan_file} was made for the project in {p.root}, not {project.root}.")
-        else:
-            p = plan_project(project, frozen=frozen, progress=bars)
-    if not as_json:
-        settings.out.print(format_plan(p, verbose=settings.verbose > 0), markup=False, end="")
-    if not p.has_changes:
+    interactive = not yes and sys.stdin.isatty() and sys.stdout.isatty() and not as_json
+
+    def make_plan() -> Plan:
+        with _Bars(settings, enabled=not as_json) as bars:
+            return plan_project(project, frozen=frozen, progress=bars)
+
+    def nothing_to_do(p: Plan) -> None:
         if as_json:
-            settings.out.print(json.dumps({"plan": p.to_dict(), "result": None, "changed": False}, indent=2,
-                                          sort_keys=True), markup=False)
+            settings.result.print(json.dumps({"plan": p.to_dict(), "result": None, "changed": False}, indent=2,
+                                             sort_keys=True), markup=False)
         else:
             settings.out.print("Nothing to do: nothing uploaded.", markup=False)
+
+    if plan_file is not None:
+        try:
+            p = Plan.from_json(plan_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--plan {plan_file}: no such file.") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"--plan {plan_file}: not a plan saved by `compose-kfp plan --out` ({e}).") from None
+        if Path(p.root).resolve() != project.root.resolve():
+            raise StaleError(f"--plan {plan_file} was made for the project in {p.root}, not {project.root}.")
+    else:
+        p = make_plan()
+    shown = format_plan(p, verbose=settings.verbose > 0)
+    if not as_json:
+        settings.out.print(shown, markup=False, end="")
+    if not p.has_changes:
+        nothing_to_do(p)
         return
-    if not yes and sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
-        if not typer.confirm("Apply these changes?", default=False):
-            settings.err.print("Cancelled; nothing was changed.", markup=False)
-            raise typer.Exit(1)
-    with _Bars(settings, enabled=not as_json) as bars:
-        result = apply_plan(project, p, frozen=frozen, progress=bars, lock_timeout=lock_timeout)
+    if interactive and not typer.confirm("Apply these changes?", default=False):
+        settings.err.print("Cancelled; nothing was changed.", markup=False)
+        raise typer.Exit(1)
+    waited = []
+
+    def on_wait() -> None:
+        waited.append(True)
+        settings.err.print(f"Waiting for another `compose-kfp apply` of this project to finish (up to "
+                           f"{lock_timeout:.0f} s)...", markup=False)
+
+    with holding_project_lock(project.root, lock_timeout, on_wait=on_wait):
+        if waited and plan_file is None:
+            # The other apply may have done some or all of it: plan again, under the lock, and apply (and
+            # print) that plan, not the one made before the wait.
+            p = make_plan()
+            again = format_plan(p, verbose=settings.verbose > 0)
+            if again != shown and not as_json:
+                settings.out.print("The other apply changed what is to be done; the plan is now:", markup=False)
+                settings.out.print(again, markup=False, end="")
+            if not p.has_changes:
+                nothing_to_do(p)
+                return
+            if again != shown and interactive and not typer.confirm("Apply these changes?", default=False):
+                settings.err.print("Cancelled; nothing was changed.", markup=False)
+                raise typer.Exit(1)
+        with _Bars(settings, enabled=not as_json) as bars:
+            result = apply_plan(project, p, frozen=frozen, progress=bars, lock_held=True)
     if as_json:
-        settings.out.print(json.dumps({"plan": p.to_dict(), "result": result.to_dict(), "changed": result.changed},
-                                      indent=2, sort_keys=True), markup=False)
+        settings.result.print(json.dumps({"plan": p.to_dict(), "result": result.to_dict(),
+                                          "changed": result.changed}, indent=2, sort_keys=True), markup=False)
         return
     if result.uploaded:
         settings.out.print(f"Uploaded {len(result.uploaded)} blob(s), {human_bytes(result.uploaded_bytes)}"

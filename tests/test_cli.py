@@ -356,3 +356,56 @@ def test_plan_with_a_read_only_state_folder_works_when_everything_is_cached(scra
     monkeypatch.setattr("compose_kfp.apply.atomic_write", read_only)
     code, out, err = run("-C", str(root), "plan", "--exit-code")
     assert code == 0, err
+
+
+# --- -q and --json, global flags after the command
+
+def test_json_result_prints_even_with_quiet(scratch_project):
+    code, out, err = run("-C", str(scratch_project), "-q", "apply", "--json")
+    assert code == 0 and err == ""
+    result = json.loads(out)
+    assert result["changed"] is True and result["result"]["lock_written"] is True
+    code, out, _ = run("-C", str(scratch_project), "-q", "plan", "--json")
+    assert code == 0 and json.loads(out)["root"] == str(scratch_project)
+    code, out, _ = run("-C", str(scratch_project), "-q", "apply", "--json")  # nothing to do: still a result
+    assert code == 0 and json.loads(out) == {"plan": json.loads(run("-C", str(scratch_project), "plan",
+                                                                     "--json")[1]), "result": None,
+                                             "changed": False}
+
+
+def test_global_flags_after_the_command(scratch_project):
+    code, out, err = run("-C", str(scratch_project), "apply", "-y", "-q")
+    assert (code, out, err) == (0, "", "")
+    assert (scratch_project / "kfp.lock").is_file()
+    code, out, err = run("-C", str(scratch_project), "validate", "-q")
+    assert (code, out) == (0, "")
+    # a value of the command's own option is not taken for a flag
+    code, _, err = run("-C", str(scratch_project), "plan", "--repository", "-q")
+    assert code == 1 and "'-q'" in err
+    # after `--` nothing moves
+    assert cli._hoist_global_flags(["run", "--", "-q"]) == ["run", "--", "-q"]
+    assert cli._hoist_global_flags(["-C", "x", "plan", "-v", "--json", "--debug"]) == [
+        "-C", "x", "-v", "--debug", "plan", "--json"]
+
+
+def test_apply_that_waited_for_the_lock_plans_again(scratch_project):
+    """A second apply that had to wait applies (and prints) a plan made after the first one finished."""
+    from compose_kfp.apply import apply_plan, holding_project_lock, plan_project
+    from compose_kfp.project import load_project
+
+    root = scratch_project
+    project = load_project(root / "kfp.toml", env={})
+    with holding_project_lock(root):
+        proc = subprocess.Popen([sys.executable, "-m", "compose_kfp", "-C", str(root), "apply", "-y"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "Waiting for another `compose-kfp apply`" in proc.stderr.readline()
+            apply_plan(project, plan_project(project), lock_held=True)  # the "other" apply does everything
+        except BaseException:
+            proc.kill()
+            raise
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    first, _, after = out.partition("The other apply changed what is to be done; the plan is now:")
+    assert "kfp.lock will be written" in first and after, out
+    assert "kfp.lock will be written" not in after and after.rstrip().endswith("Nothing to do: nothing uploaded.")

@@ -986,7 +986,8 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
 
     Raises:
         ConfigError, BuildError, RegistryError, AuthError: as the reads fail; nothing is written but the
-        local, content-addressed cache.
+        local, content-addressed cache. A registry error while reading the base or the destination starts
+        with the kfp.toml key that names that registry (``image.base = '...': cannot reach ...``).
     """
     if not images:
         raise ConfigError(f"{where}: no image to build")
@@ -997,9 +998,12 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         base_entry = lock.get("base") or {}
         if base_entry.get("reference") == first.base:
             locked_bases = {p: e.get("digest") for p, e in (base_entry.get("platforms") or {}).items()}
+    key = f"image.base = {redact_userinfo(first.base)!r}"  # which kfp.toml key names the registry being read
     try:
         bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)
+        key = None
         layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
+        key = f"image.repository = {redact_userinfo(first.repository)!r}"
         dest = _Destination(first.repository, state.root, registries)
         counts = {b.digest: tuple(d for d, _, _ in b.layers) for b in bases.values() if b.digest}
         current = {image.name: observe_current(image, dest, lock, counts) for image in images}
@@ -1047,7 +1051,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
             same = base0.registry is not None and base0.registry == dest.host
         rendered = observe_rendered(output_dir, state.root) if output_dir is not None else {}
     except oci_errors.RegistryError as e:
-        raise _registry_error(e) from None
+        raise _registry_error(type(e)(f"{key}: {e}", status=e.status, code=e.code) if key else e) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
                     file_records=records, rendered=rendered, same_registry=same)
 

@@ -8,7 +8,8 @@ blobs are not all in the registry.
 Transport:
 
 * ``requests`` with a pooled :class:`~requests.adapters.HTTPAdapter` and urllib3
-  :class:`~urllib3.util.Retry`: connection errors, timeouts and HTTP 408, 429,
+  :class:`~urllib3.util.Retry`: connection errors (except a refused connection,
+  which fails at once: nothing listens there), timeouts and HTTP 408, 429,
   500, 502, 503, 504 are retried with exponential backoff and jitter, honouring
   ``Retry-After`` (capped at :data:`MAX_RETRY_AFTER` seconds), at most
   ``retries`` times. ``PATCH`` (not idempotent) is not retried by urllib3: a
@@ -218,12 +219,35 @@ def _digest_of(data: bytes, algo: str) -> str:
     return f"{algo}:" + hashlib.new(algo, data).hexdigest()
 
 
+def connection_refused(error: BaseException | None) -> bool:
+    """Whether ``error`` (a requests/urllib3 exception, walked through its causes) is a refused TCP connection:
+    nothing listens at the address, so retrying with backoff would only delay the same answer."""
+    todo, seen = [error], set()
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:  # ``reason`` can be a str (SSLError)
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    return False
+
+
 class _CappedRetry(Retry):
-    """urllib3 Retry whose ``Retry-After`` sleeps are capped at :data:`MAX_RETRY_AFTER` seconds."""
+    """urllib3 Retry whose ``Retry-After`` sleeps are capped at :data:`MAX_RETRY_AFTER` seconds and that does not
+    retry a refused connection (resets, timeouts and retryable statuses are still retried)."""
 
     def get_retry_after(self, response):  # type: ignore[override]
         value = super().get_retry_after(response)
         return None if value is None else min(value, MAX_RETRY_AFTER)
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,  # type: ignore[override]
+                  _stacktrace=None):
+        if error is not None and connection_refused(error):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def _scope_key(scopes: Iterable[str]) -> dict[str, frozenset[str]]:
@@ -409,6 +433,10 @@ class RegistryClient:
             raise RegistryError(f"{self.registry}: {method} {self._shown(url)} kept failing after "
                                 f"{self.retries} retries ({type(e).__name__})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            if connection_refused(e):
+                raise RegistryError(f"cannot reach the registry {self.registry}: nothing is listening at "
+                                    f"{self.scheme}://{self.registry} (connection refused on {method} "
+                                    f"{self._shown(url)}); start the registry or fix the host and port") from None
             kind = "timed out" if isinstance(e, requests.exceptions.Timeout) or "timed out" in str(e).lower() \
                 else "connection failed"
             raise RegistryError(f"cannot reach {self.registry}: {method} {self._shown(url)} {kind} "

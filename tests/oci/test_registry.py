@@ -22,7 +22,7 @@ from compose_kfp.oci.registry import (
     push_image,
     push_index,
 )
-from tests.fixtures.registry import BASIC_PASSWORD, FaultProxy, image_json, tar_layer
+from tests.fixtures.registry import BASIC_PASSWORD, Fault, FaultProxy, image_json, tar_layer
 
 pytestmark = pytest.mark.registry
 
@@ -429,3 +429,37 @@ def test_tls_with_certs_d_folder(registry_tls, unique_repo, tmp_path):
     with pytest.raises(RegistryError):
         RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[], ca_file=certs["ca"],
                        retries=0).ping()
+
+
+def _closed_port() -> int:
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_connection_fails_at_once_and_says_nothing_listens():
+    import time
+
+    host = f"127.0.0.1:{_closed_port()}"
+    client = RegistryClient(host, StaticKeychain({}), retries=5, backoff=0.5)  # defaults would wait ~18 s
+    started = time.monotonic()
+    with pytest.raises(RegistryError) as exc:
+        client.head_manifest("team/app", "v1")
+    assert time.monotonic() - started < 1.0  # not retried with backoff
+    message = str(exc.value)
+    assert host in message and "nothing is listening" in message and "connection refused" in message
+    assert "retries" not in message
+
+
+def test_refused_connection_is_told_from_a_reset(registry, fault_proxy):
+    from compose_kfp.oci.registry import connection_refused
+
+    proxy = fault_proxy(registry)
+    proxy.add(Fault("GET", r"/v2/", "reset", times=-1))
+    with pytest.raises(RegistryError) as exc:
+        RegistryClient(proxy.host, StaticKeychain({}), retries=2, backoff=0.01).ping()
+    assert "after 2 retries" in str(exc.value) and "nothing is listening" not in str(exc.value)
+    assert len(proxy.records("GET", r"/v2/")) == 3  # a reset is still retried
+    assert connection_refused(ConnectionRefusedError(111, "Connection refused"))
+    assert not connection_refused(ConnectionResetError(104, "Connection reset by peer"))

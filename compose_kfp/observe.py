@@ -260,6 +260,7 @@ class Observed:
         file_records: layer digest -> file stamps recorded when it was built (for reasons).
         rendered: path relative to the project -> sha256 hex of the rendered file on disk.
         same_registry: the base registry is the destination registry (base layers can be mounted).
+        warnings: reproducibility warnings of the requirements files (:func:`requirements_warnings`), in order.
     """
 
     bases: Mapping[str, BaseState]
@@ -270,6 +271,7 @@ class Observed:
     file_records: Mapping[str, tuple[tuple[str, int, int], ...]] = dataclasses.field(default_factory=dict)
     rendered: Mapping[str, str] = dataclasses.field(default_factory=dict)
     same_registry: bool = False
+    warnings: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- clients
@@ -1003,6 +1005,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)
         key = None
         layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
+        warnings = requirements_warnings(images, state.root)
         key = f"image.repository = {redact_userinfo(first.repository)!r}"
         dest = _Destination(first.repository, state.root, registries)
         counts = {b.digest: tuple(d for d, _, _ in b.layers) for b in bases.values() if b.digest}
@@ -1053,7 +1056,30 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
     except oci_errors.RegistryError as e:
         raise _registry_error(type(e)(f"{key}: {e}", status=e.status, code=e.code) if key else e) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
-                    file_records=records, rendered=rendered, same_registry=same)
+                    file_records=records, rendered=rendered, same_registry=same, warnings=warnings)
+
+
+def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str, ...]:
+    """:func:`compose_kfp.deps.reproducibility_warnings` of every requirements file the images' layers name
+    (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
+    shown relative to it. Reads files only.
+
+    Raises:
+        ConfigError: a requirements file (or one it includes) cannot be read.
+    """
+    seen: set[str] = set()
+    out: list[str] = []
+    prefix = str(Path(root).resolve()) + os.sep
+    for image in images:
+        for spec in image.layers:
+            if spec.kind != "requirements" or not spec.requirements or spec.requirements in seen:
+                continue
+            seen.add(spec.requirements)
+            for message in deps_mod.reproducibility_warnings(spec.requirements):
+                message = message.removeprefix(prefix)
+                if message not in out:
+                    out.append(message)
+    return tuple(out)
 
 
 def _with_reason_files(layers: Mapping[tuple[str, str], tuple[LayerState, ...]], current: Mapping[str, CurrentImage],
@@ -1091,5 +1117,5 @@ def _registry_error(e: oci_errors.RegistryError) -> Exception:
 
 
 __all__ = ["BaseState", "CurrentImage", "LayerState", "Observed", "PlatformImageState", "ProjectState", "Registries",
-           "STATE_DIR", "deps_target", "file_stamps", "is_local_destination", "keychain_for", "layer_plan",
+           "STATE_DIR", "deps_target", "file_stamps", "is_local_destination", "keychain_for", "layer_plan", "requirements_warnings",
            "layout_path", "observe", "observe_current", "pin_images", "observe_layers", "observe_rendered", "resolve_base"]

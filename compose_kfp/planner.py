@@ -260,7 +260,9 @@ class Summary:
 class Plan:
     """The whole plan (module docstring). ``project``: project name; ``root``: the project folder;
     ``lock_changes``: ``kfp.lock`` would be written (missing, or different from what apply records);
-    ``component_images``: ``(step, repository@sha256:...)`` pins of third-party component images."""
+    ``component_images``: ``(step, repository@sha256:...)`` pins of third-party component images;
+    ``warnings``: messages to show with the plan (requirements that are not pinned or not hash-locked, from
+    :attr:`compose_kfp.observe.Observed.warnings`), in order."""
 
     project: str
     root: str
@@ -268,6 +270,7 @@ class Plan:
     files: tuple[FileChange, ...] = ()
     lock_changes: bool = False
     component_images: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
     version: int = PLAN_VERSION
 
     @property
@@ -350,7 +353,8 @@ class Plan:
         return cls(project=d["project"], root=d["root"], images=tuple(images),
                    files=tuple(FileChange(**f) for f in d.get("files", [])),
                    lock_changes=bool(d.get("lock_changes", False)),
-                   component_images=tuple((a, b) for a, b in d.get("component_images", [])), version=d["version"])
+                   component_images=tuple((a, b) for a, b in d.get("component_images", [])),
+                   warnings=tuple(d.get("warnings", [])), version=d["version"])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -558,7 +562,7 @@ def plan(images: Sequence[ImageSpec], observed: Observed, *, project: str = "", 
     """
     planned = tuple(plan_image(image, observed) for image in images)
     files = plan_files(rendered, observed.rendered) if rendered is not None else ()
-    return Plan(project=project, root=root, images=planned, files=files)
+    return Plan(project=project, root=root, images=planned, files=files, warnings=tuple(observed.warnings))
 
 
 def plan_files(desired: Mapping[str, str | None], on_disk: Mapping[str, str],
@@ -611,7 +615,8 @@ def human_bytes(n: int) -> str:
 
 
 def format_plan(p: Plan, *, verbose: bool = False) -> str:
-    """Terraform-style text of ``p``: legend, one line per layer, files, and the ``Plan: ...`` line.
+    """Terraform-style text of ``p``: legend, one line per layer, files, ``Warnings:`` (if any) and the
+    ``Plan: ...`` (or ``No changes.``) line.
 
     Unchanged layers are listed too (with a blank symbol) unless nothing in the image changed and
     ``verbose`` is off.
@@ -673,6 +678,10 @@ def format_plan(p: Plan, *, verbose: bool = False) -> str:
         lines.append("")
     if p.lock_changes:
         lines.append("kfp.lock will be written.")
+        lines.append("")
+    if p.warnings:
+        lines.append("Warnings:")
+        lines.extend(f"  ! {w}" for w in p.warnings)
         lines.append("")
     s = p.summary
     if not p.has_changes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import pytest
 
@@ -309,3 +310,48 @@ def test_no_function_step_means_no_runtime_layer(tmp_path):
 def test_helpers():
     assert content_tag("sha256:" + "0123456789abcdef" * 4) == "kfp-0123456789abcdef"
     assert human_bytes(12345) == "12.3 kB" and human_bytes(512) == "512 B" and human_bytes(10 ** 9) == "1.0 GB"
+
+
+# --------------------------------------------------------------------------- requirement warnings
+
+
+H = "sha256:" + "ab" * 32
+
+
+def test_requirement_warnings_are_carried_into_the_plan_text_and_json(tmp_path):
+    from compose_kfp.observe import requirements_warnings
+
+    req = tmp_path / "requirements.txt"
+    req.write_text(f"numpy==2.1.0 --hash={H}\nsix --hash={H}\npandas>=2\n")
+    img = image_spec(layers=(LayerSpec("deps", "requirements", requirements=str(req.resolve())),))
+    warnings = requirements_warnings([img, dataclasses.replace(img, name="other")], tmp_path)
+    # `six --hash=...` has a hash but no `==` version: not pinned; each file is read once; paths are relative.
+    assert [w.split(":", 2)[:2] for w in warnings] == [["requirements.txt", "2"], ["requirements.txt", "3"]]
+    assert "`six` is not pinned" in warnings[0] and "`pandas` is not pinned" in warnings[1]
+    assert str(tmp_path) not in "".join(warnings)
+
+    p = plan([image_spec()], dataclasses.replace(observed(), warnings=warnings))
+    assert p.warnings == warnings
+    text = format_plan(p)
+    lines = text.splitlines()
+    at = lines.index("Warnings:")
+    assert lines[at + 1:at + 3] == [f"  ! {w}" for w in warnings]
+    assert lines[-1].startswith("Plan: ") and at < len(lines) - 1
+    assert json.loads(p.to_json())["warnings"] == list(warnings)
+    assert Plan.from_json(p.to_json()) == p
+
+    unchanged = plan([image_spec()], dataclasses.replace(observed(current=current_from(p)), warnings=warnings))
+    text = format_plan(unchanged)
+    assert "Warnings:" in text and text.rstrip().endswith("match kfp.toml.")
+    assert text.index("Warnings:") < text.index("No changes.")
+
+
+def test_pinned_and_hashed_requirements_give_no_warnings(tmp_path):
+    from compose_kfp.observe import requirements_warnings
+
+    req = tmp_path / "requirements.txt"
+    req.write_text(f"numpy==2.1.0 --hash={H}\nsix==1.16.0 \\\n    --hash={H}\n")
+    img = image_spec(layers=(LayerSpec("deps", "requirements", requirements=str(req)),))
+    assert requirements_warnings([img], tmp_path) == ()
+    p = plan([image_spec()], observed())
+    assert p.warnings == () and "Warnings:" not in format_plan(p)

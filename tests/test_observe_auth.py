@@ -76,8 +76,13 @@ def test_username_env_without_password_env_is_a_config_error(tmp_path):
 
 
 def test_no_known_destination_warns_and_stays_anonymous(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="compose_kfp.observe"):
-        assert keychain_for(_env_auth(), tmp_path, None).resolve("docker.io", "library/python") is ANONYMOUS
+    logger = logging.getLogger("compose_kfp.observe")
+    logger.addHandler(caplog.handler)  # the CLI tests may have stopped propagation to the root logger
+    try:
+        with caplog.at_level(logging.WARNING, logger="compose_kfp.observe"):
+            assert keychain_for(_env_auth(), tmp_path, None).resolve("docker.io", "library/python") is ANONYMOUS
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "CKFP_PASS" in caplog.text
 
 

@@ -56,7 +56,7 @@ import filelock
 from compose_kfp import deps as deps_mod
 from compose_kfp import lock as lock_mod
 from compose_kfp import planner as planner_mod
-from compose_kfp.errors import AuthError, BuildError, BusyError, RegistryError, RenderError, StaleError
+from compose_kfp.errors import AuthError, BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError
 from compose_kfp.images import ImageSpec, desired_images
 from compose_kfp.observe import (
     STATE_DIR,
@@ -588,12 +588,22 @@ def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None
         BuildError, RegistryError, AuthError, RenderError: as the steps fail (RenderError, naming
             ``render.output_dir``, before anything is sent when the output folder cannot be written).
             Tags are only written once every blob and manifest of the image is in place.
+        Interrupted: Ctrl-C; the message says what was done (nothing tagged, or which tags were set). Worker
+            threads still sending a blob are left running (not waited for); see ``cli.main``.
     """
     own = registries is None
     registries = registries or registries_for(project)
+    rec = _Recorder()
     try:
         with contextlib.nullcontext() if lock_held else holding_project_lock(project.root, lock_timeout):
-            return _apply_locked(project, plan, registries, frozen, installer, progress)
+            return _apply_locked(project, plan, registries, frozen, installer, progress, rec)
+    except KeyboardInterrupt:
+        if rec.tags:
+            raise Interrupted(f"interrupted after tagging {', '.join(rec.tags)} (each tag names a complete image); "
+                              "kfp.lock and the rendered files may not be written yet: run `compose-kfp apply` "
+                              "again to finish") from None
+        raise Interrupted("interrupted: nothing was tagged (blobs already sent stay in the registry and are not "
+                          "sent again; the registry keeps only complete blobs)") from None
     except oci_errors.RegistryError as e:
         raise (AuthError(str(e)) if isinstance(e, oci_errors.AuthError) else RegistryError(str(e))) from None
     finally:
@@ -602,7 +612,7 @@ def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None
 
 
 def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool, installer: Any,
-                  progress: Progress | None) -> ApplyResult:
+                  progress: Progress | None, rec: _Recorder) -> ApplyResult:
     root = project.root
     state = ProjectState(root)
     images = {i.name: i for i in desired_images(project.manifest, root)}
@@ -616,7 +626,6 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
     check_output_writable(project, _rendered_names(project))
     if plan.lock_changes:
         _check_lock_writable(root)
-    rec = _Recorder()
     resolved_images = []
     built_cache: dict[tuple[str, str], Layer] = {}
     pushed_blobs: set[str] = set()
@@ -629,9 +638,9 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
             for pp in ip.platforms:
                 plats.append(_resolve_platform(spec, pp, state, installer, progress, rec, built_cache, early))
             resolved_images.append(_resolve_image(ip, tuple(plats)))
-    except BaseException:
+    except BaseException as e:
         if early is not None:
-            early.cancel()
+            early.cancel(wait=not isinstance(e, KeyboardInterrupt))
         raise
     if early is not None:
         early.wait()
@@ -938,17 +947,23 @@ class _EarlyUploads:
                                              self.pushed, self.progress))
 
     def wait(self) -> None:
-        """Wait for every upload started; the first failure is raised."""
+        """Wait for every upload started; the first failure is raised. On Ctrl-C the running uploads are not
+        waited for (see :meth:`cancel`)."""
         try:
             for fut in self.futures:
                 fut.result()
+        except KeyboardInterrupt:
+            self.cancel(wait=False)
+            raise
         finally:
             self.cancel()
 
-    def cancel(self) -> None:
-        """Drop uploads not yet started and wait for the running ones (their failures are not raised)."""
+    def cancel(self, wait: bool = True) -> None:
+        """Drop uploads not yet started and, when ``wait``, wait for the running ones (their failures are not
+        raised). ``wait=False`` (Ctrl-C): running uploads go on in their threads; ``cli.main`` ends the process
+        without waiting for them."""
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(wait=wait, cancel_futures=True)
             self.pool = None
 
 
@@ -978,9 +993,17 @@ def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec:
         def send(job: tuple[Any, list[str]]) -> None:
             _send_blob(client, repo, job[0], job[1], rec, pushed, progress)
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push") as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push")
+        try:
             for fut in [pool.submit(send, j) for j in jobs]:
                 fut.result()
+        except KeyboardInterrupt:  # do not wait for a blob being sent (cli.main ends the process)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         config_raw = config.raw_bytes()
         if manifest.config.digest not in pushed:
             send((_BytesBlob(config_raw), []))

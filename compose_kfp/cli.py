@@ -28,11 +28,13 @@ import logging
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Mapping, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 from rich.console import Console
 
@@ -42,7 +44,24 @@ from compose_kfp.oci.errors import OCIError
 
 log = logging.getLogger(__name__)
 
+class _CtrlC(BaseException):
+    """Carries a ``KeyboardInterrupt`` past typer, which would turn it into a silent ``Exit(130)``."""
+
+    def __init__(self, error: KeyboardInterrupt):
+        super().__init__(error)
+        self.error = error
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _CtrlC(e) from e
+
+
 app = typer.Typer(
+    cls=_Group,
     name="compose-kfp",
     help="Declarative, daemonless builds of Kubeflow Pipelines images, components and workflows from kfp.toml.",
     no_args_is_help=True,
@@ -252,6 +271,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _report(error, debug)
     except typer.Exit as e:
         code = e.exit_code
+    except _CtrlC as e:
+        code = 130
+        _interrupted(e.error, entry_point=argv is None)
     except typer.Abort:
         print("aborted", file=sys.stderr)
         code = 1
@@ -262,9 +284,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         else:  # pragma: no cover - every typer usage error has show()
             print(f"error: {e}", file=sys.stderr)
         code = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
         code = 130
+        _interrupted(e, entry_point=argv is None)
     except OSError as error:  # a file-system error no command turned into a ComposeError: not a bug to report
         code = 1
         if debug:
@@ -322,6 +344,24 @@ def _hoist_global_flags(args: list[str]) -> list[str]:
             rest.append(token)
         j += 1
     return front + rest
+
+
+def _interrupted(error: KeyboardInterrupt, *, entry_point: bool) -> None:
+    """Ctrl-C: print what was done (:class:`~compose_kfp.errors.Interrupted`'s message, else ``interrupted``).
+
+    As the process entry point, exit 130 at once when worker threads are still running (a blob upload that
+    would otherwise finish first: the interpreter joins pool threads at exit). ``os._exit`` is safe there:
+    stdout and stderr are flushed first; the project lock was released as the interrupt left ``apply``;
+    a registry keeps only complete blobs (an upload cut short is discarded), manifests go up only after all
+    their blobs and tags last, so no tag can name an incomplete image; local files are written by temporary
+    file + rename (a cut leaves at most a temporary file, never a partial file under its name).
+    """
+    print(str(error) or "interrupted", file=sys.stderr)
+    if entry_point and any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                           if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def _report(error: BaseException, debug: bool) -> None:

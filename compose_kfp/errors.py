@@ -17,6 +17,7 @@ Exit codes (documented in the README, stable across releases):
 7     a pipeline step failed in ``run --local``
 8     the lock file is stale (``--frozen``) or a saved plan no longer applies
 9     another ``apply`` holds the project lock
+130   interrupted (Ctrl-C)
 ====  ===========================================================
 """
 
@@ -81,6 +82,15 @@ class BusyError(ComposeError):
     """Another ``compose-kfp apply`` holds this project's lock."""
 
     exit_code = 9
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was done when it came: ``str()`` is the message the CLI prints (exit 130).
+
+    A ``KeyboardInterrupt`` (not a :class:`ComposeError`) so that every ``except Exception`` lets it through.
+    """
+
+    exit_code = 130
 
 
 _OCI_EXIT = {

@@ -651,3 +651,45 @@ def test_built_layers_upload_while_the_requirements_layer_installs(project_facto
     with _client(registry) as client:
         repo = Reference.parse(p.image("main").repository).repository
         assert all(client.blob_exists(repo, d) for d in early)
+
+
+def test_ctrl_c_during_an_upload_exits_at_once_and_tags_nothing(project_factory, registry, fault_proxy):
+    """SIGINT while a blob upload hangs: exit 130 within seconds (not when the upload ends), with the message
+    that nothing was tagged; no tag, no kfp.lock."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fixtures.registry import Fault
+
+    proxy = fault_proxy(registry)
+    repo = f"test/ctrlc-{uuid.uuid4().hex[:8]}"
+    root = project_factory(repository=f"{proxy.host}/{repo}")
+    hang = Fault("PUT", r"/blobs/uploads/", "delay", delay=20.0, times=-1)
+    proxy.add(hang)
+    proc = subprocess.Popen([sys.executable, "-m", "compose_kfp", "-C", str(root), "apply", "-y"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while hang.fired == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hang.fired, proc.communicate(timeout=30)
+        time.sleep(0.3)  # the upload is now waiting in the proxy
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert took < 5, f"exit took {took:.1f} s"
+    assert "interrupted: nothing was tagged" in err and "Traceback" not in err
+    assert not (root / "kfp.lock").exists()
+    from compose_kfp.oci.errors import NotFound
+
+    try:
+        tags = _client(registry).list_tags(repo)
+    except NotFound:  # the repository does not even exist: nothing was completed
+        tags = []
+    assert tags == []

@@ -76,8 +76,6 @@ def test_init_handles_a_source_file_with_a_space(tmp_path):
     assert run("-C", str(tmp_path), "validate")[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="typer turns Ctrl-C into Exit(130) before cli.main's KeyboardInterrupt "
-                                       "branch, so nothing is printed")
 def test_ctrl_c_says_interrupted(project, monkeypatch):
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt

@@ -189,7 +189,7 @@ def run(
     result = run_local(graph, run_dir=run_dir, params=params, executor=executor.value,  # type: ignore[arg-type]
                        max_parallel=parallel, registry=options, on_event=on_event)
     if as_json:
-        settings.out.print(json.dumps(result.to_dict(), indent=2), markup=False)
+        settings.result.print(json.dumps(result.to_dict(), indent=2), markup=False)
     else:
         settings.out.print(format_summary(result))
         settings.out.print(f"Outputs and logs: {result.run_dir}", markup=False)

@@ -56,7 +56,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?\Z")
-_DIGEST_START = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _URL_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*@")
 #: Transports accepted by ``image.base`` besides a registry reference (skopeo spelling).
@@ -98,10 +97,9 @@ def has_userinfo(reference: str) -> bool:
         return True
     if "://" in reference:
         return False
-    if "@" not in reference:
-        return False
-    _, _, after = reference.partition("@")
-    return not _DIGEST_START.match(after)
+    from compose_kfp.oci.reference import has_userinfo as reference_has_userinfo
+
+    return reference_has_userinfo(reference)
 
 
 def _refuse_userinfo(value: str, what: str) -> None:

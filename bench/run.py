@@ -689,7 +689,7 @@ def table(bench: Bench) -> tuple[list[str], list[dict]]:
 
 #: Short options for the other bench scripts when ``--rerun-sections`` re-runs them.
 SECTION_OPTIONS = {
-    "bench_layer.py": (),                                  # 460 MB tree (its default; --full is 1 GiB)
+    "bench_layer.py": ("--full",),                         # the 1 GiB tree of the issue
     "bench_deps.py": ("--no-pip", "--repeat", "5"),        # uv only; needs the package index
     "bench_plan.py": ("--size-mb", "256", "--files", "3000"),
 }

@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,7 +47,7 @@ from compose_kfp import deps as deps_mod
 from compose_kfp.errors import BuildError, ConfigError, RegistryError
 from compose_kfp.images import ImageSpec, LayerSpec
 from compose_kfp.oci import errors as oci_errors
-from compose_kfp.oci.blobs import BlobStore
+from compose_kfp.oci.blobs import BlobStore, atomic_write
 from compose_kfp.oci.image import (
     ACCEPT_MANIFESTS,
     ANNOTATION_BASE_DIGEST,
@@ -119,10 +118,7 @@ class ProjectState:
         path = self.files_dir / f"{digest.split(':', 1)[1]}.json"
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(json.dumps([list(f) for f in files]), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps([list(f) for f in files]).encode("utf-8"))
 
     def fingerprint_key(self, fingerprint: str) -> str | None:
         """The layer plan key recorded for an input fingerprint (:func:`input_fingerprint`), or ``None``."""
@@ -134,10 +130,7 @@ class ProjectState:
     def record_fingerprint(self, fingerprint: str, key: str) -> None:
         """Remember that inputs with ``fingerprint`` plan to layer key ``key`` (atomic write)."""
         path = self.dir / "cache" / "fingerprints" / f"{fingerprint}.key"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(key, encoding="ascii")
-        os.replace(tmp, path)
+        atomic_write(path, key.encode("ascii"))
 
     def files_of(self, digest: str) -> tuple[tuple[str, int, int], ...] | None:
         """The file stamps recorded for layer ``digest``, or ``None``."""
@@ -543,10 +536,7 @@ def _docker_archive(path: str, state: ProjectState) -> Any:
     except (OSError, oci_errors.OCIError):
         pass
     img = read_docker_archive(path, store)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_bytes(img.manifest.raw_bytes())
-    os.replace(tmp, record)
+    atomic_write(record, img.manifest.raw_bytes())
     return img
 
 

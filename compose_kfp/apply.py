@@ -778,22 +778,24 @@ def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, in
                       early: _EarlyUploads | None = None) -> PlatformPlan:
     layers: list[Layer] = []
     changes: list[LayerChange] = []
-    if early is not None and not is_local_destination(spec.repository):
+    local = is_local_destination(spec.repository)
+    to_send = {t.what for t in pp.transfers}
+    if early is not None and not local:
         # Layers already built (by plan) start uploading now, while the others (requirements) build.
         for ly in pp.layers:
-            if (ly.action != "remove" and ly.after is not None and state.store.has(ly.after)
-                    and any(t.what == f"layer {ly.name}" for t in pp.transfers)):
+            if (ly.action != "remove" and f"layer {ly.name}" in to_send and ly.after is not None
+                    and state.store.has(ly.after)):
                 early.submit(spec.repository, Layer.from_store(state.store, ly.after, ly.diff_id or "",
                                                                ly.media_type))
     for ly in pp.layers:
         if ly.action == "remove":
             changes.append(ly)
             continue
-        sent = any(t.what == f"layer {ly.name}" for t in pp.transfers)
-        if ly.build or sent or is_local_destination(spec.repository):
+        sent = f"layer {ly.name}" in to_send
+        if ly.build or sent or local:
             layer = _layer_for(spec, pp, ly, state, installer, progress, rec, built)
-            if early is not None and sent and not is_local_destination(spec.repository):
-                early.submit(spec.repository, layer)
+            if early is not None and sent and not local:
+                early.submit(spec.repository, layer)  # a no-op for a layer submitted above
         else:  # already in the destination: only its digests are needed
             layer = Layer(ly.media_type, ly.after or "", ly.diff_id or "", ly.size or 0,
                           opener=functools.partial(_not_local, ly.name))
@@ -849,16 +851,6 @@ def _resolve_image(ip: ImagePlan, plats: tuple[PlatformPlan, ...]) -> ImagePlan:
 
 
 # --------------------------------------------------------------------------- sending
-
-
-class _StoreBlob:
-    """A blob of a local store, for :meth:`RegistryClient.upload_blob`."""
-
-    def __init__(self, path: Path, digest: str, size: int):
-        self.path, self.digest, self.size = path, digest, size
-
-    def open(self) -> Any:
-        return open(self.path, "rb")
 
 
 def _base_source(pp: PlatformPlan, state: ProjectState) -> tuple[str | None, str | None, Path | None, bool]:
@@ -969,6 +961,8 @@ class _EarlyUploads:
 
 def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,
                 progress: Progress | None, pushed: set[str]) -> None:
+    from compose_kfp.oci.registry import BytesBlob, FileBlob  # lazy: requests is only needed to push
+
     dest = _registry_ref(ip.repository)
     client = registries.client(dest.api_host)
     repo = dest.repository
@@ -982,7 +976,7 @@ def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec:
         for ly in layers:
             if ly.after in pushed:
                 continue
-            jobs.append((_StoreBlob(state.store.path(ly.after), ly.after, ly.size or 0), []))  # type: ignore[arg-type]
+            jobs.append((FileBlob(state.store.path(ly.after), ly.after or "", ly.size or 0), []))
         base_m = Manifest.from_bytes(pp.recipe.base_manifest.encode()) if pp.recipe.base_manifest else None
         for d in (base_m.layers if base_m else []):
             if d.digest in pushed:
@@ -1006,7 +1000,7 @@ def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec:
         pool.shutdown(wait=True)
         config_raw = config.raw_bytes()
         if manifest.config.digest not in pushed:
-            send((_BytesBlob(config_raw), []))
+            send((BytesBlob(config_raw), []))
         client.put_manifest(repo, manifest.digest, manifest.raw_bytes(), manifest.effective_media_type)
         rec.manifests.append(manifest.digest)
     if len(manifests) > 1:
@@ -1025,16 +1019,6 @@ def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec:
 class _Known:
     def __init__(self, ly: LayerChange):
         self.media_type, self.digest, self.diff_id, self.size = ly.media_type, ly.after, ly.diff_id, ly.size
-
-
-class _BytesBlob:
-    def __init__(self, data: bytes):
-        self.data, self.digest, self.size = data, "sha256:" + _sha(data), len(data)
-
-    def open(self) -> Any:
-        import io
-
-        return io.BytesIO(self.data)
 
 
 class _LazyBase:

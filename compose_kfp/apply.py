@@ -327,6 +327,15 @@ def render_from_lock(project: Any) -> list[str]:
                                                             **lock_component_images(project)}))
 
 
+def _require_lock(root: Path) -> dict[str, Any]:
+    """kfp.lock of the project at ``root``. Raises StaleError (run ``apply``) when there is none."""
+    lock = lock_mod.read_lock(root)
+    if lock is None:
+        raise StaleError(f"{lock_mod.lock_path(root)}: no kfp.lock, so the image digests are unknown. "
+                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
+    return lock
+
+
 def lock_images(project: Any) -> dict[str, str]:
     """Step name -> pinned image reference (``repository@sha256:...``) of every function step, from kfp.lock.
 
@@ -336,10 +345,7 @@ def lock_images(project: Any) -> dict[str, str]:
     Raises:
         StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
     """
-    lock = lock_mod.read_lock(project.root)
-    if lock is None:
-        raise StaleError(f"{lock_mod.lock_path(project.root)}: no kfp.lock, so the image digests are unknown. "
-                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
+    lock = _require_lock(project.root)
     images = desired_images(project.manifest, project.root)
     refs: dict[str, str] = {}
     for image in images:
@@ -421,10 +427,7 @@ def lock_component_images(project: Any) -> dict[str, str]:
     """
     from compose_kfp.oci.reference import Reference
 
-    lock = lock_mod.read_lock(project.root)
-    if lock is None:
-        raise StaleError(f"{lock_mod.lock_path(project.root)}: no kfp.lock, so the image digests are unknown. "
-                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
+    lock = _require_lock(project.root)
     locked = lock.get("components") or {}
     out = {}
     for step, image_ref in component_images(project).items():

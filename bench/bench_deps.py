@@ -5,7 +5,7 @@ scipy and what they pull in) for ``linux/amd64`` and this machine's Python, in a
 folder (nothing of the user's caches is read or written):
 
 * **cold, empty download cache**: uv downloads every wheel from the index, installs, and the tree
-  is packed as one gzip layer (:func:`compose_kfp.deps.build_deps_layer`);
+  is packed as one gzip layer (:func:`compose_kfp.build.deps.build_deps_layer`);
 * **cold, warm download cache**: the same into a new blob store and dependency cache, with uv's
   download cache kept (what a changed requirements file costs on a developer machine);
   its digest is compared with the first build (reproducibility);
@@ -34,7 +34,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from compose_kfp import deps  # noqa: E402
+from compose_kfp.build import deps  # noqa: E402
 from compose_kfp.oci.blobs import BlobStore  # noqa: E402
 
 

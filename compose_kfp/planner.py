@@ -1,8 +1,8 @@
 """The planner: desired images + observed state -> :class:`Plan`, a pure function.
 
 :func:`plan` reads nothing and writes nothing: every input comes from
-:func:`compose_kfp.images.desired_images` and :func:`compose_kfp.observe.observe`,
-so it is unit-tested with in-memory values. :mod:`compose_kfp.apply` executes a
+:func:`compose_kfp.build.images.desired_images` and :func:`compose_kfp.build.observe.observe`,
+so it is unit-tested with in-memory values. :mod:`compose_kfp.build.apply` executes a
 plan; the CLI renders it (:func:`format_plan`) or prints :meth:`Plan.to_json`.
 
 The plan is a frozen dataclass tree (after Terraform's ``internal/plans``):
@@ -34,8 +34,8 @@ import dataclasses
 import json
 from typing import Any, Literal, Mapping, Sequence
 
-from compose_kfp.images import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
-from compose_kfp.observe import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed
+from compose_kfp.build.images import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
+from compose_kfp.build.observe import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed
 from compose_kfp.oci.image import (
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -262,7 +262,7 @@ class Plan:
     ``lock_changes``: ``kfp.lock`` would be written (missing, or different from what apply records);
     ``component_images``: ``(step, repository@sha256:...)`` pins of third-party component images;
     ``warnings``: messages to show with the plan (requirements that are not pinned or not hash-locked, from
-    :attr:`compose_kfp.observe.Observed.warnings`), in order."""
+    :attr:`compose_kfp.build.observe.Observed.warnings`), in order."""
 
     project: str
     root: str
@@ -551,8 +551,8 @@ def plan(images: Sequence[ImageSpec], observed: Observed, *, project: str = "", 
     """The plan to turn ``observed`` into ``images``. Pure: no I/O.
 
     Args:
-        images: desired images (:func:`compose_kfp.images.desired_images`).
-        observed: :func:`compose_kfp.observe.observe` result.
+        images: desired images (:func:`compose_kfp.build.images.desired_images`).
+        observed: :func:`compose_kfp.build.observe.observe` result.
         project, root: recorded in the plan.
         rendered: desired rendered files, path -> sha256 hex (``None``: depends on a digest known after apply);
             ``None`` leaves rendered files out of the plan (see :func:`plan_files`).

@@ -13,7 +13,7 @@ from the manifest alone (files that must exist, names that tasks refer to,
 cycles). Every problem becomes one :class:`~compose_kfp.errors.ConfigError`
 whose message names the file, the line, the key path and what was expected.
 What needs the step interfaces (outputs, types) is checked by
-:func:`compose_kfp.project.load_project`.
+:func:`compose_kfp.manifest.project.load_project`.
 """
 
 from __future__ import annotations
@@ -1042,7 +1042,7 @@ def check_references(manifest: Manifest, report: Callable[[tuple, str], None]) -
     is not a ``[steps.*]`` entry, a ``{param = ...}`` not in ``pipeline.params``, a
     ``{task = ...}`` or ``after`` entry that is not a task (or is the task itself), and
     each cycle in the task graph, named as ``a -> b -> a``. Output names and types
-    need the step interfaces and are checked by :func:`compose_kfp.graph.resolve_graph`.
+    need the step interfaces and are checked by :func:`compose_kfp.pipeline.graph.resolve_graph`.
     """
     pipeline = manifest.pipeline
     if pipeline is None:

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from compose_kfp import cli_build  # noqa: F401 - registers plan/apply/render/lock on the CLI
-from compose_kfp.apply import apply_plan, plan_project, project_lock, render_from_lock
+from compose_kfp import cli  # noqa: F401 - registers plan/apply/render/lock on the CLI
+from compose_kfp.build.apply import apply_plan, plan_project, project_lock, render_from_lock
 from compose_kfp.cli import main
 from compose_kfp.errors import BusyError, StaleError
 from compose_kfp.oci.auth import StaticKeychain
@@ -19,7 +19,7 @@ from compose_kfp.oci.layout import OCILayout
 from compose_kfp.oci.reference import Reference
 from compose_kfp.oci.registry import RegistryClient
 from compose_kfp.planner import Plan, format_plan
-from compose_kfp.project import load_project
+from compose_kfp.manifest.project import load_project
 from tests.fixtures.project import manifest_puts, push_base_image, uploads
 
 pytestmark = pytest.mark.registry

@@ -148,7 +148,7 @@ def test_error_boundary_maps_exit_codes(monkeypatch, project, error, code):
     def fail(*_a, **_k):
         raise error
 
-    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    monkeypatch.setattr("compose_kfp.manifest.project.load_project", fail)
     got, out, err = run("-C", str(project), "validate")
     assert got == code and out == "" and err == f"error: {error}\n"
 
@@ -157,7 +157,7 @@ def test_unexpected_exception_is_reported_as_a_bug(monkeypatch, project):
     def fail(*_a, **_k):
         raise RuntimeError("oops")
 
-    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    monkeypatch.setattr("compose_kfp.manifest.project.load_project", fail)
     code, _, err = run("-C", str(project), "validate")
     assert code == 1 and "internal error: RuntimeError: oops" in err and "--debug" in err
     assert "Traceback" not in err
@@ -167,7 +167,7 @@ def test_keyboard_interrupt_exits_130(monkeypatch, project):
     def fail(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    monkeypatch.setattr("compose_kfp.manifest.project.load_project", fail)
     assert run("-C", str(project), "validate")[0] == 130
 
 
@@ -273,7 +273,7 @@ def test_escaped_os_error_is_shown_as_path_and_reason(monkeypatch, project):
     def fail(*_a, **_k):
         raise PermissionError(13, "Permission denied", "/somewhere/file")
 
-    monkeypatch.setattr("compose_kfp.project.load_project", fail)
+    monkeypatch.setattr("compose_kfp.manifest.project.load_project", fail)
     code, _, err = run("-C", str(project), "validate")
     assert (code, err) == (1, "error: /somewhere/file: Permission denied\n")
 
@@ -308,7 +308,7 @@ def test_apply_into_an_unwritable_output_dir_changes_nothing(scratch_project, mo
 
 def test_failed_render_write_leaves_kfp_lock_unchanged(scratch_project, monkeypatch):
     """Files are written before kfp.lock: a failure while writing them keeps the old lock (plan shows the change)."""
-    from compose_kfp import apply as apply_mod
+    from compose_kfp.build import apply as apply_mod
 
     root = scratch_project
     assert run("-C", str(root), "-q", "apply", "--yes")[0] == 0
@@ -353,7 +353,7 @@ def test_plan_with_a_read_only_state_folder_works_when_everything_is_cached(scra
         raise OSError(30, "Read-only file system", str(path))
 
     monkeypatch.setattr(blobs, "atomic_write", read_only)
-    monkeypatch.setattr("compose_kfp.apply.atomic_write", read_only)
+    monkeypatch.setattr("compose_kfp.build.apply.atomic_write", read_only)
     code, out, err = run("-C", str(root), "plan", "--exit-code")
     assert code == 0, err
 
@@ -390,8 +390,8 @@ def test_global_flags_after_the_command(scratch_project):
 
 def test_apply_that_waited_for_the_lock_plans_again(scratch_project):
     """A second apply that had to wait applies (and prints) a plan made after the first one finished."""
-    from compose_kfp.apply import apply_plan, holding_project_lock, plan_project
-    from compose_kfp.project import load_project
+    from compose_kfp.build.apply import apply_plan, holding_project_lock, plan_project
+    from compose_kfp.manifest.project import load_project
 
     root = scratch_project
     project = load_project(root / "kfp.toml", env={})

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compose_kfp.component import InputSpec, OutputSpec
-from compose_kfp.components import load_component_file, load_component_text, step_components
+from compose_kfp.steps.component import InputSpec, OutputSpec
+from compose_kfp.steps.components import load_component_file, load_component_text, step_components
 from compose_kfp.errors import StepError
 from compose_kfp.schema import Manifest
 

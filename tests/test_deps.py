@@ -1,4 +1,4 @@
-"""Tests of compose_kfp.deps: the dependency layer.
+"""Tests of compose_kfp.build.deps: the dependency layer.
 
 Installs run the real installers (uv from PyPI, pip as the fallback) against PyPI (small, pure
 packages) or against a local PEP 503 index served on loopback (``simple_index`` fixture). One slow
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import deps
-from compose_kfp.deps import (
+from compose_kfp.build import deps
+from compose_kfp.build.deps import (
     BIN_DIR,
     SCRIPT_SHEBANG,
     SITE_PACKAGES,

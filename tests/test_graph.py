@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp.component import ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.steps.component import ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import ConfigError
-from compose_kfp.graph import dns1123_name, literal_text, resolve_graph
-from compose_kfp.placeholders import Bindings, input_path, io_name, output_path, resolve_command_line
+from compose_kfp.pipeline.graph import dns1123_name, literal_text, resolve_graph
+from compose_kfp.steps.placeholders import Bindings, input_path, io_name, output_path, resolve_command_line
 from tests.fixtures.pipeline_graphs import COMPONENTS, IMAGE, STEPS_TOML, THIRD_PARTY, manifest_from_toml, scenario_graph
 
 

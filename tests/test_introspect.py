@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp.component import InputSpec, OutputSpec
+from compose_kfp.steps.component import InputSpec, OutputSpec
 from compose_kfp.errors import StepError
-from compose_kfp.introspect import RETURN_OUTPUT, function_component, parse_docstring
+from compose_kfp.steps.introspect import RETURN_OUTPUT, function_component, parse_docstring
 from compose_kfp.runtime.signature import analyze_source
 
 

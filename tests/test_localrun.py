@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import localrun
-from compose_kfp.component import ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.localrun import runner as localrun
+from compose_kfp.steps.component import ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import ConfigError, RunError
-from compose_kfp.graph import resolve_graph
-from compose_kfp.localrun import RegistryOptions, TaskEvent, failure_report, format_summary, raise_for_failure, run_local
+from compose_kfp.pipeline.graph import resolve_graph
+from compose_kfp.localrun.runner import RegistryOptions, TaskEvent, failure_report, format_summary, raise_for_failure, run_local
 from compose_kfp.oci.image import append
 from compose_kfp.oci.layer import Content, build_mapping_layer
 from compose_kfp.oci.registry import RegistryClient, push_image
@@ -299,7 +299,7 @@ def cli_run(*args: str) -> tuple[int, str, str]:
     import io
     import logging
 
-    from compose_kfp import cli, cli_run as _  # noqa: F401 - registers `run`
+    from compose_kfp import cli  # noqa: F401 - registers `run`
 
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -318,9 +318,9 @@ def test_run_images_are_the_digests_kfp_lock_pins(tmp_path):
     """run --local runs a third-party component by the digest kfp.lock pins (as rendered), not by its file's tag."""
     import json
 
-    from compose_kfp.cli_run import run_images
+    from compose_kfp.cli.run import run_images
     from compose_kfp.errors import StaleError
-    from compose_kfp.project import load_project
+    from compose_kfp.manifest.project import load_project
 
     (tmp_path / "components").mkdir()
     tagged = "registry.example:5000/acme/tools:1.0"
@@ -407,7 +407,7 @@ args.a = { param = "n" }
 def test_param_values_must_fit_the_default_type(tmp_path, name, good, bad, kind):
     (tmp_path / "c.yaml").write_text("name: c\ninputs: [{name: a}]\nimplementation:\n  container:\n"
                                      "    image: busybox\n    command: [echo, {inputValue: a}]\n")
-    from compose_kfp.project import load_project
+    from compose_kfp.manifest.project import load_project
 
     (tmp_path / "kfp.toml").write_text('[project]\nname = "p"\n[image]\nbase = "scratch"\n'
                                        'repository = "oci:build/image"\n' + PARAM_TOML)
@@ -421,8 +421,8 @@ def test_param_values_must_fit_the_default_type(tmp_path, name, good, bad, kind)
 
 
 def test_cli_run_checks_param_types_and_warns_about_a_stale_image(tmp_path):
-    from compose_kfp.cli_run import stale_layers
-    from compose_kfp.project import load_project
+    from compose_kfp.cli.run import stale_layers
+    from compose_kfp.manifest.project import load_project
     from tests.test_cli import VALID, run
 
     (tmp_path / "src").mkdir()

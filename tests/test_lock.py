@@ -7,7 +7,7 @@ import json
 import pytest
 
 from compose_kfp.errors import ConfigError, StaleError
-from compose_kfp.lock import check_frozen, diff_locks, dumps, lock_from_plan, read_lock, write_lock
+from compose_kfp.build.lock import check_frozen, diff_locks, dumps, lock_from_plan, read_lock, write_lock
 from compose_kfp.planner import plan
 from tests.test_planner import image_spec, layers_v, observed
 
@@ -34,7 +34,7 @@ def test_lock_content():
 
 
 def test_lock_unknown_digest_gives_none():
-    from compose_kfp.observe import LayerState
+    from compose_kfp.build.observe import LayerState
 
     unknown = LayerState("deps", "requirements", "sha256:" + "1" * 64, None, None, None, "x", local=False)
     p = plan([image_spec()], observed(layers=(layers_v()[0], unknown, layers_v()[2])))

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from compose_kfp.images import ImageSpec, LayerSpec, desired_images, image_env
-from compose_kfp.observe import BaseState, CurrentImage, LayerState, Observed, PlatformImageState
+from compose_kfp.build.images import ImageSpec, LayerSpec, desired_images, image_env
+from compose_kfp.build.observe import BaseState, CurrentImage, LayerState, Observed, PlatformImageState
 from compose_kfp.oci.image import Manifest, append
 from compose_kfp.planner import (
     Plan,
@@ -319,7 +319,7 @@ H = "sha256:" + "ab" * 32
 
 
 def test_requirement_warnings_are_carried_into_the_plan_text_and_json(tmp_path):
-    from compose_kfp.observe import requirements_warnings
+    from compose_kfp.build.observe import requirements_warnings
 
     req = tmp_path / "requirements.txt"
     req.write_text(f"numpy==2.1.0 --hash={H}\nsix --hash={H}\npandas>=2\n")
@@ -347,7 +347,7 @@ def test_requirement_warnings_are_carried_into_the_plan_text_and_json(tmp_path):
 
 
 def test_pinned_and_hashed_requirements_give_no_warnings(tmp_path):
-    from compose_kfp.observe import requirements_warnings
+    from compose_kfp.build.observe import requirements_warnings
 
     req = tmp_path / "requirements.txt"
     req.write_text(f"numpy==2.1.0 --hash={H}\nsix==1.16.0 \\\n    --hash={H}\n")

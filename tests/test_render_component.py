@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compose_kfp.component import ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.steps.component import ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import RenderError
-from compose_kfp.introspect import function_component
-from compose_kfp.render import make_environment, render_template
-from compose_kfp.render.component import component_path, render_component
-from compose_kfp.render.filters import quote_string, to_yaml
+from compose_kfp.steps.introspect import function_component
+from compose_kfp.pipeline.render import make_environment, render_template
+from compose_kfp.pipeline.render.component import component_path, render_component
+from compose_kfp.pipeline.render.filters import quote_string, to_yaml
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_environment_is_strict_and_user_folder_overrides(tmp_path):
     # the built-in is used for names the user folder lacks
     assert make_environment(user).get_template("component.yaml.j2").filename == str(user / "component.yaml.j2")
     assert make_environment(None).get_template("component.yaml.j2").filename.startswith(
-        str(REPO / "compose_kfp" / "render" / "templates"))
+        str(REPO / "compose_kfp" / "pipeline" / "render" / "templates"))
 
 
 def test_environment_refuses_missing_template_folder(tmp_path):
@@ -147,7 +147,7 @@ def test_user_template_that_changes_the_interface_is_refused(tmp_path):
 
 
 def test_user_template_override_is_used(tmp_path):
-    builtin = (REPO / "compose_kfp" / "render" / "templates" / "component.yaml.j2").read_text()
+    builtin = (REPO / "compose_kfp" / "pipeline" / "render" / "templates" / "component.yaml.j2").read_text()
     (tmp_path / "component.yaml.j2").write_text("# house style header\n" + builtin)
     spec = function_component(DATA, "typed_steps.py:make_rows", step_name="make").with_image(IMAGE)
     text = render_component(spec, templates_dir=tmp_path)

@@ -12,10 +12,10 @@ from kfp import components as kfp_components
 
 from compose_kfp import schema
 from compose_kfp.errors import RenderError
-from compose_kfp.graph import resolve_graph
-from compose_kfp.project import load_project
-from compose_kfp.render.component import render_component
-from compose_kfp.render.kfp import render_kfp_pipeline
+from compose_kfp.pipeline.graph import resolve_graph
+from compose_kfp.manifest.project import load_project
+from compose_kfp.pipeline.render.component import render_component
+from compose_kfp.pipeline.render.kfp import render_kfp_pipeline
 from tests.fixtures.pipeline_graphs import (
     COMPONENTS,
     IMAGE,

@@ -15,11 +15,11 @@ import yaml
 
 from compose_kfp import schema
 from compose_kfp.errors import ConfigError, RenderError
-from compose_kfp.graph import resolve_graph
-from compose_kfp.project import load_project
-from compose_kfp.placeholders import input_path, io_name, output_path
-from compose_kfp.render import TEMPLATES_DIR
-from compose_kfp.render.workflow import VOLUME_MOUNT, render_workflow, workflow_context
+from compose_kfp.pipeline.graph import resolve_graph
+from compose_kfp.manifest.project import load_project
+from compose_kfp.steps.placeholders import input_path, io_name, output_path
+from compose_kfp.pipeline.render import TEMPLATES_DIR
+from compose_kfp.pipeline.render.workflow import VOLUME_MOUNT, render_workflow, workflow_context
 from tests.fixtures.pipeline_graphs import (
     COMPONENTS,
     IMAGE,

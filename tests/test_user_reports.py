@@ -80,7 +80,7 @@ def test_ctrl_c_says_interrupted(project, monkeypatch):
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("compose_kfp.project.load_project", interrupted)
+    monkeypatch.setattr("compose_kfp.manifest.project.load_project", interrupted)
     code, _, err = run("-C", str(project), "validate")
     assert code == 130
     assert "interrupted" in err

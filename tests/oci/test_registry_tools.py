@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from compose_kfp.localrun import CONTAINERS_CONF  # the podman settings `run --local` uses (runc is asked for below)
+from compose_kfp.localrun.runner import CONTAINERS_CONF  # the podman settings `run --local` uses (runc is asked for below)
 from compose_kfp.oci.auth import StaticKeychain
 from compose_kfp.oci.registry import RegistryClient, push_image
 from tests.fixtures.registry import image_json, tar_layer

@@ -1,9 +1,9 @@
 """Rendering the Argo Workflow of a pipeline (``workflow.yaml.j2``) from the resolved task graph.
 
-:func:`workflow_context` turns a :class:`~compose_kfp.graph.TaskGraph` and the
+:func:`workflow_context` turns a :class:`~compose_kfp.pipeline.graph.TaskGraph` and the
 pipeline settings of ``kfp.toml`` into plain data (dicts, lists, strings and
 numbers); :func:`render_workflow` renders ``workflow.yaml.j2`` with it through
-the shared environment (:func:`compose_kfp.render.make_environment`), so a user
+the shared environment (:func:`compose_kfp.pipeline.render.make_environment`), so a user
 template folder (``[render] templates``) can replace the template.
 
 The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
@@ -26,7 +26,7 @@ The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
 - with ``pipeline.data_passing = "volume"`` files stay on one volume per workflow
   (``volumeClaimTemplates``) mounted at ``/mnt/compose-kfp``; each task writes under
   ``/mnt/compose-kfp/<task>/`` and consumers receive the upstream path as a parameter;
-- placeholders are resolved with :func:`compose_kfp.placeholders.resolve_command_line`,
+- placeholders are resolved with :func:`compose_kfp.steps.placeholders.resolve_command_line`,
   the same resolver the local runner uses; literal strings in third-party commands
   (``{{workflow.uid}}``) pass through unchanged.
 """
@@ -40,9 +40,9 @@ from typing import Any
 
 from compose_kfp import schema
 from compose_kfp.errors import RenderError
-from compose_kfp.graph import Argument, Task, TaskGraph, dns1123_name
-from compose_kfp.placeholders import input_path, io_name, output_path
-from compose_kfp.render import make_environment, render_template
+from compose_kfp.pipeline.graph import Argument, Task, TaskGraph, dns1123_name
+from compose_kfp.steps.placeholders import input_path, io_name, output_path
+from compose_kfp.pipeline.render import make_environment, render_template
 
 __all__ = ["render_workflow", "workflow_context", "VOLUME_NAME", "VOLUME_MOUNT", "TASK_DIR_PARAM", "WORKFLOW_TEMPLATE"]
 
@@ -76,7 +76,7 @@ def render_workflow(graph: TaskGraph, manifest: schema.Manifest, *, templates_di
 
     Raises:
         RenderError: a task has no image, names collide after sanitizing, or the template fails.
-        ConfigError: a placeholder cannot be resolved (see :func:`~compose_kfp.placeholders.resolve_command_line`).
+        ConfigError: a placeholder cannot be resolved (see :func:`~compose_kfp.steps.placeholders.resolve_command_line`).
     """
     if templates_dir is None and manifest.render.templates:
         templates_dir = graph.manifest_path.parent / manifest.render.templates

@@ -1,7 +1,7 @@
 """Run one command inside an unpacked image tree: the child process of the local runner's fallback executors.
 
-Standard library only, started as ``python3 -I localrun_sandbox.py SPEC.json``
-by :mod:`compose_kfp.localrun` when podman is not usable. It gives the command
+Standard library only, started as ``python3 -I sandbox.py SPEC.json``
+by :mod:`compose_kfp.localrun.runner` when podman is not usable. It gives the command
 a writable root without touching the cached tree, the way a container runtime
 does:
 

@@ -1,7 +1,7 @@
 """Observation: every read of registries and disk that planning needs, in one place.
 
 :func:`observe` looks at the world for a list of desired images
-(:func:`compose_kfp.images.desired_images`) and returns an :class:`Observed`
+(:func:`compose_kfp.build.images.desired_images`) and returns an :class:`Observed`
 value, which :func:`compose_kfp.planner.plan` turns into a plan without any
 further I/O. What it reads:
 
@@ -18,7 +18,7 @@ further I/O. What it reads:
   ``paths``/``rootfs``/``runtime`` layer is built right away into the project's
   content-addressed blob store (fast, and it makes the plan exact: a ``touch``
   that does not change content yields the same digest and shows as unchanged).
-  A ``requirements`` layer is looked up by :func:`compose_kfp.deps.requirements_key`;
+  A ``requirements`` layer is looked up by :func:`compose_kfp.build.deps.requirements_key`;
   on a miss the installer is **not** run: the digest is "known after apply",
   unless ``kfp.lock`` records the same key and the destination already holds
   that blob.
@@ -43,9 +43,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from compose_kfp import deps as deps_mod
+from compose_kfp.build import deps as deps_mod
 from compose_kfp.errors import BuildError, ConfigError, RegistryError
-from compose_kfp.images import ImageSpec, LayerSpec
+from compose_kfp.build.images import ImageSpec, LayerSpec
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.blobs import BlobStore, atomic_write
 from compose_kfp.oci.image import (
@@ -185,7 +185,7 @@ class LayerState:
     """One desired layer for one image and platform, as found on this machine.
 
     Attributes:
-        name, kind: from the :class:`~compose_kfp.images.LayerSpec`.
+        name, kind: from the :class:`~compose_kfp.build.images.LayerSpec`.
         key: the cache key (LayerPlan key; ``sha256:...`` requirements key for ``requirements``).
         digest, diff_id, size: the built layer, or ``None`` when only apply can know (requirements changed).
         media_type: the layer media type.
@@ -622,7 +622,7 @@ def file_stamps(plan: LayerPlan) -> tuple[tuple[str, int, int], ...]:
 
 
 def deps_target(image: ImageSpec, platform: str, base: BaseState, where: str) -> deps_mod.DepsTarget:
-    """The :class:`~compose_kfp.deps.DepsTarget` of ``image`` on ``platform`` (Python from the base config)."""
+    """The :class:`~compose_kfp.build.deps.DepsTarget` of ``image`` on ``platform`` (Python from the base config)."""
     env = None
     if base.config:
         cfg = ImageConfig.from_bytes(base.config.encode())
@@ -755,7 +755,7 @@ def _platform_state_from_manifest(manifest: Manifest, bases: Mapping[str, tuple[
     kfp.lock when it records this manifest; the observed base when the manifest names its digest or starts
     with its layers; else the layers below the first one carrying a layer-name annotation (a base built by
     compose-kfp has annotated layers too, so this is last)."""
-    from compose_kfp.images import LAYER_NAME_ANNOTATION
+    from compose_kfp.build.images import LAYER_NAME_ANNOTATION
 
     notes = manifest.annotations or {}
     base_digest = notes.get(ANNOTATION_BASE_DIGEST)
@@ -967,13 +967,13 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
     """Read everything :func:`compose_kfp.planner.plan` needs (module docstring).
 
     Args:
-        images: from :func:`compose_kfp.images.desired_images` (all share base, repository and platforms).
+        images: from :func:`compose_kfp.build.images.desired_images` (all share base, repository and platforms).
         root: the project folder.
         registries: registry clients.
         lock: the parsed ``kfp.lock`` or ``None``.
         frozen: use the locked base digests instead of resolving the base tag.
         output_dir: ``render.output_dir`` (absolute), for the rendered files on disk.
-        installer: the requirements installer (default :func:`compose_kfp.deps.find_installer`, found lazily).
+        installer: the requirements installer (default :func:`compose_kfp.build.deps.find_installer`, found lazily).
         progress: ``(event, name, done, total)`` callback; events ``build`` (layer built into the local store).
 
     Raises:
@@ -1050,7 +1050,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
 
 
 def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str, ...]:
-    """:func:`compose_kfp.deps.reproducibility_warnings` of every requirements file the images' layers name
+    """:func:`compose_kfp.build.deps.reproducibility_warnings` of every requirements file the images' layers name
     (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
     shown relative to it. Reads files only.
 

@@ -1,7 +1,7 @@
 """The resolved task graph of a pipeline: the one structure every renderer and the local runner read.
 
 :func:`resolve_graph` turns ``[pipeline]`` of ``kfp.toml`` plus the step
-interfaces (:class:`~compose_kfp.component.ComponentSpec`, one per
+interfaces (:class:`~compose_kfp.steps.component.ComponentSpec`, one per
 ``[steps.*]`` entry) into a frozen :class:`TaskGraph`:
 
 - pipeline params with their defaults and KFP v1 types;
@@ -14,10 +14,10 @@ interfaces (:class:`~compose_kfp.component.ComponentSpec`, one per
   path, both), its dependencies (data and ``after``), and for each output who
   consumes it and how (:class:`OutputUse`).
 
-The Argo renderer (:mod:`compose_kfp.render.workflow`), the KFP renderer
-(:mod:`compose_kfp.render.kfp`) and the local runner all read this graph; the
+The Argo renderer (:mod:`compose_kfp.pipeline.render.workflow`), the KFP renderer
+(:mod:`compose_kfp.pipeline.render.kfp`) and the local runner all read this graph; the
 command line of a task comes from :meth:`Task.command_line`, which uses
-:func:`compose_kfp.placeholders.resolve_command_line` like the Argo renderer.
+:func:`compose_kfp.steps.placeholders.resolve_command_line` like the Argo renderer.
 
 Validation errors are :class:`~compose_kfp.errors.ConfigError` whose message
 names the manifest file and the key path (``pipeline.tasks.train.args.dataset.output``)
@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compose_kfp import schema
-from compose_kfp.component import PARAMETER_TYPES, ComponentSpec, canonical_type, types_compatible
+from compose_kfp.steps.component import PARAMETER_TYPES, ComponentSpec, canonical_type, types_compatible
 from compose_kfp.errors import ConfigError
-from compose_kfp.placeholders import Bindings, CommandLine, resolve_command_line
+from compose_kfp.steps.placeholders import Bindings, CommandLine, resolve_command_line
 
 __all__ = [
     "Argument",
@@ -235,7 +235,7 @@ class Task:
 
     def command_line(self, *, values: Mapping[str, str], input_paths: Mapping[str, str],
                      output_paths: Mapping[str, str], known_values: Mapping[str, str] | None = None) -> CommandLine:
-        """The task's command line with placeholders resolved (:func:`compose_kfp.placeholders.resolve_command_line`).
+        """The task's command line with placeholders resolved (:func:`compose_kfp.steps.placeholders.resolve_command_line`).
 
         Args:
             values: text for each input consumed by value (concrete values for a local run,
@@ -246,7 +246,7 @@ class Task:
                 ``None`` when ``values`` are concrete.
 
         Raises:
-            ConfigError: see :func:`~compose_kfp.placeholders.resolve_command_line`.
+            ConfigError: see :func:`~compose_kfp.steps.placeholders.resolve_command_line`.
         """
         bindings = Bindings(values=values, input_paths=input_paths, output_paths=output_paths,
                             known_values=known_values, present=self.present_inputs)

@@ -1,4 +1,4 @@
-"""Render a :class:`~compose_kfp.component.ComponentSpec` as a KFP v1 ``component.yaml`` file.
+"""Render a :class:`~compose_kfp.steps.component.ComponentSpec` as a KFP v1 ``component.yaml`` file.
 
 The template is ``component.yaml.j2`` (built in, or the user's override from
 ``[render] templates``); every user value goes through the ``yaml`` filter. Files
@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from compose_kfp import __version__
-from compose_kfp.component import ComponentSpec
+from compose_kfp.steps.component import ComponentSpec
 from compose_kfp.errors import RenderError
-from compose_kfp.render import make_environment, render_template
+from compose_kfp.pipeline.render import make_environment, render_template
 
 __all__ = ["COMPONENT_TEMPLATE", "COMPONENTS_DIR", "render_component", "component_path"]
 

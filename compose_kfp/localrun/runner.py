@@ -1,11 +1,11 @@
 """``compose-kfp run --local``: run the resolved task graph on this machine, each task inside its image.
 
-:func:`run_local` executes the same :class:`~compose_kfp.graph.TaskGraph` the
+:func:`run_local` executes the same :class:`~compose_kfp.pipeline.graph.TaskGraph` the
 Argo renderer receives, and passes data the way the rendered Workflow makes
-Argo pass it (:mod:`compose_kfp.render.workflow`):
+Argo pass it (:mod:`compose_kfp.pipeline.render.workflow`):
 
 - a task's command line comes from :meth:`Task.command_line
-  <compose_kfp.graph.Task.command_line>` (the shared placeholder resolver):
+  <compose_kfp.pipeline.graph.Task.command_line>` (the shared placeholder resolver):
   ``inputValue`` -> the value text, ``inputPath`` -> ``/tmp/inputs/<input>/data``,
   ``outputPath`` -> ``/tmp/outputs/<output>/data``; Argo variables that Argo
   would substitute in the pod (``{{workflow.name}}``, ``{{workflow.uid}}``,
@@ -41,7 +41,7 @@ Executors (``executor=``):
     :class:`compose_kfp.oci.registry.RegistryClient` (or read from a local OCI
     layout), unpacked with :func:`compose_kfp.oci.unpack.unpack_image` into a tree
     cached per manifest digest under ``<cache_dir>/rootfs/``, and the command runs
-    in an overlay over that tree (see :mod:`compose_kfp.localrun_sandbox`) with
+    in an overlay over that tree (see :mod:`compose_kfp.localrun.sandbox`) with
     ``Env``, ``WorkingDir`` and ``User`` from the image config; ``chroot`` needs root.
     Images pinned as ``oci:PATH@sha256:...`` (``image.repository = "oci:..."``) are
     read from that layout and always use these executors.
@@ -83,7 +83,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compose_kfp.errors import ConfigError, RegistryError, RunError
-from compose_kfp.graph import Task, TaskGraph, literal_text
+from compose_kfp.pipeline.graph import Task, TaskGraph, literal_text
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.auth import Keychain
 from compose_kfp.oci.blobs import BlobStore
@@ -92,7 +92,7 @@ from compose_kfp.oci.layer import Layer
 from compose_kfp.oci.reference import Reference
 from compose_kfp.oci.registry import RegistryClient, is_loopback
 from compose_kfp.oci.unpack import remove_tree, unpack_image
-from compose_kfp.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
+from compose_kfp.steps.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
 
 __all__ = [
     "Executor",
@@ -132,7 +132,7 @@ MAX_VALUE_BYTES = 256 * 1024
 _SANDBOX_SETUP_FAILED = 125
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ARGO_VAR = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
-_SANDBOX = Path(__file__).with_name("localrun_sandbox.py")
+_SANDBOX = Path(__file__).with_name("sandbox.py")
 _UNSAFE_MOUNT_CHARS = (":", ",")
 
 
@@ -859,7 +859,7 @@ def _fits(text: str, kfp_type: str) -> bool:
 def resolve_params(graph: TaskGraph, params: Mapping[str, Any] | None) -> dict[str, str]:
     """Param name -> the text its inputs receive: the defaults of ``[pipeline.params]``, then ``params``.
 
-    Each given value must fit the type of the param's default (:func:`compose_kfp.graph.literal_type`):
+    Each given value must fit the type of the param's default (:func:`compose_kfp.pipeline.graph.literal_type`):
     an ``Integer`` param takes ``int()``-readable text, a ``Float`` one ``float()``-readable text, a
     ``Boolean`` one ``true``/``false``, a ``JsonArray``/``JsonObject`` one a JSON array/object; a
     ``String`` param takes anything. Checked before any task runs.
@@ -894,7 +894,7 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
         graph: the resolved graph with pinned images (``resolve_graph(..., images=...)``).
         run_dir: the run folder (created; a task's previous folder there is replaced).
         params: pipeline param overrides, name -> value (strings or TOML-like values,
-            turned into text as :func:`~compose_kfp.graph.literal_text` does).
+            turned into text as :func:`~compose_kfp.pipeline.graph.literal_text` does).
         executor: ``auto``, ``podman``, ``bwrap`` or ``chroot`` (see :func:`select_executor`).
         max_parallel: how many tasks may run at the same time (>= 1).
         registry: how to fetch images (insecure registries, credentials, a local layout).

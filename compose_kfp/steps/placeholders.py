@@ -39,7 +39,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from compose_kfp.component import Arg, ComponentSpec, _walk_placeholders
+from compose_kfp.steps.component import Arg, ComponentSpec, _walk_placeholders
 from compose_kfp.errors import ConfigError
 
 __all__ = [

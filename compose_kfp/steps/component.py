@@ -1,8 +1,8 @@
 """The component interface every step resolves to: a KFP v1 component spec.
 
 A step of ``kfp.toml`` is either a Python function (turned into a spec by
-:mod:`compose_kfp.introspect`) or a third-party component file (parsed by
-:mod:`compose_kfp.components`). Both end as a :class:`ComponentSpec`, the
+:mod:`compose_kfp.steps.introspect`) or a third-party component file (parsed by
+:mod:`compose_kfp.steps.components`). Both end as a :class:`ComponentSpec`, the
 in-memory form of the KFP v1 ``component.yaml`` format
 (https://www.kubeflow.org/docs/components/pipelines/v1/reference/component-spec/),
 which is what renderers, the task graph and the local runner consume.

@@ -1,6 +1,6 @@
 """The ``plan``, ``apply``, ``render`` and ``lock`` commands, registered on :data:`compose_kfp.cli.app`.
 
-Thin: each parses options, calls :mod:`compose_kfp.apply` (or :mod:`compose_kfp.deps`),
+Thin: each parses options, calls :mod:`compose_kfp.build.apply` (or :mod:`compose_kfp.build.deps`),
 and prints through the CLI's consoles. Importing this module registers the commands
 (``compose_kfp.cli`` imports it).
 
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from compose_kfp.cli import Settings, _settings, app
+from compose_kfp.cli.app import Settings, _settings, app
 from compose_kfp.errors import ConfigError, StaleError
 
 
@@ -85,7 +85,7 @@ def plan(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
 ) -> int:
     """Show what apply would change: layers to add, replace or remove, bytes to upload, rendered files."""
-    from compose_kfp.apply import plan_project
+    from compose_kfp.build.apply import plan_project
     from compose_kfp.planner import format_plan
 
     settings = _settings(ctx)
@@ -122,7 +122,7 @@ def apply(
         "--lock-timeout", help="Seconds to wait for another apply of this project to finish.")] = 30.0,
 ) -> None:
     """Build changed layers, push missing blobs, manifests and tags, write kfp.lock and render the outputs."""
-    from compose_kfp.apply import apply_plan, holding_project_lock, plan_project
+    from compose_kfp.build.apply import apply_plan, holding_project_lock, plan_project
     from compose_kfp.planner import Plan, format_plan, human_bytes
 
     settings = _settings(ctx)
@@ -212,7 +212,7 @@ def render(
         "--output-dir", help="Override render.output_dir (relative to kfp.toml's folder).")] = None,
 ) -> None:
     """Render component files and the workflow from the digests in kfp.lock (builds and pushes nothing)."""
-    from compose_kfp.apply import render_from_lock
+    from compose_kfp.build.apply import render_from_lock
 
     settings = _settings(ctx)
     project = settings.project(overrides={"render.targets": list(target) if target else None,
@@ -232,10 +232,10 @@ def lock(
 ) -> None:
     """Pin every requirements layer (versions and hashes, for the image's first platform and Python) into
     ``<file>.lock.txt`` next to it, with uv; point the layer's ``requirements`` at that file to use it."""
-    from compose_kfp import deps as deps_mod
-    from compose_kfp.apply import registries_for
-    from compose_kfp.images import desired_images
-    from compose_kfp.observe import ProjectState, deps_target, resolve_base
+    from compose_kfp.build import deps as deps_mod
+    from compose_kfp.build.apply import registries_for
+    from compose_kfp.build.images import desired_images
+    from compose_kfp.build.observe import ProjectState, deps_target, resolve_base
 
     settings = _settings(ctx)
     project = _load(settings, repository, base)

@@ -1,4 +1,4 @@
-"""Third-party component files -> :class:`~compose_kfp.component.ComponentSpec`, and the spec of every step.
+"""Third-party component files -> :class:`~compose_kfp.steps.component.ComponentSpec`, and the spec of every step.
 
 :func:`load_component_file` reads
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from compose_kfp.component import Arg, ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.steps.component import Arg, ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import StepError
 
 __all__ = ["SUPPORTED_PLACEHOLDERS", "load_component_file", "load_component_text", "step_components"]
@@ -488,7 +488,7 @@ def step_components(manifest: Any, root: Path) -> dict[str, ComponentSpec]:
         root: the folder of ``kfp.toml``; step paths are relative to it.
 
     Returns:
-        step name -> spec. Function steps (:func:`compose_kfp.introspect.function_component`)
+        step name -> spec. Function steps (:func:`compose_kfp.steps.introspect.function_component`)
         have ``image=None`` until the image digest is known; component-file steps keep the
         file's own image. ``[steps.NAME] description`` replaces the spec's description.
 
@@ -498,7 +498,7 @@ def step_components(manifest: Any, root: Path) -> dict[str, ComponentSpec]:
     """
     from dataclasses import replace
 
-    from compose_kfp.introspect import function_component
+    from compose_kfp.steps.introspect import function_component
 
     specs: dict[str, ComponentSpec] = {}
     root = Path(root)

@@ -1,7 +1,7 @@
 """Plan and apply a project: the one place that wires observe -> plan -> apply -> lock -> render.
 
-- :func:`plan_project`: desired images (:mod:`compose_kfp.images`), observation
-  (:mod:`compose_kfp.observe`), the pure planner (:mod:`compose_kfp.planner`) and
+- :func:`plan_project`: desired images (:mod:`compose_kfp.build.images`), observation
+  (:mod:`compose_kfp.build.observe`), the pure planner (:mod:`compose_kfp.planner`) and
   the rendered files that would change. With ``frozen`` it also refuses a plan
   that would change ``kfp.lock`` (:class:`~compose_kfp.errors.StaleError`).
 - :func:`apply_plan`: executes a plan and decides nothing. Under the project
@@ -11,7 +11,7 @@
   1. re-checks what can have moved since planning: the base reference's digest and the
      destination tags (a moved one raises :class:`~compose_kfp.errors.StaleError`);
   2. builds what the plan says is known only after apply (requirements layers, via
-     :func:`compose_kfp.deps.build_deps_layer`) and makes sure every other layer it must
+     :func:`compose_kfp.build.deps.build_deps_layer`) and makes sure every other layer it must
      send is in the local blob store (rebuilt from its files if not, and refused if its
      digest differs from the plan: the files changed since);
   3. assembles config and manifest (:func:`compose_kfp.planner.assemble`);
@@ -53,12 +53,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import filelock
 
-from compose_kfp import deps as deps_mod
-from compose_kfp import lock as lock_mod
+from compose_kfp.build import deps as deps_mod
+from compose_kfp.build import lock as lock_mod
 from compose_kfp import planner as planner_mod
 from compose_kfp.errors import AuthError, BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError
-from compose_kfp.images import ImageSpec, desired_images
-from compose_kfp.observe import (
+from compose_kfp.build.images import ImageSpec, desired_images
+from compose_kfp.build.observe import (
     STATE_DIR,
     ProjectState,
     Registries,
@@ -126,8 +126,8 @@ def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
     Raises:
         RenderError: a template or the KFP compiler failed; ConfigError: the graph cannot be resolved.
     """
-    from compose_kfp.graph import resolve_graph
-    from compose_kfp.render.component import component_path, render_component
+    from compose_kfp.pipeline.graph import resolve_graph
+    from compose_kfp.pipeline.render.component import component_path, render_component
 
     manifest, root = project.manifest, project.root
     out_dir = project.loaded.output_dir
@@ -149,11 +149,11 @@ def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
         pinned = {name: spec.image for name, spec in specs.items() if spec.image}
         graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned)
         if "argo" in manifest.render.targets:
-            from compose_kfp.render.workflow import render_workflow
+            from compose_kfp.pipeline.render.workflow import render_workflow
 
             files[_rel(out_dir / WORKFLOW_FILE, root)] = render_workflow(graph, manifest).encode("utf-8")
         if "kfp" in manifest.render.targets:
-            from compose_kfp.render.kfp import render_kfp_pipeline
+            from compose_kfp.pipeline.render.kfp import render_kfp_pipeline
 
             with tempfile.TemporaryDirectory(prefix="compose-kfp-render-") as tmp:
                 out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE)
@@ -184,7 +184,7 @@ def _render_inputs_key(project: Any, images: Mapping[str, str]) -> str:
         for f in sorted(folder.rglob("*")) if folder.is_dir() else ():
             if f.is_file():
                 h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
-    from compose_kfp.render import TEMPLATES_DIR
+    from compose_kfp.pipeline.render import TEMPLATES_DIR
 
     for f in sorted(TEMPLATES_DIR.glob("*")):
         if f.is_file():
@@ -218,7 +218,7 @@ def rendered_digests(project: Any, images: Mapping[str, str]) -> dict[str, str]:
 
 
 def _rendered_names(project: Any) -> list[str]:
-    from compose_kfp.render.component import component_path
+    from compose_kfp.pipeline.render.component import component_path
 
     manifest, root, out_dir = project.manifest, project.root, project.loaded.output_dir
     names = [_rel(component_path(out_dir, n), root) for n in project.components]
@@ -231,7 +231,7 @@ def _rendered_names(project: Any) -> list[str]:
 
 
 def _managed_prefixes(project: Any) -> list[str]:
-    from compose_kfp.render.component import COMPONENTS_DIR
+    from compose_kfp.pipeline.render.component import COMPONENTS_DIR
 
     return [_rel(project.loaded.output_dir / COMPONENTS_DIR, project.root) + "/"]
 
@@ -300,7 +300,7 @@ def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
         except OSError as e:
             raise _output_error(project, e, path) from None
         touched.append(rel)
-    from compose_kfp.render.component import COMPONENTS_DIR
+    from compose_kfp.pipeline.render.component import COMPONENTS_DIR
 
     comp_dir = project.loaded.output_dir / COMPONENTS_DIR
     if comp_dir.is_dir():
@@ -363,10 +363,10 @@ def lock_images(project: Any) -> dict[str, str]:
 
 def plan_project(project: Any, *, registries: Registries | None = None, frozen: bool = False,
                  installer: Any = None, progress: Progress | None = None) -> Plan:
-    """Observe and plan ``project`` (a :class:`compose_kfp.project.Project`).
+    """Observe and plan ``project`` (a :class:`compose_kfp.manifest.project.Project`).
 
     Layers whose files changed are built into the local blob store as part of observing (module
-    :mod:`compose_kfp.observe`); requirements are never installed here.
+    :mod:`compose_kfp.build.observe`); requirements are never installed here.
 
     Raises:
         StaleError: ``frozen`` and kfp.lock would change.
@@ -770,7 +770,7 @@ def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: Projec
 
 
 def _base_state_of(pp: PlatformPlan) -> Any:
-    from compose_kfp.observe import BaseState
+    from compose_kfp.build.observe import BaseState
 
     return BaseState(pp.base.reference, pp.platform, digest=pp.base.after, manifest=pp.recipe.base_manifest,
                      config=pp.recipe.base_config)

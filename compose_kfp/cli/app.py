@@ -104,8 +104,8 @@ class Settings:
         return load_manifest(self.manifest_path, env=self.env, overrides=overrides)
 
     def project(self, overrides: Mapping[str, Any] | None = None):
-        """The checked project (:func:`compose_kfp.project.load_project`)."""
-        from compose_kfp.project import load_project
+        """The checked project (:func:`compose_kfp.manifest.project.load_project`)."""
+        from compose_kfp.manifest.project import load_project
 
         return load_project(self.manifest_path, env=self.env, overrides=overrides)
 
@@ -202,7 +202,7 @@ def init(
 ) -> None:
     """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it) and make
     .gitignore ignore the tool's state folder .compose-kfp/."""
-    from compose_kfp.project import detect_steps, ignore_state_dir, scaffold_manifest
+    from compose_kfp.manifest.project import detect_steps, ignore_state_dir, scaffold_manifest
     from compose_kfp.schema import display_path, load_manifest
 
     settings = _settings(ctx)
@@ -227,7 +227,7 @@ def init(
     settings.out.print(f"wrote {display_path(target)}: {len(loaded.manifest.image.layers or [])} layer(s), "
                        f"{len(steps)} step(s){': ' + ', '.join(s.name for s in steps) if steps else ''}",
                        markup=False)
-    from compose_kfp.observe import STATE_DIR
+    from compose_kfp.build.observe import STATE_DIR
 
     gitignore, state = display_path(folder / ".gitignore"), f"{STATE_DIR}/"
     settings.out.print({"created": f"wrote {gitignore}: ignores {state} (the blob store and layer cache)",
@@ -374,11 +374,3 @@ def _report_traceback(error: BaseException) -> None:
     import traceback
 
     traceback.print_exception(error, file=sys.stderr)
-
-
-# The build commands (plan, apply, render, lock) and `run` live in their own modules and register on ``app``.
-from compose_kfp import cli_build, cli_run  # noqa: E402,F401
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

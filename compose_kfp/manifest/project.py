@@ -3,9 +3,9 @@
 :func:`load_project` is what every command that needs more than the manifest
 calls. It fails early, at load time, for everything that can be known without
 the network: the manifest itself (:func:`compose_kfp.schema.load_manifest`),
-each step's interface (:func:`compose_kfp.components.step_components`: missing
+each step's interface (:func:`compose_kfp.steps.components.step_components`: missing
 function, untyped parameter, broken component file) and the pipeline's task
-graph (:func:`compose_kfp.graph.resolve_graph`: a missing step, task, output or
+graph (:func:`compose_kfp.pipeline.graph.resolve_graph`: a missing step, task, output or
 param, a type mismatch between an output and the input it feeds, a cycle).
 
 :func:`scaffold_manifest` writes the starting ``kfp.toml`` of ``compose-kfp init``;
@@ -28,8 +28,8 @@ from compose_kfp.errors import ComposeError, ConfigError
 from compose_kfp.schema import LoadedManifest, Manifest, load_manifest
 
 if TYPE_CHECKING:  # imported for types only; the modules are imported when a project is loaded
-    from compose_kfp.component import ComponentSpec
-    from compose_kfp.graph import TaskGraph
+    from compose_kfp.steps.component import ComponentSpec
+    from compose_kfp.pipeline.graph import TaskGraph
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def load_project(
         StepError: a step's function or component file cannot be turned into a component.
     """
     loaded = load_manifest(Path(path) if path is not None else Path.cwd(), env=env, overrides=overrides)
-    from compose_kfp.components import step_components
-    from compose_kfp.graph import resolve_graph
+    from compose_kfp.steps.components import step_components
+    from compose_kfp.pipeline.graph import resolve_graph
 
     try:
         _check_step_files(loaded.manifest, loaded.root)
@@ -111,7 +111,7 @@ def _check_step_files(manifest: Manifest, root: Path) -> None:
 
     The in-image runtime runs ``python3 -m compose_kfp.runtime FILE:FUNCTION`` in ``image.workdir``
     with ``FILE`` relative to the folder of kfp.toml, so ``FILE`` must be at ``<workdir>/FILE`` in
-    that image (:func:`compose_kfp.images.desired_images`: the main image's layers, plus the step's
+    that image (:func:`compose_kfp.build.images.desired_images`: the main image's layers, plus the step's
     own layers for a step with its own image). A ``paths`` entry covers it when its destination is
     that path or a folder above it whose local source holds the file and the ignore patterns
     (``.kfpignore`` and the layer's ``ignore``, as :func:`compose_kfp.oci.layer.plan_layer` applies
@@ -121,7 +121,7 @@ def _check_step_files(manifest: Manifest, root: Path) -> None:
         ConfigError: ``steps.<name>.function: ...`` naming the file, the in-image path and every
             layer/path considered.
     """
-    from compose_kfp.images import desired_images
+    from compose_kfp.build.images import desired_images
 
     for image in desired_images(manifest, root):
         for step_name in image.steps:
@@ -414,7 +414,7 @@ def scaffold_manifest(root: Path, *, name: str | None = None, base: str = "pytho
 def ignore_state_dir(root: Path) -> str:
     """Make ``root/.gitignore`` ignore the tool's state folder ``.compose-kfp/`` (blob store, layer cache).
 
-    The state folder is :data:`compose_kfp.observe.STATE_DIR` under the project folder (the folder of
+    The state folder is :data:`compose_kfp.build.observe.STATE_DIR` under the project folder (the folder of
     kfp.toml). A missing ``.gitignore`` is created; an existing one gets the line ``.compose-kfp/``
     (and a comment) appended unless a line already ignores the folder (``.compose-kfp``,
     ``.compose-kfp/``, ``/.compose-kfp``, ``/.compose-kfp/``, or any of these after ``**/``);
@@ -427,7 +427,7 @@ def ignore_state_dir(root: Path) -> str:
     Raises:
         ConfigError: ``.gitignore`` cannot be read or written (the message names the file).
     """
-    from compose_kfp.observe import STATE_DIR
+    from compose_kfp.build.observe import STATE_DIR
 
     path = root / ".gitignore"
     entry = f"{STATE_DIR}/"

@@ -19,7 +19,7 @@ Layer order, base first:
    (a base image built from a ``rootfs`` layer, say) stays free of it. It sits
    lowest because it changes only when compose-kfp is upgraded.
 2. the ``[[image.layers]]`` entries, in file order (``requirements`` via
-   :mod:`compose_kfp.deps`, ``paths``, ``rootfs``);
+   :mod:`compose_kfp.build.deps`, ``paths``, ``rootfs``);
 3. for a step image: ``<step>-deps`` for the step's ``requirements``, then the
    step's ``layers``.
 
@@ -29,7 +29,7 @@ Config: the base image's ``Env``, then ``PYTHONPATH``/``PATH`` additions
 (wins). ``workdir``, ``labels`` and ``user`` come from ``[image]``.
 
 This module reads nothing but the manifest (no file system, no network): the
-observation of files happens in :mod:`compose_kfp.observe`.
+observation of files happens in :mod:`compose_kfp.build.observe`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import logging
 from pathlib import Path
 from typing import Literal, Mapping
 
-from compose_kfp import deps as deps_mod
+from compose_kfp.build import deps as deps_mod
 from compose_kfp import runtime as runtime_mod
 from compose_kfp.errors import ConfigError
 from compose_kfp.oci.image import merge_env

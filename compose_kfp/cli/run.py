@@ -2,7 +2,7 @@
 
 Thin: loads the project, pins each step to the image digest recorded in kfp.lock
 (:func:`run_images`: the same images the rendered files use), resolves the task graph
-with those images, calls :func:`compose_kfp.localrun.run_local`, prints one line per task event on
+with those images, calls :func:`compose_kfp.localrun.runner.run_local`, prints one line per task event on
 stderr and the summary table on stdout. A run with a failed task prints the failing
 tasks' log tails (their tracebacks) on stderr and raises
 :class:`~compose_kfp.errors.RunError` (exit code 7). Importing this module registers
@@ -18,12 +18,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from compose_kfp.cli import _settings, app
+from compose_kfp.cli.app import _settings, app
 from compose_kfp.errors import ConfigError
 
 
 class ExecutorChoice(str, enum.Enum):
-    """Accepted values of ``--executor`` (see :func:`compose_kfp.localrun.select_executor`)."""
+    """Accepted values of ``--executor`` (see :func:`compose_kfp.localrun.runner.select_executor`)."""
 
     auto = "auto"
     podman = "podman"
@@ -61,18 +61,18 @@ def _layout_refs(project: Any, refs: dict[str, str]) -> dict[str, str]:
 def run_images(project: Any) -> dict[str, str]:
     """Step name -> the image ``run --local`` runs it in: the digests kfp.lock pins, as in the rendered files.
 
-    Function steps get their image from kfp.lock ``images`` (:func:`compose_kfp.apply.lock_images`;
+    Function steps get their image from kfp.lock ``images`` (:func:`compose_kfp.build.apply.lock_images`;
     ``oci:PATH@sha256:...`` with PATH made absolute against the project folder); third-party
     component steps get the digest kfp.lock ``components`` pins for the image their file names
-    (:func:`compose_kfp.apply.lock_component_images`). A project with no function step and no
+    (:func:`compose_kfp.build.apply.lock_component_images`). A project with no function step and no
     kfp.lock yet gets an empty map: its component steps run by the reference their files name.
 
     Raises:
         StaleError: a function step and no kfp.lock, or kfp.lock lacks a step's image (run ``apply``).
         ConfigError: kfp.lock is not readable JSON of a known version.
     """
-    from compose_kfp.apply import lock_component_images, lock_images
-    from compose_kfp.lock import read_lock
+    from compose_kfp.build.apply import lock_component_images, lock_images
+    from compose_kfp.build.lock import read_lock
 
     needs_lock = any(step.function for step in project.manifest.steps.values())
     if not needs_lock and read_lock(project.root) is None:
@@ -84,16 +84,16 @@ def stale_layers(project: Any) -> list[str]:
     """One line per file layer of a used image whose inputs changed since kfp.lock was written (cheap check).
 
     For every ``paths``/``rootfs`` layer of an image some function step runs in, the inputs are
-    fingerprinted (:func:`compose_kfp.observe.input_fingerprint`: one ``stat`` per file); the fingerprint
+    fingerprinted (:func:`compose_kfp.build.observe.input_fingerprint`: one ``stat`` per file); the fingerprint
     must be one a ``plan``/``apply`` in this checkout recorded, and the layer it planned to (in the
     layer cache) must have the digest kfp.lock pins for that layer on some platform. A layer whose
     inputs were never planned here, or planned to another digest, is reported; nothing is reported
     when there is no kfp.lock or no local state (a fresh checkout: nothing to compare with).
     Never raises for a missing or unreadable cache entry (the check is only advisory).
     """
-    from compose_kfp.images import desired_images
-    from compose_kfp.lock import read_lock
-    from compose_kfp.observe import ProjectState, input_fingerprint
+    from compose_kfp.build.images import desired_images
+    from compose_kfp.build.lock import read_lock
+    from compose_kfp.build.observe import ProjectState, input_fingerprint
 
     lock = read_lock(project.root)
     state = ProjectState(project.root)
@@ -141,10 +141,10 @@ def run(
     """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
     import datetime as _dt
 
-    from compose_kfp.apply import component_images
-    from compose_kfp.graph import resolve_graph
-    from compose_kfp.localrun import RegistryOptions, failure_report, format_summary, raise_for_failure, run_local
-    from compose_kfp.observe import keychain_for
+    from compose_kfp.build.apply import component_images
+    from compose_kfp.pipeline.graph import resolve_graph
+    from compose_kfp.localrun.runner import RegistryOptions, failure_report, format_summary, raise_for_failure, run_local
+    from compose_kfp.build.observe import keychain_for
 
     settings = _settings(ctx)
     if not local:
@@ -153,7 +153,7 @@ def run(
     project = settings.project()
     if project.graph is None:
         raise ConfigError(f"{project.loaded.display_path}: no [pipeline] to run; add [pipeline.tasks.NAME] tables")
-    from compose_kfp.localrun import resolve_params
+    from compose_kfp.localrun.runner import resolve_params
 
     resolve_params(project.graph, params)  # a value of the wrong type fails here, before any image is read
     images = run_images(project)

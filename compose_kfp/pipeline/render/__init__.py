@@ -5,7 +5,7 @@ template gets the same rules (see ``DESIGN.md``):
 
 - ``StrictUndefined``: a name the template uses but the data lacks is an error,
   never an empty string;
-- the ``yaml`` filter (:func:`compose_kfp.render.filters.to_yaml`) for every user
+- the ``yaml`` filter (:func:`compose_kfp.pipeline.render.filters.to_yaml`) for every user
   value, so no value can change the document's structure;
 - a :class:`jinja2.ChoiceLoader` that looks in the user's template folder
   (``[render] templates``) first and in the built-in ``templates/`` second, so a
@@ -22,7 +22,7 @@ from pathlib import Path
 import jinja2
 
 from compose_kfp.errors import RenderError
-from compose_kfp.render.filters import FILTERS, quote_string, to_yaml
+from compose_kfp.pipeline.render.filters import FILTERS, quote_string, to_yaml
 
 __all__ = ["TEMPLATES_DIR", "make_environment", "render_template", "to_yaml", "quote_string"]
 

@@ -120,5 +120,5 @@ def to_yaml(value: Any) -> str:
     raise TypeError(f"cannot render a value of type {type(value).__name__} into YAML: {value!r}")
 
 
-#: Filters registered on every environment made by :func:`compose_kfp.render.make_environment`.
+#: Filters registered on every environment made by :func:`compose_kfp.pipeline.render.make_environment`.
 FILTERS = {"yaml": to_yaml}

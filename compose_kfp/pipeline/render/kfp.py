@@ -4,7 +4,7 @@ The SDK is the reference for the KFP v2 format, so this module does not write IR
 itself: it loads each step's rendered component file with
 :func:`kfp.components.load_component_from_text`, calls the components the way a
 hand-written ``@dsl.pipeline`` function would, wired exactly as the
-:class:`~compose_kfp.graph.TaskGraph` says, and compiles with
+:class:`~compose_kfp.pipeline.graph.TaskGraph` says, and compiles with
 :class:`kfp.compiler.Compiler` (https://www.kubeflow.org/docs/components/pipelines/user-guides/core-functions/compile-a-pipeline/).
 
 Mapping from the graph:
@@ -36,9 +36,9 @@ from typing import Any
 
 import yaml
 
-from compose_kfp.component import canonical_type
+from compose_kfp.steps.component import canonical_type
 from compose_kfp.errors import RenderError
-from compose_kfp.graph import Argument, Task, TaskGraph
+from compose_kfp.pipeline.graph import Argument, Task, TaskGraph
 
 __all__ = ["render_kfp_pipeline", "build_kfp_pipeline"]
 

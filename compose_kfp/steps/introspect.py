@@ -3,7 +3,7 @@
 ``function_component(root, "src/iris.py:train", step_name="train")`` parses the file
 with :mod:`ast` (through :mod:`compose_kfp.runtime.signature`, the analysis the in-image
 runtime repeats, so both sides always agree) and returns a
-:class:`~compose_kfp.component.ComponentSpec` whose container runs the function through
+:class:`~compose_kfp.steps.component.ComponentSpec` whose container runs the function through
 the runtime:
 
 .. code-block:: yaml
@@ -45,7 +45,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from compose_kfp.component import Arg, ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.steps.component import Arg, ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import StepError
 from compose_kfp.runtime import RUNTIME_MODULE
 from compose_kfp.runtime.signature import RETURN_OUTPUT, Parameter, Signature, SignatureError, analyze_file

@@ -1,0 +1,1 @@
+"""The build: desired images (:mod:`.images`), requirements layers (:mod:`.deps`), observing what exists (:mod:`.observe`), applying a plan (:mod:`.apply`) and kfp.lock (:mod:`.lock`). The planner itself is :mod:`compose_kfp.planner`."""

@@ -1,0 +1,1 @@
+"""Steps to components: a Python function's interface (:mod:`.introspect`), third-party component files (:mod:`.components`), the component model (:mod:`.component`) and its placeholders (:mod:`.placeholders`)."""

@@ -25,7 +25,10 @@ from compose_kfp.localrun import runner as localrun
 from compose_kfp.steps.component import ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import ConfigError, RunError
 from compose_kfp.pipeline.graph import resolve_graph
-from compose_kfp.localrun.runner import RegistryOptions, TaskEvent, failure_report, format_summary, raise_for_failure, run_local
+from compose_kfp.localrun.report import failure_report, format_summary, raise_for_failure
+from compose_kfp.localrun.results import TaskEvent
+from compose_kfp.localrun.rootfs import RegistryOptions
+from compose_kfp.localrun.runner import run_local
 from compose_kfp.oci.image import append
 from compose_kfp.oci.layer import Content, build_mapping_layer
 from compose_kfp.oci.registry import RegistryClient, push_image

@@ -143,7 +143,9 @@ def run(
 
     from compose_kfp.build.apply import component_images
     from compose_kfp.pipeline.graph import resolve_graph
-    from compose_kfp.localrun.runner import RegistryOptions, failure_report, format_summary, raise_for_failure, run_local
+    from compose_kfp.localrun.report import failure_report, format_summary, raise_for_failure
+    from compose_kfp.localrun.rootfs import RegistryOptions
+    from compose_kfp.localrun.runner import run_local
     from compose_kfp.build.observe import keychain_for
 
     settings = _settings(ctx)

@@ -1,1 +1,8 @@
-"""Running a pipeline on this machine: the task runner (:mod:`.runner`) and the stdlib-only sandbox launcher (:mod:`.sandbox`)."""
+"""Running a pipeline on this machine, each task inside its image.
+
+- :mod:`.runner`: choosing an executor, preparing, scheduling and running the tasks (:func:`~.runner.run_local`);
+- :mod:`.rootfs`: pulling and unpacking the images the ``bwrap``/``chroot`` executors run in;
+- :mod:`.results`: the run's values (task results, the run result, progress events);
+- :mod:`.report`: the summary table, the failing tasks' log tails, the run's error;
+- :mod:`.sandbox`: the stdlib-only sandbox launcher, started as a script by its path.
+"""

@@ -40,7 +40,7 @@ Executors (``executor=``):
     the image's manifest, config and layers are pulled with
     :class:`compose_kfp.oci.registry.RegistryClient` (or read from a local OCI
     layout), unpacked with :func:`compose_kfp.oci.unpack.unpack_image` into a tree
-    cached per manifest digest under ``<cache_dir>/rootfs/``, and the command runs
+    cached per manifest digest under ``<cache_dir>/rootfs/`` (:mod:`compose_kfp.localrun.rootfs`), and the command runs
     in an overlay over that tree (see :mod:`compose_kfp.localrun.sandbox`) with
     ``Env``, ``WorkingDir`` and ``User`` from the image config; ``chroot`` needs root.
     Images pinned as ``oci:PATH@sha256:...`` (``image.repository = "oci:..."``) are
@@ -52,14 +52,14 @@ Executors (``executor=``):
 Independent tasks run in parallel, at most ``max_parallel`` at a time, started in
 graph order. A task that fails (non-zero exit, missing output, timeout, image
 that cannot be fetched) makes every task downstream of it ``skipped``; the
-other tasks still run. Task failures are reported in the :class:`RunResult`,
+other tasks still run. Task failures are reported in the :class:`~compose_kfp.localrun.results.RunResult`,
 never raised; the CLI turns a failed run into :class:`~compose_kfp.errors.RunError`
-(exit code 7) and prints the failing task's log tail (:func:`failure_report`).
+(exit code 7) and prints the failing task's log tail (:mod:`compose_kfp.localrun.report`).
 
 Run folder layout: ``<run_dir>/<task k8s name>/`` holds ``log.txt`` (stdout and
 stderr of the command, interleaved), ``outputs/<output>/data``, ``inputs/<input>/data``
 (raw inputs only) and ``task.json`` (image, command line, status);
-``<run_dir>/run.json`` holds the whole :class:`RunResult`.
+``<run_dir>/run.json`` holds the whole :class:`~compose_kfp.localrun.results.RunResult`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -78,34 +77,26 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from compose_kfp.errors import ConfigError, RegistryError, RunError
+from compose_kfp.localrun.results import EventCallback, RunResult, Status, TaskEvent, TaskResult
+from compose_kfp.localrun.rootfs import ImageStore, RegistryOptions, image_user
 from compose_kfp.pipeline.graph import Task, TaskGraph, literal_text
 from compose_kfp.oci import errors as oci_errors
-from compose_kfp.oci.auth import Keychain
-from compose_kfp.oci.blobs import BlobStore
-from compose_kfp.oci.image import ImageConfig, Index, Manifest, Platform, parse_manifest, select_platform
-from compose_kfp.oci.layer import Layer
 from compose_kfp.oci.reference import Reference
-from compose_kfp.oci.registry import RegistryClient, is_loopback
-from compose_kfp.oci.unpack import remove_tree, unpack_image
+from compose_kfp.oci.registry import is_loopback
+from compose_kfp.oci.unpack import remove_tree
 from compose_kfp.steps.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
 
 __all__ = [
     "Executor",
-    "RegistryOptions",
-    "TaskEvent",
-    "TaskResult",
-    "RunResult",
     "run_local",
+    "resolve_params",
     "select_executor",
     "podman_usable",
-    "format_summary",
-    "failure_report",
-    "raise_for_failure",
     "CONTAINERS_CONF",
     "MAX_VALUE_BYTES",
 ]
@@ -113,7 +104,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Executor = Literal["auto", "podman", "bwrap", "chroot"]
-Status = Literal["succeeded", "failed", "skipped"]
 
 #: The ``containers.conf`` podman is run with (``$CONTAINERS_CONF``): no default ulimits, cgroupfs.
 CONTAINERS_CONF = """\
@@ -134,119 +124,6 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ARGO_VAR = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _SANDBOX = Path(__file__).with_name("sandbox.py")
 _UNSAFE_MOUNT_CHARS = (":", ",")
-
-
-@dataclasses.dataclass(frozen=True)
-class RegistryOptions:
-    """How images are fetched.
-
-    Attributes:
-        insecure: ``None``: plain HTTP (and podman ``--tls-verify=false``) only for loopback
-            registries; ``True``: for every registry; ``False``: never.
-        keychain: credentials for the fallback executors (default: docker/podman auth files, env).
-        authfile: an auth file for ``podman pull --authfile``.
-        layout: a local OCI image layout folder; blobs found there are not downloaded.
-    """
-
-    insecure: bool | None = None
-    keychain: Keychain | None = None
-    authfile: Path | None = None
-    layout: Path | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskResult:
-    """What happened to one task.
-
-    Attributes:
-        name: task name (``kfp.toml``); ``k8s_name`` its folder name under the run folder.
-        status: ``succeeded``, ``failed`` or ``skipped``.
-        duration: seconds the command ran (all attempts; 0 for skipped tasks).
-        outputs: output name -> its value (``str``, for parameter outputs up to
-            :data:`MAX_VALUE_BYTES`, one trailing newline removed) or its host path (files, folders).
-            Empty unless the task succeeded.
-        output_paths: output name -> host path of every output written.
-        log_path: the task's log (stdout + stderr), ``None`` for skipped tasks.
-        exit_code: the command's exit status (``None`` when it did not run or was stopped).
-        error: why it failed or was skipped, ``None`` when it succeeded.
-        argv: the command line that ran (after placeholder and Argo variable substitution).
-        image: the image reference it ran in.
-        attempts: how many times the command ran.
-    """
-
-    name: str
-    k8s_name: str
-    status: Status
-    duration: float = 0.0
-    outputs: Mapping[str, str | Path] = dataclasses.field(default_factory=dict)
-    output_paths: Mapping[str, Path] = dataclasses.field(default_factory=dict)
-    log_path: Path | None = None
-    exit_code: int | None = None
-    error: str | None = None
-    argv: tuple[str, ...] = ()
-    image: str | None = None
-    attempts: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (paths as strings)."""
-        return {
-            "name": self.name, "status": self.status, "duration": round(self.duration, 3),
-            "outputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.outputs.items()},
-            "output_paths": {k: str(v) for k, v in self.output_paths.items()},
-            "log": str(self.log_path) if self.log_path else None, "exit_code": self.exit_code,
-            "error": self.error, "argv": list(self.argv), "image": self.image, "attempts": self.attempts,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """The result of :func:`run_local`: one :class:`TaskResult` per task, in graph order."""
-
-    pipeline: str
-    run_dir: Path
-    executor: str
-    tasks: tuple[TaskResult, ...]
-    duration: float
-    params: Mapping[str, str]
-
-    @property
-    def ok(self) -> bool:
-        """Every task succeeded."""
-        return all(t.status == "succeeded" for t in self.tasks)
-
-    @property
-    def failed(self) -> tuple[TaskResult, ...]:
-        """The failed tasks (not the skipped ones), in graph order."""
-        return tuple(t for t in self.tasks if t.status == "failed")
-
-    def task(self, name: str) -> TaskResult:
-        """The result of task ``name``; ``KeyError`` if there is none."""
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"pipeline": self.pipeline, "run_dir": str(self.run_dir), "executor": self.executor,
-                "ok": self.ok, "duration": round(self.duration, 3), "params": dict(self.params),
-                "tasks": [t.to_dict() for t in self.tasks]}
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskEvent:
-    """A progress event: ``kind`` is ``fetching`` (image), ``started``, ``finished`` or ``skipped``.
-
-    ``result`` is set for ``finished`` and ``skipped``. Events may come from worker threads.
-    """
-
-    task: str
-    kind: Literal["fetching", "started", "finished", "skipped"]
-    result: TaskResult | None = None
-    message: str = ""
-
-
-EventCallback = Callable[[TaskEvent], None]
 
 
 # ---------------------------------------------------------------------------- executors
@@ -325,180 +202,6 @@ def select_executor(requested: Executor = "auto", cache_dir: Path | None = None)
                    "root; install podman and runc, or bubblewrap")
 
 
-# ---------------------------------------------------------------------------- images for the fallback
-
-
-@dataclasses.dataclass(frozen=True)
-class _ImageTree:
-    root: Path
-    config: ImageConfig
-
-
-def _host_platform() -> Platform:
-    return Platform.parse(f"linux/{platform.machine()}")
-
-
-class _ImageStore:
-    """Unpacked image trees cached per manifest digest (``<cache>/rootfs/<hex>/{rootfs,config.json}``)."""
-
-    def __init__(self, cache: Path, options: RegistryOptions):
-        self.cache = cache
-        self.options = options
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-        self._clients: dict[str, RegistryClient] = {}
-
-    def _lock(self, key: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def _client(self, host: str) -> RegistryClient:
-        with self._guard:
-            if host not in self._clients:
-                self._clients[host] = RegistryClient(host, self.options.keychain, insecure=self.options.insecure)
-            return self._clients[host]
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-
-    def _local(self) -> BlobStore | None:
-        return BlobStore(self.options.layout) if self.options.layout else None
-
-    def _manifest(self, ref: Reference) -> tuple[Manifest, str]:
-        local = self._local()
-        if local is not None and ref.digest and local.has(ref.digest):
-            doc = parse_manifest(local.read_bytes(ref.digest))
-            digest = ref.digest
-        else:
-            data, media_type, digest = self._client(ref.api_host).get_manifest(ref.repository, ref.identifier)
-            doc = parse_manifest(data, media_type)
-        if isinstance(doc, Index):
-            desc = select_platform(doc, _host_platform())
-            return self._manifest(Reference(ref.registry, ref.repository, digest=desc.digest))
-        return doc, digest
-
-    def _blob(self, ref: Reference, digest: str, size: int, dest: BlobStore) -> None:
-        local = self._local()
-        if local is not None and local.has(digest):
-            dest.copy_from(local, digest)
-            return
-        if not dest.has(digest):
-            dest.path(digest).parent.mkdir(parents=True, exist_ok=True)
-            self._client(ref.api_host).get_blob(ref.repository, digest, dest.path(digest), expected_size=size)
-
-    def _from_layout(self, image: str) -> tuple[Reference, Manifest, str, BlobStore]:
-        """``oci:PATH@sha256:...``: the manifest straight from that OCI layout's blobs."""
-        path, sep, digest = image[len("oci:"):].rpartition("@")
-        if not sep or not digest.startswith("sha256:"):
-            raise RunError(f"image {image!r}: an OCI layout image must be pinned as oci:PATH@sha256:...")
-        store = BlobStore(path)
-        if not store.has(digest):
-            raise RunError(f"image {image!r}: {path} has no manifest {digest}; run `compose-kfp apply`")
-        doc = parse_manifest(store.read_bytes(digest))
-        if isinstance(doc, Index):
-            digest = select_platform(doc, _host_platform()).digest
-            doc = parse_manifest(store.read_bytes(digest))
-        return Reference("localhost", "layout", digest=digest), doc, digest, store
-
-    def tree(self, image: str) -> _ImageTree:
-        """The unpacked tree and config of ``image``, fetched and unpacked on first use.
-
-        ``image`` is ``repository@sha256:...`` (pulled from its registry, blobs from the
-        ``layout`` option first when given) or ``oci:PATH@sha256:...`` (read from that layout).
-        """
-        from filelock import FileLock
-
-        layout: BlobStore | None = None
-        if image.startswith("oci:"):
-            ref, manifest, digest, layout = self._from_layout(image)
-        else:
-            ref = Reference.parse(image)
-            manifest, digest = self._manifest(ref)
-        hexd = digest.split(":", 1)[1]
-        folder = self.cache / "rootfs" / hexd
-        with self._lock(hexd), FileLock(str(self.cache / "rootfs" / f"{hexd}.lock")):
-            config_path = folder / "config.json"
-            if not config_path.is_file() or not (folder / "rootfs").is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-                blobs = layout or BlobStore(self.cache / "blobs")
-                if layout is None:
-                    self._blob(ref, manifest.config.digest, manifest.config.size, blobs)
-                config = ImageConfig.from_bytes(blobs.read_bytes(manifest.config.digest), manifest.config.media_type)
-                if len(config.rootfs.diff_ids) != len(manifest.layers):
-                    raise oci_errors.ImageError(f"{image}: the manifest has {len(manifest.layers)} layers but the "
-                                                f"config lists {len(config.rootfs.diff_ids)} diff_ids")
-                layers = []
-                for desc, diff_id in zip(manifest.layers, config.rootfs.diff_ids):
-                    if layout is None:
-                        self._blob(ref, desc.digest, desc.size, blobs)
-                    layers.append(Layer.from_store(blobs, desc.digest, diff_id, desc.media_type))
-                remove_tree(folder / "rootfs")
-                unpack_image(layers, folder / "rootfs")
-                config_path.write_bytes(config.raw_bytes())
-                if layout is None:
-                    for desc in [manifest.config, *manifest.layers]:
-                        blobs.path(desc.digest).unlink(missing_ok=True)  # the tree is the cache
-                log.info("unpacked %s (%d layers) into %s", image, len(layers), folder / "rootfs")
-            config = ImageConfig.from_bytes(config_path.read_bytes())
-        return _ImageTree(folder / "rootfs", config)
-
-
-def _lookup_id(root: Path, table: str, name: str) -> tuple[int, int] | None:
-    """``(id, primary gid)`` of ``name`` in the image's ``/etc/passwd`` (or ``(gid, gid)`` in ``/etc/group``)."""
-    try:
-        lines = (root / "etc" / table).read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) >= 3 and fields[0] == name:
-            try:
-                ident = int(fields[2])
-                gid = int(fields[3]) if table == "passwd" and len(fields) > 3 else ident
-            except ValueError:
-                return None
-            return ident, gid
-    return None
-
-
-def _image_user(root: Path, user: str | None) -> tuple[int, int, str]:
-    """``(uid, gid, home)`` for the image config's ``User`` (``name``, ``uid``, ``name:group``, ``uid:gid``).
-
-    Raises:
-        RunError: a name that is not in the image's ``/etc/passwd`` or ``/etc/group``.
-    """
-    if not user:
-        return 0, 0, "/root"
-    name, _, group = user.partition(":")
-    if name.isdigit():
-        uid, gid = int(name), int(name)
-        passwd = None
-    else:
-        passwd = _lookup_id(root, "passwd", name)
-        if passwd is None:
-            raise RunError(f"image user {name!r} is not in the image's /etc/passwd")
-        uid, gid = passwd
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            found = _lookup_id(root, "group", group)
-            if found is None:
-                raise RunError(f"image group {group!r} is not in the image's /etc/group")
-            gid = found[0]
-    home = "/root" if uid == 0 else "/"
-    try:
-        for line in (root / "etc" / "passwd").read_text(errors="replace").splitlines():
-            fields = line.split(":")
-            if len(fields) >= 6 and fields[2] == str(uid):
-                home = fields[5] or home
-                break
-    except OSError:
-        pass
-    return uid, gid, home
-
-
 # ---------------------------------------------------------------------------- one task
 
 
@@ -552,7 +255,7 @@ class _Runner:
             "workflow.creationTimestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **{f"workflow.parameters.{k}": v for k, v in params.items()},
         }
-        self.images = _ImageStore(cache, options) if executor in ("bwrap", "chroot") else None
+        self.images = ImageStore(cache, options) if executor in ("bwrap", "chroot") else None
         self._pulled: dict[str, threading.Lock] = {}
         self._pulled_ok: set[str] = set()
         self._guard = threading.Lock()
@@ -661,7 +364,7 @@ class _Runner:
         self.emit(TaskEvent(task.name, "fetching", message=task.image))
         tree = self.images.tree(task.image)
         cc = tree.config.config
-        uid, gid, home = _image_user(tree.root, cc.user if cc else None)
+        uid, gid, home = image_user(tree.root, cc.user if cc else None)
         env: dict[str, str] = {}
         for item in (cc.env if cc and cc.env else []):
             key, _, value = item.partition("=")
@@ -939,62 +642,3 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
                        duration=time.monotonic() - start, params=values)
     (run_dir / "run.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result
-
-
-# ---------------------------------------------------------------------------- reporting
-
-
-def _shown_output(value: str | Path, run_dir: Path, width: int = 48) -> str:
-    if isinstance(value, Path):
-        try:
-            return str(value.relative_to(run_dir))
-        except ValueError:
-            return str(value)
-    one_line = value.replace("\n", "\\n")
-    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
-
-
-def format_summary(result: RunResult):
-    """A :class:`rich.table.Table` of the run: task, status, duration (s), outputs (values, or file paths relative to the run folder), and the reason for failed and skipped tasks."""
-    from rich.table import Table
-
-    table = Table(title=f"{result.pipeline}: {sum(t.status == 'succeeded' for t in result.tasks)}/"
-                        f"{len(result.tasks)} tasks succeeded in {result.duration:.1f} s ({result.executor})",
-                  title_justify="left")
-    table.add_column("Task")
-    table.add_column("Status")
-    table.add_column("Duration", justify="right")
-    table.add_column("Outputs / reason")
-    style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
-    for t in result.tasks:
-        if t.status == "succeeded":
-            detail = "\n".join(f"{k} = {_shown_output(v, result.run_dir)}" for k, v in t.outputs.items()) or "-"
-        else:
-            detail = t.error or ""
-        table.add_row(t.name, f"[{style[t.status]}]{t.status}[/]", f"{t.duration:.1f} s" if t.attempts else "-",
-                      detail)
-    return table
-
-
-def failure_report(result: RunResult, tail_lines: int = 40) -> str:
-    """For each failed task: its name, why, its log path and the last ``tail_lines`` lines of its log (the traceback)."""
-    parts = []
-    for t in result.failed:
-        lines = []
-        if t.log_path and t.log_path.is_file():
-            lines = t.log_path.read_text(errors="replace").splitlines()[-tail_lines:]
-        head = f"task {t.name!r} failed: {t.error}" + (f" (log: {t.log_path})" if t.log_path else "")
-        parts.append("\n".join([head, *("  " + line for line in lines)]))
-    return "\n\n".join(parts)
-
-
-def raise_for_failure(result: RunResult) -> None:
-    """Raise :class:`~compose_kfp.errors.RunError` (exit code 7) naming the failed and skipped tasks, unless all succeeded."""
-    if result.ok:
-        return
-    failed = ", ".join(repr(t.name) for t in result.failed)
-    skipped = [t.name for t in result.tasks if t.status == "skipped"]
-    message = f"pipeline {result.pipeline!r}: task {failed} failed"
-    if skipped:
-        message += f"; skipped: {', '.join(repr(s) for s in skipped)}"
-    raise RunError(message + f"; logs are in {result.run_dir}")

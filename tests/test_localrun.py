@@ -321,7 +321,7 @@ def test_run_images_are_the_digests_kfp_lock_pins(tmp_path):
     """run --local runs a third-party component by the digest kfp.lock pins (as rendered), not by its file's tag."""
     import json
 
-    from compose_kfp.cli.run import run_images
+    from compose_kfp.localrun.project import run_images
     from compose_kfp.errors import StaleError
     from compose_kfp.manifest.project import load_project
 
@@ -424,7 +424,7 @@ def test_param_values_must_fit_the_default_type(tmp_path, name, good, bad, kind)
 
 
 def test_cli_run_checks_param_types_and_warns_about_a_stale_image(tmp_path):
-    from compose_kfp.cli.run import stale_layers
+    from compose_kfp.localrun.project import stale_layers
     from compose_kfp.manifest.project import load_project
     from tests.test_cli import VALID, run
 

@@ -1,10 +1,9 @@
-"""The ``run`` command (``compose-kfp run --local``), registered on :data:`compose_kfp.cli.app`.
+"""The ``run`` command (``compose-kfp run --local``), registered on :data:`compose_kfp.cli.app.app`.
 
-Thin: loads the project, pins each step to the image digest recorded in kfp.lock
-(:func:`run_images`: the same images the rendered files use), resolves the task graph
-with those images, calls :func:`compose_kfp.localrun.runner.run_local`, prints one line per task event on
-stderr and the summary table on stdout. A run with a failed task prints the failing
-tasks' log tails (their tracebacks) on stderr and raises
+Thin: parses the options, loads the project and calls :func:`compose_kfp.localrun.project.run_project`
+(the images kfp.lock pins, the stale-layer warnings, the run itself), prints its warnings and notes and
+one line per task event on stderr and the summary table on stdout. A run with a failed task prints the
+failing tasks' log tails (their tracebacks) on stderr and raises
 :class:`~compose_kfp.errors.RunError` (exit code 7). Importing this module registers
 the command.
 """
@@ -46,82 +45,6 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _layout_refs(project: Any, refs: dict[str, str]) -> dict[str, str]:
-    """``oci:PATH@digest`` references with PATH made absolute against the project folder."""
-    out = {}
-    for step, ref in refs.items():
-        if ref.startswith("oci:"):
-            path, _, digest = ref[len("oci:"):].rpartition("@")
-            folder = Path(path).expanduser()
-            ref = f"oci:{(folder if folder.is_absolute() else project.root / folder).resolve()}@{digest}"
-        out[step] = ref
-    return out
-
-
-def run_images(project: Any) -> dict[str, str]:
-    """Step name -> the image ``run --local`` runs it in: the digests kfp.lock pins, as in the rendered files.
-
-    Function steps get their image from kfp.lock ``images`` (:func:`compose_kfp.build.apply.lock_images`;
-    ``oci:PATH@sha256:...`` with PATH made absolute against the project folder); third-party
-    component steps get the digest kfp.lock ``components`` pins for the image their file names
-    (:func:`compose_kfp.build.apply.lock_component_images`). A project with no function step and no
-    kfp.lock yet gets an empty map: its component steps run by the reference their files name.
-
-    Raises:
-        StaleError: a function step and no kfp.lock, or kfp.lock lacks a step's image (run ``apply``).
-        ConfigError: kfp.lock is not readable JSON of a known version.
-    """
-    from compose_kfp.build.apply import lock_component_images, lock_images
-    from compose_kfp.build.lock import read_lock
-
-    needs_lock = any(step.function for step in project.manifest.steps.values())
-    if not needs_lock and read_lock(project.root) is None:
-        return {}
-    return _layout_refs(project, {**lock_images(project), **lock_component_images(project)})
-
-
-def stale_layers(project: Any) -> list[str]:
-    """One line per file layer of a used image whose inputs changed since kfp.lock was written (cheap check).
-
-    For every ``paths``/``rootfs`` layer of an image some function step runs in, the inputs are
-    fingerprinted (:func:`compose_kfp.build.observe.input_fingerprint`: one ``stat`` per file); the fingerprint
-    must be one a ``plan``/``apply`` in this checkout recorded, and the layer it planned to (in the
-    layer cache) must have the digest kfp.lock pins for that layer on some platform. A layer whose
-    inputs were never planned here, or planned to another digest, is reported; nothing is reported
-    when there is no kfp.lock or no local state (a fresh checkout: nothing to compare with).
-    Never raises for a missing or unreadable cache entry (the check is only advisory).
-    """
-    from compose_kfp.build.images import desired_images
-    from compose_kfp.build.lock import read_lock
-    from compose_kfp.build.observe import ProjectState, input_fingerprint
-
-    lock = read_lock(project.root)
-    state = ProjectState(project.root)
-    if lock is None or not (state.dir / "cache" / "fingerprints").is_dir():
-        return []
-    lines = []
-    for image in desired_images(project.manifest, project.root):
-        entry = (lock.get("images") or {}).get(image.name) or {}
-        if not image.steps or not entry:
-            continue
-        locked: dict[str, set[str]] = {}
-        for plat in (entry.get("platforms") or {}).values():
-            for layer in plat.get("layers") or ():
-                locked.setdefault(layer.get("name"), set()).add(layer.get("digest"))
-        for spec in image.layers:
-            if spec.kind not in ("paths", "rootfs") or spec.name not in locked:
-                continue
-            fp = input_fingerprint(spec, image.compression, project.root)
-            key = state.fingerprint_key(fp) if fp else None
-            cached = state.layer_cache.get(key) if key else None
-            if cached is not None and cached.get("digest") in locked[spec.name]:
-                continue
-            lines.append(f"layer {spec.name!r} of image {image.name!r} ({spec.where}): its files changed since "
-                         f"kfp.lock was written; this run uses the image kfp.lock pins, built from the old files. "
-                         f"Run `compose-kfp apply` to rebuild it")
-    return lines
-
-
 @app.command()
 def run(
     ctx: typer.Context,
@@ -139,42 +62,17 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run result as JSON.")] = False,
 ) -> None:
     """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
-    import datetime as _dt
-
-    from compose_kfp.build.apply import component_images
-    from compose_kfp.pipeline.graph import resolve_graph
+    from compose_kfp.localrun.project import run_project
     from compose_kfp.localrun.report import failure_report, format_summary, raise_for_failure
-    from compose_kfp.localrun.rootfs import RegistryOptions
-    from compose_kfp.localrun.runner import run_local
-    from compose_kfp.build.observe import keychain_for
 
     settings = _settings(ctx)
     if not local:
         raise ConfigError("only local runs are supported so far: use `compose-kfp run --local`")
     params = parse_params(param or [])
     project = settings.project()
-    if project.graph is None:
-        raise ConfigError(f"{project.loaded.display_path}: no [pipeline] to run; add [pipeline.tasks.NAME] tables")
-    from compose_kfp.localrun.runner import resolve_params
 
-    resolve_params(project.graph, params)  # a value of the wrong type fails here, before any image is read
-    images = run_images(project)
-    for line in stale_layers(project):
-        settings.err.print(f"warning: {line}", markup=False)
-    if not images and component_images(project):
-        settings.err.print("note: no kfp.lock yet, so component images run by the references their files name; "
-                           "`compose-kfp apply` pins them by digest", markup=False)
-    graph = resolve_graph(project.manifest, project.components, manifest_path=project.path, images=images)
-    if run_dir is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = project.loaded.output_dir / "runs" / stamp
-    image_settings = project.manifest.image
-    auth_file = None
-    if image_settings.auth is not None and image_settings.auth.config:
-        auth_file = Path(image_settings.auth.config).expanduser()
-        auth_file = auth_file if auth_file.is_absolute() else project.root / auth_file
-    options = RegistryOptions(insecure=True if image_settings.insecure else None,
-                              keychain=keychain_for(image_settings.auth, project.root), authfile=auth_file)
+    def on_notice(kind: str, text: str) -> None:
+        settings.err.print(f"{kind}: {text}", markup=False)
 
     def on_event(event: Any) -> None:
         if as_json:
@@ -188,8 +86,8 @@ def run(
             settings.err.print(f"■ {event.task} {r.status}{extra}" + (f": {r.error}" if r.error else ""),
                                markup=False)
 
-    result = run_local(graph, run_dir=run_dir, params=params, executor=executor.value,  # type: ignore[arg-type]
-                       max_parallel=parallel, registry=options, on_event=on_event)
+    result = run_project(project, params=params, run_dir=run_dir, executor=executor.value,  # type: ignore[arg-type]
+                         max_parallel=parallel, on_event=on_event, on_notice=on_notice)
     if as_json:
         settings.result.print(json.dumps(result.to_dict(), indent=2), markup=False)
     else:

@@ -55,6 +55,8 @@ that cannot be fetched) makes every task downstream of it ``skipped``; the
 other tasks still run. Task failures are reported in the :class:`~compose_kfp.localrun.results.RunResult`,
 never raised; the CLI turns a failed run into :class:`~compose_kfp.errors.RunError`
 (exit code 7) and prints the failing task's log tail (:mod:`compose_kfp.localrun.report`).
+Running a checked project (the images kfp.lock pins, stale-layer warnings) is
+:func:`compose_kfp.localrun.project.run_project`.
 
 Run folder layout: ``<run_dir>/<task k8s name>/`` holds ``log.txt`` (stdout and
 stderr of the command, interleaved), ``outputs/<output>/data``, ``inputs/<input>/data``

@@ -10,7 +10,7 @@ import pytest
 
 from compose_kfp.errors import ConfigError, StepError
 from compose_kfp.manifest.project import Project, SkippedStep, detect_steps, ignore_state_dir, load_project, scaffold_manifest
-from compose_kfp.schema import load_manifest
+from compose_kfp.manifest.load import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

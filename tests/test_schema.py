@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli, schema
+from compose_kfp import cli
 from compose_kfp.errors import ConfigError
+from compose_kfp.manifest import docs
+from compose_kfp.manifest.checks import find_cycles
+from compose_kfp.manifest.docs import json_schema
+from compose_kfp.manifest.load import ENV_VARS, load_manifest
 from compose_kfp.schema import (
-    ENV_VARS,
     LayerConfig,
     Manifest,
     ParamRef,
     TaskOutputRef,
-    find_cycles,
     has_userinfo,
-    json_schema,
-    load_manifest,
     looks_secret,
 )
 
@@ -555,8 +555,8 @@ def test_examples_validate_against_schema_and_load(example):
 
 
 def test_reference_lists_every_key_and_variable():
-    text = schema.reference_markdown()
-    paths = [k.path for k in schema.iter_keys()]
+    text = docs.reference_markdown()
+    paths = [k.path for k in docs.iter_keys()]
     assert "pipeline.tasks.<task>.args.<input>.output" in paths
     assert "image.layers[].paths[].dst" in paths
     for p in paths:
@@ -571,5 +571,5 @@ def test_readme_reference_is_up_to_date():
         "<!-- END kfp.toml reference -->"
     assert begin in readme and end in readme, "README.md lacks the generated kfp.toml reference"
     section = readme.split(begin, 1)[1].split(end, 1)[0]
-    assert section.strip() == schema.reference_markdown().strip(), (
+    assert section.strip() == docs.reference_markdown().strip(), (
         "README.md is out of date: replace the section with `compose-kfp schema --format markdown`")

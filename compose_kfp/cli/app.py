@@ -99,7 +99,7 @@ class Settings:
 
     def manifest(self, overrides: Mapping[str, Any] | None = None):
         """The validated manifest (:func:`compose_kfp.schema.load_manifest`)."""
-        from compose_kfp.schema import load_manifest
+        from compose_kfp.manifest.load import load_manifest
 
         return load_manifest(self.manifest_path, env=self.env, overrides=overrides)
 
@@ -184,7 +184,7 @@ def schema(
                    ] = SchemaFormat.json,
 ) -> None:
     """Print the JSON Schema of kfp.toml (for editors), or the key reference as Markdown."""
-    from compose_kfp.schema import json_schema, reference_markdown
+    from compose_kfp.manifest.docs import json_schema, reference_markdown
 
     settings = _settings(ctx)
     text = json.dumps(json_schema(), indent=2) if fmt is SchemaFormat.json else reference_markdown()
@@ -202,8 +202,8 @@ def init(
 ) -> None:
     """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it) and make
     .gitignore ignore the tool's state folder .compose-kfp/."""
+    from compose_kfp.manifest.load import display_path, load_manifest
     from compose_kfp.manifest.project import detect_steps, ignore_state_dir, scaffold_manifest
-    from compose_kfp.schema import display_path, load_manifest
 
     settings = _settings(ctx)
     target = settings.manifest_path

@@ -2,7 +2,7 @@
 
 :func:`load_project` is what every command that needs more than the manifest
 calls. It fails early, at load time, for everything that can be known without
-the network: the manifest itself (:func:`compose_kfp.schema.load_manifest`),
+the network: the manifest itself (:func:`compose_kfp.manifest.load.load_manifest`),
 each step's interface (:func:`compose_kfp.steps.components.step_components`: missing
 function, untyped parameter, broken component file) and the pipeline's task
 graph (:func:`compose_kfp.pipeline.graph.resolve_graph`: a missing step, task, output or
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from compose_kfp.errors import ComposeError, ConfigError
-from compose_kfp.schema import LoadedManifest, Manifest, load_manifest
+from compose_kfp.manifest.load import LoadedManifest, load_manifest
+from compose_kfp.schema import Manifest
 
 if TYPE_CHECKING:  # imported for types only; the modules are imported when a project is loaded
     from compose_kfp.steps.component import ComponentSpec
@@ -76,7 +77,7 @@ def load_project(
 ) -> Project:
     """Load ``kfp.toml`` (a file, or a folder holding one; default: the current directory) and check it whole.
 
-    ``env`` and ``overrides`` are passed to :func:`compose_kfp.schema.load_manifest`
+    ``env`` and ``overrides`` are passed to :func:`compose_kfp.manifest.load.load_manifest`
     (``None`` env means ``os.environ``; overrides are dotted key paths from the command line).
 
     Raises:
@@ -359,7 +360,7 @@ def scaffold_manifest(root: Path, *, name: str | None = None, base: str = "pytho
     FILE[:FUNCTION]: REASON``, one line each) and listed in a comment. ``name`` defaults to the folder name made lowercase
     (``[a-z0-9-]``); ``repository`` defaults to ``oci:build/image`` (a local OCI
     layout: works without a registry). The result is valid for
-    :func:`compose_kfp.schema.load_manifest` as it is; a commented ``[pipeline]``
+    :func:`compose_kfp.manifest.load.load_manifest` as it is; a commented ``[pipeline]``
     shows how to connect the steps.
     """
     project = name or _SIMPLE_NAME.sub("-", root.resolve().name.lower()).strip("-") or "project"

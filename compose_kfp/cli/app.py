@@ -203,7 +203,7 @@ def init(
     """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it) and make
     .gitignore ignore the tool's state folder .compose-kfp/."""
     from compose_kfp.manifest.load import display_path, load_manifest
-    from compose_kfp.manifest.project import detect_steps, ignore_state_dir, scaffold_manifest
+    from compose_kfp.manifest.scaffold import detect_steps, ignore_state_dir, scaffold_manifest
 
     settings = _settings(ctx)
     target = settings.manifest_path

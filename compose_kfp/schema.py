@@ -310,6 +310,26 @@ EnvMap = Annotated[dict[str, str], AfterValidator(_check_env_names)]
 LayerList = Annotated[list[LayerConfig], AfterValidator(_unique_layer_names)]
 
 
+def _check_step_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise ValueError(f"step name {name!r}: use ASCII letters, digits, `_` and `-`, starting with a "
+                         "letter or digit")
+    return name
+
+
+def _check_task_name(name: str) -> str:
+    if not re.search(r"[A-Za-z0-9]", name):
+        raise ValueError(f"task name {name!r} needs at least one ASCII letter or digit: the task's "
+                         "Kubernetes name keeps only `a-z`, `0-9` and `-`")
+    return name
+
+
+#: A key of ``[steps]``: ASCII ``[A-Za-z0-9][A-Za-z0-9_-]*`` (checked per key, so an error names the key's line).
+StepName = Annotated[str, AfterValidator(_check_step_name)]
+#: A key of ``[pipeline.tasks]``: any string with at least one ASCII letter or digit (its Kubernetes name).
+TaskName = Annotated[str, AfterValidator(_check_task_name)]
+
+
 class ImageSettings(_Model):
     """``[image]``: the base, the destination and what goes on top."""
 
@@ -585,7 +605,7 @@ class PipelineConfig(_Model):
     name: str | None = Field(default=None, description="Pipeline name; default: the project name.")
     description: str | None = Field(default=None, description="Pipeline description.")
     params: dict[str, JsonValue] = Field(default_factory=dict, description="Pipeline parameters and their defaults.")
-    tasks: dict[str, TaskConfig] = Field(default_factory=dict, description="The tasks, by name.")
+    tasks: dict[TaskName, TaskConfig] = Field(default_factory=dict, description="The tasks, by name.")
     service_account: str | None = Field(default=None, description="Kubernetes service account for the pods.")
     image_pull_secrets: list[str] = Field(default_factory=list, description="Names of image pull secrets.")
     parallelism: int | None = Field(default=None, gt=0, description="At most this many pods at once.")
@@ -614,21 +634,13 @@ class Manifest(_Model):
 
     project: ProjectConfig = Field(description="The project: its name and description.")
     image: ImageSettings = Field(description="The image: base, destination, layers, credentials.")
-    steps: dict[str, StepConfig] = Field(
+    steps: dict[StepName, StepConfig] = Field(
         default_factory=dict, description="Pipeline steps by name: Python functions or component files."
     )
     pipeline: PipelineConfig | None = Field(
         default=None, description="How the steps are wired into a pipeline; without it only components are rendered."
     )
     render: RenderSettings = Field(default_factory=RenderSettings, description="Where rendered files go.")
-
-    @field_validator("steps")
-    @classmethod
-    def _step_names(cls, v: dict[str, StepConfig]) -> dict[str, StepConfig]:
-        for name in v:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-                raise ValueError(f"step name {name!r}: use letters, digits, `_` and `-`")
-        return v
 
     @property
     def pipeline_name(self) -> str:

@@ -179,8 +179,12 @@ CASES = [
     Case("missing-project", '[project]\nname = "iris"\n', "", "project", r"required key is missing", None),
     Case("missing-repository", 'repository = "ghcr.io/acme/iris"\n', "", "image.repository",
          r"required key is missing: Destination repository", "[image]"),
-    Case("step-name-invalid", "[steps.train]", '[steps."my step"]', "steps",
-         r"step name 'my step'", None),
+    Case("step-name-invalid", "[steps.train]", '[steps."my step"]', "steps.my step",
+         r"step name 'my step'", '[steps."my step"]'),
+    Case("step-name-cyrillic", "[steps.train]", '[steps."шаг"]', "steps.шаг",
+         r"step name 'шаг': use ASCII letters, digits, `_` and `-`", '[steps."шаг"]'),
+    Case("task-name-cyrillic", "[pipeline.tasks.train]", '[pipeline.tasks."сумма"]', "pipeline.tasks.сумма",
+         r"task name 'сумма' needs at least one ASCII letter or digit", '[pipeline.tasks."сумма"]'),
     # --- unknown keys
     Case("unknown-repository-typo", "repository =", "repositry =", "image.repositry",
          r"unknown key; did you mean 'repository'\?", "repositry ="),
@@ -320,6 +324,25 @@ def test_secret_never_echoed_even_with_debug(case: Case, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "Traceback" in err  # --debug does show where the error came from...
     assert CANARY not in out + err  # ...but never the secret
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("[pipeline.tasks.train]", '[pipeline.tasks."сумма"]',
+     "pipeline.tasks.сумма: task name 'сумма' needs at least one ASCII letter or digit: the task's Kubernetes "
+     "name keeps only `a-z`, `0-9` and `-`."),
+    ("[steps.train]", '[steps."шаг"]',
+     "steps.шаг: step name 'шаг': use ASCII letters, digits, `_` and `-`, starting with a letter or digit."),
+], ids=["task", "step"])
+def test_non_ascii_name_says_ascii_with_its_line(old, new, message, tmp_path, capsys, monkeypatch):
+    text = BASE.replace(old, new, 1)
+    path = make_project(tmp_path, text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["validate"])
+    _, err = capsys.readouterr()
+    assert info.value.code == 1
+    assert err == f"error: kfp.toml:{line_of(text, new)}: {message}\n"
+    assert path.read_text(encoding="utf-8") == text
 
 
 def test_not_utf8(tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli, errors, schema
+from compose_kfp import cli, errors
+from compose_kfp.manifest import docs, load
 from compose_kfp.oci import errors as oci_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,12 +71,12 @@ def _reset_logging():
 def test_schema_prints_the_json_schema():
     code, out, err = run("schema")
     assert code == 0 and err == ""
-    assert json.loads(out) == schema.json_schema()
+    assert json.loads(out) == docs.json_schema()
 
 
 def test_schema_markdown_is_the_readme_reference():
     code, out, _ = run("schema", "--format", "markdown")
-    assert code == 0 and out.strip() == schema.reference_markdown().strip()
+    assert code == 0 and out.strip() == docs.reference_markdown().strip()
 
 
 def test_validate_ok(project):
@@ -192,7 +193,7 @@ def test_init_writes_a_valid_manifest(tmp_path):
     data = tomllib.loads((tmp_path / "kfp.toml").read_text())
     assert data["steps"]["fit"]["function"] == "src/model.py:fit"
     assert data["image"]["repository"] == "localhost:5000/demo/model"
-    assert schema.load_manifest(tmp_path, env={}).manifest.project.name == tmp_path.name.lower().replace("_", "-")
+    assert load.load_manifest(tmp_path, env={}).manifest.project.name == tmp_path.name.lower().replace("_", "-")
     assert run("-C", str(tmp_path), "validate")[0] == 0
 
 
@@ -243,7 +244,7 @@ def test_init_honours_file_option_and_detects_next_to_it(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "sub" / "src").mkdir(parents=True)
     assert run("-C", str(tmp_path), "-f", "sub/kfp.toml", "init")[0] == 0
-    loaded = schema.load_manifest(tmp_path / "sub" / "kfp.toml", env={})
+    loaded = load.load_manifest(tmp_path / "sub" / "kfp.toml", env={})
     assert [layer.name for layer in loaded.manifest.image.layers] == ["src"]
     assert loaded.resolve("src") == (tmp_path / "sub" / "src").resolve()
 

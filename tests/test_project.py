@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from compose_kfp.errors import ConfigError, StepError
-from compose_kfp.manifest.project import Project, SkippedStep, detect_steps, ignore_state_dir, load_project, scaffold_manifest
-from compose_kfp.schema import load_manifest
+from compose_kfp.manifest.load import load_manifest
+from compose_kfp.manifest.project import Project, load_project
+from compose_kfp.manifest.scaffold import SkippedStep, detect_steps, ignore_state_dir, scaffold_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

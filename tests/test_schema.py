@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli, schema
+from compose_kfp import cli
 from compose_kfp.errors import ConfigError
+from compose_kfp.manifest import docs
+from compose_kfp.manifest.checks import find_cycles
+from compose_kfp.manifest.docs import json_schema
+from compose_kfp.manifest.load import ENV_VARS, load_manifest
 from compose_kfp.schema import (
-    ENV_VARS,
     LayerConfig,
     Manifest,
     ParamRef,
     TaskOutputRef,
-    find_cycles,
     has_userinfo,
-    json_schema,
-    load_manifest,
     looks_secret,
 )
 
@@ -179,8 +179,12 @@ CASES = [
     Case("missing-project", '[project]\nname = "iris"\n', "", "project", r"required key is missing", None),
     Case("missing-repository", 'repository = "ghcr.io/acme/iris"\n', "", "image.repository",
          r"required key is missing: Destination repository", "[image]"),
-    Case("step-name-invalid", "[steps.train]", '[steps."my step"]', "steps",
-         r"step name 'my step'", None),
+    Case("step-name-invalid", "[steps.train]", '[steps."my step"]', "steps.my step",
+         r"step name 'my step'", '[steps."my step"]'),
+    Case("step-name-cyrillic", "[steps.train]", '[steps."шаг"]', "steps.шаг",
+         r"step name 'шаг': use ASCII letters, digits, `_` and `-`", '[steps."шаг"]'),
+    Case("task-name-cyrillic", "[pipeline.tasks.train]", '[pipeline.tasks."сумма"]', "pipeline.tasks.сумма",
+         r"task name 'сумма' needs at least one ASCII letter or digit", '[pipeline.tasks."сумма"]'),
     # --- unknown keys
     Case("unknown-repository-typo", "repository =", "repositry =", "image.repositry",
          r"unknown key; did you mean 'repository'\?", "repositry ="),
@@ -320,6 +324,25 @@ def test_secret_never_echoed_even_with_debug(case: Case, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "Traceback" in err  # --debug does show where the error came from...
     assert CANARY not in out + err  # ...but never the secret
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("[pipeline.tasks.train]", '[pipeline.tasks."сумма"]',
+     "pipeline.tasks.сумма: task name 'сумма' needs at least one ASCII letter or digit: the task's Kubernetes "
+     "name keeps only `a-z`, `0-9` and `-`."),
+    ("[steps.train]", '[steps."шаг"]',
+     "steps.шаг: step name 'шаг': use ASCII letters, digits, `_` and `-`, starting with a letter or digit."),
+], ids=["task", "step"])
+def test_non_ascii_name_says_ascii_with_its_line(old, new, message, tmp_path, capsys, monkeypatch):
+    text = BASE.replace(old, new, 1)
+    path = make_project(tmp_path, text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["validate"])
+    _, err = capsys.readouterr()
+    assert info.value.code == 1
+    assert err == f"error: kfp.toml:{line_of(text, new)}: {message}\n"
+    assert path.read_text(encoding="utf-8") == text
 
 
 def test_not_utf8(tmp_path):
@@ -555,8 +578,8 @@ def test_examples_validate_against_schema_and_load(example):
 
 
 def test_reference_lists_every_key_and_variable():
-    text = schema.reference_markdown()
-    paths = [k.path for k in schema.iter_keys()]
+    text = docs.reference_markdown()
+    paths = [k.path for k in docs.iter_keys()]
     assert "pipeline.tasks.<task>.args.<input>.output" in paths
     assert "image.layers[].paths[].dst" in paths
     for p in paths:
@@ -571,5 +594,5 @@ def test_readme_reference_is_up_to_date():
         "<!-- END kfp.toml reference -->"
     assert begin in readme and end in readme, "README.md lacks the generated kfp.toml reference"
     section = readme.split(begin, 1)[1].split(end, 1)[0]
-    assert section.strip() == schema.reference_markdown().strip(), (
+    assert section.strip() == docs.reference_markdown().strip(), (
         "README.md is out of date: replace the section with `compose-kfp schema --format markdown`")

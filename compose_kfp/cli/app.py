@@ -96,8 +96,8 @@ class Settings:
         return self.project_dir / "kfp.toml"
 
     def manifest(self, overrides: Mapping[str, Any] | None = None):
-        """The validated manifest (:func:`compose_kfp.schema.load_manifest`)."""
-        from compose_kfp.schema import load_manifest
+        """The validated manifest (:func:`compose_kfp.manifest.load.load_manifest`)."""
+        from compose_kfp.manifest.load import load_manifest
 
         return load_manifest(self.manifest_path, env=self.env, overrides=overrides)
 

@@ -31,7 +31,7 @@ def schema(
                    ] = SchemaFormat.json,
 ) -> None:
     """Print the JSON Schema of kfp.toml (for editors), or the key reference as Markdown."""
-    from compose_kfp.schema import json_schema, reference_markdown
+    from compose_kfp.manifest.docs import json_schema, reference_markdown
 
     settings = _settings(ctx)
     text = json.dumps(json_schema(), indent=2) if fmt is SchemaFormat.json else reference_markdown()
@@ -50,7 +50,7 @@ def init(
     """Write a starting kfp.toml (detects src/, data/, requirements.txt and typed functions next to it) and make
     .gitignore ignore the tool's state folder .compose-kfp/."""
     from compose_kfp.manifest.init import WrittenManifest, init_project
-    from compose_kfp.schema import display_path
+    from compose_kfp.manifest.load import display_path
 
     settings = _settings(ctx)
 

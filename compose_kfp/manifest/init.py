@@ -72,8 +72,8 @@ def init_project(target: Path, *, force: bool = False, name: str | None = None, 
             ``base`` or ``repository`` make an invalid kfp.toml; ``.gitignore`` cannot be read or written.
         OSError: the folder or kfp.toml cannot be written.
     """
-    from compose_kfp.manifest.project import detect_steps, ignore_state_dir, scaffold_manifest
-    from compose_kfp.schema import display_path, load_manifest
+    from compose_kfp.manifest.scaffold import detect_steps, ignore_state_dir, scaffold_manifest
+    from compose_kfp.manifest.load import display_path, load_manifest
 
     if target.exists() and not force:
         raise ConfigError(f"{display_path(target)} already exists; use `compose-kfp init --force` to replace it.")

@@ -94,8 +94,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 _OCI_EXIT = {
-    oci_errors.AuthError: AuthError.exit_code,
-    oci_errors.RegistryError: RegistryError.exit_code,
+    oci_errors.Unauthorized: AuthError.exit_code,
+    oci_errors.DistributionError: RegistryError.exit_code,
     oci_errors.LayoutError: RegistryError.exit_code,
     oci_errors.DigestMismatch: RegistryError.exit_code,
     oci_errors.InvalidReference: ConfigError.exit_code,

@@ -140,8 +140,8 @@ def test_debug_shows_traceback(tmp_path):
 @pytest.mark.parametrize("error,code", [
     (errors.BuildError("layer failed"), 3),
     (errors.BusyError("locked"), 9),
-    (oci_errors.AuthError("denied", status=401), 5),
-    (oci_errors.RegistryError("boom", status=500), 4),
+    (oci_errors.Unauthorized("denied", status=401), 5),
+    (oci_errors.DistributionError("boom", status=500), 4),
     (oci_errors.InvalidReference("bad ref"), 1),
 ])
 def test_error_boundary_maps_exit_codes(monkeypatch, project, error, code):

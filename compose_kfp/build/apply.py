@@ -607,8 +607,8 @@ def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None
                               "again to finish") from None
         raise Interrupted("interrupted: nothing was tagged (blobs already sent stay in the registry and are not "
                           "sent again; the registry keeps only complete blobs)") from None
-    except oci_errors.RegistryError as e:
-        raise (AuthError(str(e)) if isinstance(e, oci_errors.AuthError) else RegistryError(str(e))) from None
+    except oci_errors.DistributionError as e:
+        raise (AuthError(str(e)) if isinstance(e, oci_errors.Unauthorized) else RegistryError(str(e))) from None
     finally:
         if own:
             registries.close()

@@ -346,7 +346,7 @@ class _EnvPairKeychain:
 
     def resolve(self, registry: str, repository: str | None = None) -> Any:
         from compose_kfp.oci.auth import ANONYMOUS, Credential
-        from compose_kfp.oci.errors import AuthError as OCIAuthError
+        from compose_kfp.oci.errors import Unauthorized
 
         if self._host is not None and registry != self._host:
             return ANONYMOUS
@@ -357,7 +357,7 @@ class _EnvPairKeychain:
                         " and ".join(unset), registry)
             return ANONYMOUS
         if unset:
-            raise OCIAuthError(
+            raise Unauthorized(
                 f"credentials for {registry}: the environment variable{'s' if len(unset) > 1 else ''} named by "
                 f"{' and '.join(unset)} in kfp.toml {'are' if len(unset) > 1 else 'is'} unset or empty; export "
                 f"{'them' if len(unset) > 1 else 'it'} (or remove the key to use docker/podman logins)")
@@ -933,7 +933,7 @@ def pin_images(images: Mapping[str, str], registries: Registries, *,
             continue
         try:
             head = registries.client(ref.api_host).head_manifest(ref.repository, ref.identifier, ACCEPT_MANIFESTS)
-        except oci_errors.RegistryError as e:
+        except oci_errors.DistributionError as e:
             raise _registry_error(type(e)(f"steps.{step}: cannot pin the component image {text} by digest: {e}")) \
                 from None
         if head is None:
@@ -1043,7 +1043,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
             base0 = next(iter(bases.values()))
             same = base0.registry is not None and base0.registry == dest.host
         rendered = observe_rendered(output_dir, state.root) if output_dir is not None else {}
-    except oci_errors.RegistryError as e:
+    except oci_errors.DistributionError as e:
         raise _registry_error(type(e)(f"{key}: {e}", status=e.status, code=e.code) if key else e) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
                     file_records=records, rendered=rendered, same_registry=same, warnings=warnings)
@@ -1098,10 +1098,10 @@ def _base_digests_of(cur: CurrentImage, p: PlatformImageState, bases: Mapping[st
     return set()
 
 
-def _registry_error(e: oci_errors.RegistryError) -> Exception:
+def _registry_error(e: oci_errors.DistributionError) -> Exception:
     from compose_kfp.errors import AuthError
 
-    if isinstance(e, oci_errors.AuthError):
+    if isinstance(e, oci_errors.Unauthorized):
         return AuthError(str(e))
     return RegistryError(str(e))
 

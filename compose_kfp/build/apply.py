@@ -56,7 +56,7 @@ import filelock
 from compose_kfp.build import deps as deps_mod
 from compose_kfp.build import lock as lock_mod
 from compose_kfp import planner as planner_mod
-from compose_kfp.errors import AuthError, BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError
+from compose_kfp.errors import BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError, from_oci
 from compose_kfp.build.images import ImageSpec, desired_images
 from compose_kfp.build.observe import (
     STATE_DIR,
@@ -608,7 +608,7 @@ def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None
         raise Interrupted("interrupted: nothing was tagged (blobs already sent stay in the registry and are not "
                           "sent again; the registry keeps only complete blobs)") from None
     except oci_errors.DistributionError as e:
-        raise (AuthError(str(e)) if isinstance(e, oci_errors.Unauthorized) else RegistryError(str(e))) from None
+        raise from_oci(e) from None
     finally:
         if own:
             registries.close()

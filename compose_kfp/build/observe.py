@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
-from compose_kfp.errors import BuildError, ConfigError, RegistryError
+from compose_kfp.errors import BuildError, ConfigError, from_oci
 from compose_kfp.build.images import ImageSpec, LayerSpec
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.blobs import BlobStore, atomic_write
@@ -934,8 +934,7 @@ def pin_images(images: Mapping[str, str], registries: Registries, *,
         try:
             head = registries.client(ref.api_host).head_manifest(ref.repository, ref.identifier, ACCEPT_MANIFESTS)
         except oci_errors.DistributionError as e:
-            raise _registry_error(type(e)(f"steps.{step}: cannot pin the component image {text} by digest: {e}")) \
-                from None
+            raise from_oci(e, f"steps.{step}: cannot pin the component image {text} by digest") from None
         if head is None:
             raise ConfigError(f"steps.{step}: the component image {text} does not exist in {ref.api_host}; fix "
                               "the image in the component file")
@@ -1044,7 +1043,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
             same = base0.registry is not None and base0.registry == dest.host
         rendered = observe_rendered(output_dir, state.root) if output_dir is not None else {}
     except oci_errors.DistributionError as e:
-        raise _registry_error(type(e)(f"{key}: {e}", status=e.status, code=e.code) if key else e) from None
+        raise from_oci(e, key) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
                     file_records=records, rendered=rendered, same_registry=same, warnings=warnings)
 
@@ -1096,14 +1095,6 @@ def _base_digests_of(cur: CurrentImage, p: PlatformImageState, bases: Mapping[st
         if b.digest == p.base:
             return {d for d, _, _ in b.layers}
     return set()
-
-
-def _registry_error(e: oci_errors.DistributionError) -> Exception:
-    from compose_kfp.errors import AuthError
-
-    if isinstance(e, oci_errors.Unauthorized):
-        return AuthError(str(e))
-    return RegistryError(str(e))
 
 
 __all__ = ["BaseState", "CurrentImage", "LayerState", "Observed", "PlatformImageState", "ProjectState", "Registries",

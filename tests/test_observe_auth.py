@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from compose_kfp.errors import ConfigError
-from compose_kfp.build.observe import keychain_for
+from compose_kfp.build.credentials import keychain_for
 from compose_kfp.oci.auth import ANONYMOUS
 from compose_kfp.oci.errors import Unauthorized
 from compose_kfp.schema import AuthConfig
@@ -76,10 +76,10 @@ def test_username_env_without_password_env_is_a_config_error(tmp_path):
 
 
 def test_no_known_destination_warns_and_stays_anonymous(tmp_path, caplog):
-    logger = logging.getLogger("compose_kfp.build.observe")
+    logger = logging.getLogger("compose_kfp.build.credentials")
     logger.addHandler(caplog.handler)  # the CLI tests may have stopped propagation to the root logger
     try:
-        with caplog.at_level(logging.WARNING, logger="compose_kfp.build.observe"):
+        with caplog.at_level(logging.WARNING, logger="compose_kfp.build.credentials"):
             assert keychain_for(_env_auth(), tmp_path, None).resolve("docker.io", "library/python") is ANONYMOUS
     finally:
         logger.removeHandler(caplog.handler)

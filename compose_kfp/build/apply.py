@@ -57,22 +57,13 @@ from compose_kfp.build import deps as deps_mod
 from compose_kfp.build import lock as lock_mod
 from compose_kfp import planner as planner_mod
 from compose_kfp.errors import BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError, from_oci
+from compose_kfp.build.destination import is_local_destination, layout_path, registries_for
 from compose_kfp.build.images import ImageSpec, desired_images
-from compose_kfp.build.observe import (
-    STATE_DIR,
-    ProjectState,
-    Registries,
-    _registry_ref,
-    deps_target,
-    download_blob,
-    is_local_destination,
-    keychain_for,
-    layer_plan,
-    layout_path,
-    observe,
-    pin_images,
-    resolve_base,
-)
+from compose_kfp.build.lock import lock_component_images, lock_images
+from compose_kfp.build.observe import deps_target, layer_plan, observe, resolve_base
+from compose_kfp.build.pins import component_images, pin_images
+from compose_kfp.build.registries import Registries, download_blob, registry_ref
+from compose_kfp.build.statedir import ProjectState, in_state_dir, state_dir_error
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Manifest
@@ -91,13 +82,6 @@ KFP_PIPELINE_FILE = "pipeline.yaml"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def registries_for(project: Any) -> Registries:
-    """Registry clients with the project's ``[image.auth]`` keychain and ``image.insecure`` setting."""
-    image = project.manifest.image
-    host = None if is_local_destination(image.repository) else _registry_ref(image.repository).api_host
-    return Registries(keychain_for(image.auth, project.root, host), insecure=True if image.insecure else None)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -327,37 +311,6 @@ def render_from_lock(project: Any) -> list[str]:
                                                             **lock_component_images(project)}))
 
 
-def _require_lock(root: Path) -> dict[str, Any]:
-    """kfp.lock of the project at ``root``. Raises StaleError (run ``apply``) when there is none."""
-    lock = lock_mod.read_lock(root)
-    if lock is None:
-        raise StaleError(f"{lock_mod.lock_path(root)}: no kfp.lock, so the image digests are unknown. "
-                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
-    return lock
-
-
-def lock_images(project: Any) -> dict[str, str]:
-    """Step name -> pinned image reference (``repository@sha256:...``) of every function step, from kfp.lock.
-
-    Used by ``render`` and ``run --local``. Third-party component steps are not in the map: their
-    images, pinned by digest, come from :func:`lock_component_images`.
-
-    Raises:
-        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
-    """
-    lock = _require_lock(project.root)
-    images = desired_images(project.manifest, project.root)
-    refs: dict[str, str] = {}
-    for image in images:
-        entry = (lock.get("images") or {}).get(image.name)
-        if image.steps and (not entry or entry.get("repository") != image.repository or not entry.get("digest")):
-            raise StaleError(f"{lock_mod.lock_path(project.root)} has no digest for image {image.name!r} in "
-                             f"{image.repository}; run `compose-kfp apply`.")
-        for step in image.steps:
-            refs[step] = f"{image.repository}@{entry['digest']}"  # type: ignore[index]
-    return refs
-
-
 # --------------------------------------------------------------------------- planning
 
 
@@ -400,46 +353,12 @@ def plan_project(project: Any, *, registries: Registries | None = None, frozen: 
         return dataclasses.replace(p, lock_changes=stale)
     except OSError as e:
         state = ProjectState(root)
-        if _in_state_dir(state, e):
+        if in_state_dir(state, e):
             raise state_dir_error(state, e) from None
         raise
     finally:
         if own:
             registries.close()
-
-
-def component_images(project: Any) -> dict[str, str]:
-    """Component-file step -> the image its file names (steps whose file names a registry image)."""
-    out = {}
-    for name, step in project.manifest.steps.items():
-        spec = project.components.get(name)
-        if step.component and spec is not None and spec.image:
-            out[name] = spec.image
-    return out
-
-
-def lock_component_images(project: Any) -> dict[str, str]:
-    """Component-file step -> its image pinned by digest in kfp.lock (``components``).
-
-    Raises:
-        StaleError: there is no kfp.lock, it does not pin a component step's image, or the pin is for
-            another repository (or another digest) than the component file now names (run ``apply``).
-    """
-    from compose_kfp.oci.reference import Reference
-
-    lock = _require_lock(project.root)
-    locked = lock.get("components") or {}
-    out = {}
-    for step, image_ref in component_images(project).items():
-        if step not in locked:
-            raise StaleError(f"{lock_mod.lock_path(project.root)} does not pin the image of step {step!r} "
-                             f"({image_ref}); run `compose-kfp apply`.")
-        wanted, pinned = Reference.parse(image_ref), Reference.parse(locked[step])
-        if wanted.name != pinned.name or (wanted.digest and wanted.digest != pinned.digest):
-            raise StaleError(f"{lock_mod.lock_path(project.root)} pins step {step!r} to {locked[step]}, but its "
-                             f"component file now names {image_ref}; run `compose-kfp apply` to pin it again.")
-        out[step] = locked[step]
-    return out
 
 
 def _lock_of(p: Plan) -> dict[str, Any] | None:
@@ -521,27 +440,6 @@ def project_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> filelock.FileLock
     except OSError as e:
         raise state_dir_error(state, e) from None
     return filelock.FileLock(str(state.lock_path), timeout=timeout)
-
-
-def state_dir_error(state: ProjectState, error: OSError) -> BuildError:
-    """A :class:`BuildError` for a file-system ``error`` in the project's state folder ``.compose-kfp``."""
-    where = STATE_DIR
-    if error.filename:
-        path = Path(error.filename)
-        where = _rel(path.parent if path.name.startswith(".tmp-") else path, state.root)
-    return BuildError(f"{STATE_DIR} (the state folder: blob store, layer cache, apply lock): cannot write {where}: "
-                      f"{error.strerror or error}. compose-kfp needs a writable {state.dir} to build layers; make "
-                      "the project folder writable (or work in a writable copy).")
-
-
-def _in_state_dir(state: ProjectState, error: OSError) -> bool:
-    if not error.filename:
-        return False
-    try:
-        Path(error.filename).resolve().relative_to(state.dir.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
 
 
 @contextlib.contextmanager
@@ -704,7 +602,7 @@ def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries
                 now = resolve_base(ref, [pp.platform], registries, state)[pp.platform]
                 moved = now.digest != pp.base.after
             else:
-                r = _registry_ref(ref)
+                r = registry_ref(ref)
                 if r.digest:
                     continue
                 head = registries.client(r.api_host).head_manifest(r.repository, r.identifier, ACCEPT_MANIFESTS)
@@ -714,7 +612,7 @@ def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries
                                  f"{pp.base.top_digest}); run `compose-kfp plan` again.")
         if is_local_destination(ip.repository):
             continue
-        dest = _registry_ref(ip.repository)
+        dest = registry_ref(ip.repository)
         client = registries.client(dest.api_host)
         if ip.before_source.startswith("tag:"):
             tag = ip.before_source[4:]
@@ -770,7 +668,7 @@ def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: Projec
 
 
 def _base_state_of(pp: PlatformPlan) -> Any:
-    from compose_kfp.build.observe import BaseState
+    from compose_kfp.build.state import BaseState
 
     return BaseState(pp.base.reference, pp.platform, digest=pp.base.after, manifest=pp.recipe.base_manifest,
                      config=pp.recipe.base_config)
@@ -871,7 +769,7 @@ def _base_source(pp: PlatformPlan, state: ProjectState) -> tuple[str | None, str
         return None, None, (state.root / ref[4:]).resolve(), True
     if ref.startswith("docker-archive:"):
         return None, None, state.dir, False
-    r = _registry_ref(ref)
+    r = registry_ref(ref)
     return r.api_host, r.repository, None, False
 
 
@@ -936,7 +834,7 @@ class _EarlyUploads:
         self.submitted.add((repository, layer.digest))
         if self.pool is None:
             self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="early-push")
-        dest = _registry_ref(repository)
+        dest = registry_ref(repository)
         client = self.registries.client(dest.api_host)
         self.futures.append(self.pool.submit(_send_blob, client, dest.repository, layer, (), self.rec,
                                              self.pushed, self.progress))
@@ -966,7 +864,7 @@ def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec:
                 progress: Progress | None, pushed: set[str]) -> None:
     from compose_kfp.oci.registry import BytesBlob, FileBlob  # lazy: requests is only needed to push
 
-    dest = _registry_ref(ip.repository)
+    dest = registry_ref(ip.repository)
     client = registries.client(dest.api_host)
     repo = dest.repository
     manifests: list[tuple[Manifest, ImageConfig, PlatformPlan]] = []

@@ -227,7 +227,7 @@ def init(
     settings.out.print(f"wrote {display_path(target)}: {len(loaded.manifest.image.layers or [])} layer(s), "
                        f"{len(steps)} step(s){': ' + ', '.join(s.name for s in steps) if steps else ''}",
                        markup=False)
-    from compose_kfp.build.observe import STATE_DIR
+    from compose_kfp.build.statedir import STATE_DIR
 
     gitignore, state = display_path(folder / ".gitignore"), f"{STATE_DIR}/"
     settings.out.print({"created": f"wrote {gitignore}: ignores {state} (the blob store and layer cache)",

@@ -233,9 +233,10 @@ def lock(
     """Pin every requirements layer (versions and hashes, for the image's first platform and Python) into
     ``<file>.lock.txt`` next to it, with uv; point the layer's ``requirements`` at that file to use it."""
     from compose_kfp.build import deps as deps_mod
-    from compose_kfp.build.apply import registries_for
+    from compose_kfp.build.destination import registries_for
     from compose_kfp.build.images import desired_images
-    from compose_kfp.build.observe import ProjectState, deps_target, resolve_base
+    from compose_kfp.build.observe import deps_target, resolve_base
+    from compose_kfp.build.statedir import ProjectState
 
     settings = _settings(ctx)
     project = _load(settings, repository, base)

@@ -71,7 +71,7 @@ def run_images(project: Any) -> dict[str, str]:
         StaleError: a function step and no kfp.lock, or kfp.lock lacks a step's image (run ``apply``).
         ConfigError: kfp.lock is not readable JSON of a known version.
     """
-    from compose_kfp.build.apply import lock_component_images, lock_images
+    from compose_kfp.build.lock import lock_component_images, lock_images
     from compose_kfp.build.lock import read_lock
 
     needs_lock = any(step.function for step in project.manifest.steps.values())
@@ -93,7 +93,8 @@ def stale_layers(project: Any) -> list[str]:
     """
     from compose_kfp.build.images import desired_images
     from compose_kfp.build.lock import read_lock
-    from compose_kfp.build.observe import ProjectState, input_fingerprint
+    from compose_kfp.build.observe import input_fingerprint
+    from compose_kfp.build.statedir import ProjectState
 
     lock = read_lock(project.root)
     state = ProjectState(project.root)
@@ -141,10 +142,10 @@ def run(
     """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
     import datetime as _dt
 
-    from compose_kfp.build.apply import component_images
+    from compose_kfp.build.pins import component_images
     from compose_kfp.pipeline.graph import resolve_graph
     from compose_kfp.localrun.runner import RegistryOptions, failure_report, format_summary, raise_for_failure, run_local
-    from compose_kfp.build.observe import keychain_for
+    from compose_kfp.build.credentials import keychain_for
 
     settings = _settings(ctx)
     if not local:

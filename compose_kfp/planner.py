@@ -34,7 +34,7 @@ import dataclasses
 import json
 from typing import Any, Literal, Mapping, Sequence
 
-from compose_kfp.build.images import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
+from compose_kfp.build.spec import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
 from compose_kfp.build.state import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed
 from compose_kfp.oci.image import (
     MEDIA_TYPE_DOCKER_MANIFEST,

@@ -58,11 +58,12 @@ from compose_kfp.build import lock as lock_mod
 from compose_kfp import planner as planner_mod
 from compose_kfp.errors import BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError, from_oci
 from compose_kfp.build.destination import is_local_destination, layout_path, registries_for
-from compose_kfp.build.images import ImageSpec, desired_images
+from compose_kfp.build.images import desired_images
 from compose_kfp.build.lock import lock_component_images, lock_images
 from compose_kfp.build.observe import deps_target, layer_plan, observe, resolve_base
 from compose_kfp.build.pins import component_images, pin_images
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
+from compose_kfp.build.spec import ImageSpec
 from compose_kfp.build.statedir import ProjectState, in_state_dir, state_dir_error
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.blobs import atomic_write

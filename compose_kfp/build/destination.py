@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from compose_kfp.build.credentials import keychain_for
 from compose_kfp.build.registries import Registries, registry_ref

@@ -18,7 +18,7 @@ further I/O. What it reads:
   ``paths``/``rootfs``/``runtime`` layer is built right away into the project's
   content-addressed blob store (fast, and it makes the plan exact: a ``touch``
   that does not change content yields the same digest and shows as unchanged).
-  A ``requirements`` layer is looked up by :func:`compose_kfp.build.deps.requirements_key`;
+  A ``requirements`` layer is looked up by :func:`compose_kfp.build.requirements.requirements_key`;
   on a miss the installer is **not** run: the digest is "known after apply",
   unless ``kfp.lock`` records the same key and the destination already holds
   that blob.
@@ -44,15 +44,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
 from compose_kfp.build.destination import Destination, destination_for
-from compose_kfp.build.images import ImageSpec, LayerSpec
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
+from compose_kfp.build.requirements import DepsTarget, reproducibility_warnings, requirements_key, resolve_python_version
+from compose_kfp.build.spec import LAYER_NAME_ANNOTATION, ImageSpec, LayerSpec
 from compose_kfp.build.state import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed, PlatformImageState
 from compose_kfp.build.statedir import ProjectState
 from compose_kfp.errors import BuildError, ConfigError, from_oci
 from compose_kfp.oci import errors as oci_errors
-from compose_kfp.oci.blobs import BlobStore, atomic_write
+from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.oci.image import (
-    ACCEPT_MANIFESTS,
     ANNOTATION_BASE_DIGEST,
     ImageConfig,
     Index,
@@ -61,8 +61,8 @@ from compose_kfp.oci.image import (
     parse_manifest,
     select_platform,
 )
-from compose_kfp.oci.layer import LayerCache, LayerPlan, plan_layer, write_layer
-from compose_kfp.oci.reference import Reference, redact_userinfo
+from compose_kfp.oci.layer import LayerPlan, plan_layer, write_layer
+from compose_kfp.oci.reference import redact_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +291,15 @@ def file_stamps(plan: LayerPlan) -> tuple[tuple[str, int, int], ...]:
     return tuple((e.path, e.size, e.stamp[0]) for e in plan.entries if e.kind == "file")
 
 
-def deps_target(image: ImageSpec, platform: str, base: BaseState, where: str) -> deps_mod.DepsTarget:
-    """The :class:`~compose_kfp.build.deps.DepsTarget` of ``image`` on ``platform`` (Python from the base config)."""
+def deps_target(image: ImageSpec, platform: str, base: BaseState, where: str) -> DepsTarget:
+    """The :class:`~compose_kfp.build.requirements.DepsTarget` of ``image`` on ``platform`` (Python from the base config)."""
     env = None
     if base.config:
         cfg = ImageConfig.from_bytes(base.config.encode())
         env = cfg.config.env if cfg.config else None
-    python = deps_mod.resolve_python_version(image.python, env, source=where)
+    python = resolve_python_version(image.python, env, source=where)
     plat = "/".join(platform.split("/")[:2]) if platform.startswith("linux/arm64") else platform
-    return deps_mod.DepsTarget(platform=plat, python=python, libc=image.libc, index_url=image.index_url,
+    return DepsTarget(platform=plat, python=python, libc=image.libc, index_url=image.index_url,
                                extra_index_urls=image.extra_index_urls)
 
 
@@ -373,7 +373,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                 target = deps_target(image, platform, bases[platform], where)
                 if not Path(spec.requirements or "").is_file():
                     raise ConfigError(f"{where}: {spec.where}: {spec.requirements} does not exist")
-                key = deps_mod.requirements_key(spec.requirements, target, installer.label)
+                key = requirements_key(spec.requirements, target, installer.label)
                 hit = deps_cache.lookup(key, store)
                 mt = _media_type(image.compression)
                 if hit is not None:
@@ -411,8 +411,6 @@ def _platform_state_from_manifest(manifest: Manifest, bases: Mapping[str, tuple[
     kfp.lock when it records this manifest; the observed base when the manifest names its digest or starts
     with its layers; else the layers below the first one carrying a layer-name annotation (a base built by
     compose-kfp has annotated layers too, so this is last)."""
-    from compose_kfp.build.images import LAYER_NAME_ANNOTATION
-
     notes = manifest.annotations or {}
     base_digest = notes.get(ANNOTATION_BASE_DIGEST)
     n_base: int | None = None
@@ -614,7 +612,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
 
 
 def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str, ...]:
-    """:func:`compose_kfp.build.deps.reproducibility_warnings` of every requirements file the images' layers name
+    """:func:`compose_kfp.build.requirements.reproducibility_warnings` of every requirements file the images' layers name
     (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
     shown relative to it. Reads files only.
 
@@ -629,7 +627,7 @@ def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str,
             if spec.kind != "requirements" or not spec.requirements or spec.requirements in seen:
                 continue
             seen.add(spec.requirements)
-            for message in deps_mod.reproducibility_warnings(spec.requirements):
+            for message in reproducibility_warnings(spec.requirements):
                 message = message.removeprefix(prefix)
                 if message not in out:
                     out.append(message)

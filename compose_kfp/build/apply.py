@@ -49,6 +49,7 @@ from compose_kfp.build.plan import plan_project, step_refs
 from compose_kfp.build.projectlock import LOCK_TIMEOUT, holding_project_lock
 from compose_kfp.build.registries import Registries, registry_ref
 from compose_kfp.build.spec import ImageSpec
+from compose_kfp.build.state import BaseState
 from compose_kfp.build.statedir import ProjectState
 from compose_kfp.errors import BuildError, Interrupted, StaleError, from_oci
 from compose_kfp.oci import errors as oci_errors
@@ -297,9 +298,7 @@ def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: Projec
     return layer
 
 
-def _base_state_of(pp: PlatformPlan) -> Any:
-    from compose_kfp.build.state import BaseState
-
+def _base_state_of(pp: PlatformPlan) -> BaseState:
     return BaseState(pp.base.reference, pp.platform, digest=pp.base.after, manifest=pp.recipe.base_manifest,
                      config=pp.recipe.base_config)
 

@@ -46,7 +46,7 @@ target version nothing is compiled, and Python compiles at import time as usual.
 
 Cache key and reuse
 -------------------
-:func:`requirements_key` hashes the content of the requirements file and every
+:func:`~compose_kfp.build.requirements.requirements_key` hashes the content of the requirements file and every
 file it includes (``-r``/``-c``, followed recursively), local wheel files it
 names, the target (platform, Python version, libc, index URLs) and the
 installer version. It reads files only and never starts the installer.
@@ -58,7 +58,7 @@ installer's download cache lives in :func:`default_cache_dir` (``uv`` or
 Index credentials
 -----------------
 ``image.index_url`` / ``image.extra_index_urls`` in ``kfp.toml`` must not hold
-credentials (:func:`check_index_url` raises :class:`ConfigError`). Credentials
+credentials (:func:`~compose_kfp.build.requirements.check_index_url` raises :class:`ConfigError`). Credentials
 come from ``~/.netrc`` (``$NETRC``; read by both installers) or from the
 environment variables :data:`INDEX_USERNAME_ENV` / :data:`INDEX_PASSWORD_ENV`,
 which apply to ``index_url`` and are handed to the installer through its

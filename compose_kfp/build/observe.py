@@ -84,7 +84,8 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
 
     Raises:
         ConfigError: the base lacks a platform, or a local base path is not an image.
-        RegistryError / AuthError (from the client): the registry could not be read.
+        DistributionError / Unauthorized (:mod:`compose_kfp.oci.errors`, from the client): the registry could not
+            be read (:func:`observe` turns them into RegistryError / AuthError with :func:`~compose_kfp.errors.from_oci`).
     """
     out: dict[str, BaseState] = {}
     if reference == "scratch":

@@ -6,7 +6,7 @@ of the manifest (or takes the pin ``kfp.lock`` recorded, with ``--frozen``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from compose_kfp.build.registries import Registries, registry_ref
 from compose_kfp.errors import ConfigError, from_oci
@@ -14,7 +14,10 @@ from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.image import ACCEPT_MANIFESTS
 from compose_kfp.oci.reference import redact_userinfo
 
-def component_images(project: Any) -> dict[str, str]:
+if TYPE_CHECKING:
+    from compose_kfp.manifest.project import Project
+
+def component_images(project: Project) -> dict[str, str]:
     """Component-file step -> the image its file names (steps whose file names a registry image)."""
     out = {}
     for name, step in project.manifest.steps.items():
@@ -35,7 +38,8 @@ def pin_images(images: Mapping[str, str], registries: Registries, *,
 
     Raises:
         ConfigError: an image reference is malformed.
-        RegistryError / AuthError: a tag cannot be resolved (the message names the step and image).
+        RegistryError / AuthError (:func:`~compose_kfp.errors.from_oci`): a tag cannot be resolved (the message
+            names the step and image).
     """
     out: dict[str, str] = {}
     for step, text in images.items():

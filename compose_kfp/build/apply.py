@@ -55,7 +55,13 @@ from compose_kfp.errors import BuildError, Interrupted, StaleError, from_oci
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.image import ACCEPT_MANIFESTS
 from compose_kfp.oci.layer import Layer, write_layer
-from compose_kfp.pipeline.outputs import check_output_writable, digests_of, render_outputs, rendered_names, write_rendered
+from compose_kfp.pipeline.outputs import (
+    check_output_writable,
+    digests_of,
+    render_outputs,
+    rendered_names,
+    write_rendered,
+)
 from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan, format_plan
 
 if TYPE_CHECKING:

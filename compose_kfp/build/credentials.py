@@ -44,8 +44,8 @@ def keychain_for(auth: Any, root: Path, destination_host: str | None = None) -> 
         ConfigError: ``image.auth.config`` names a file that does not exist (the message names the key
             and the path), or ``username_env`` is given without ``password_env``.
         Unauthorized (:mod:`compose_kfp.oci.errors`; from the keychain's ``resolve``, when the destination
-            registry is first asked for credentials): a variable named by ``image.auth.username_env`` / ``password_env`` is unset or
-            empty; the message names the key and the variable, never a value.
+            registry is first asked for credentials): a variable named by ``image.auth.username_env`` /
+            ``password_env`` is unset or empty; the message names the key and the variable, never a value.
     """
     from compose_kfp.oci import auth as auth_mod
 

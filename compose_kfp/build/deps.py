@@ -12,7 +12,8 @@ Layout
 (``/opt/compose-kfp/site-packages``) in the image and ``dest_dir/bin`` (console
 scripts) to :data:`BIN_DIR` (``/opt/compose-kfp/bin``).
 :meth:`InstalledDeps.layer_entries` gives that mapping (in-image path -> local
-path) for the layer builder, and :data:`~compose_kfp.build.spec.DEPS_ENV` / :func:`~compose_kfp.build.spec.merge_image_env`
+path) for the layer builder, and :data:`~compose_kfp.build.spec.DEPS_ENV` /
+:func:`~compose_kfp.build.spec.merge_image_env`
 give the image config ``Env`` changes: ``PYTHONPATH`` gets
 ``/opt/compose-kfp`` (the in-image runtime package ``compose_kfp`` lives there)
 then ``/opt/compose-kfp/site-packages``; ``PATH`` gets ``/opt/compose-kfp/bin``

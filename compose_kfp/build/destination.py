@@ -453,5 +453,5 @@ class _LazyBase:
                     "rb")
 
 
-__all__ = ["Destination", "EarlyUploads", "LAYOUT_PREFIX", "LayoutDestination", "Recorder", "RegistryDestination", "destination_for",
-           "destination_host", "layout_path", "registries_for"]
+__all__ = ["Destination", "EarlyUploads", "LAYOUT_PREFIX", "LayoutDestination", "Recorder", "RegistryDestination",
+           "destination_for", "destination_host", "layout_path", "registries_for"]

@@ -238,5 +238,5 @@ def lock_component_images(project: Project) -> dict[str, str]:
     return out
 
 
-__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "diff_locks", "dumps", "lock_component_images", "lock_from_plan",
-           "lock_images", "lock_path", "read_lock", "write_lock"]
+__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "diff_locks", "dumps", "lock_component_images",
+           "lock_from_plan", "lock_images", "lock_path", "read_lock", "write_lock"]

@@ -45,9 +45,21 @@ from typing import Any, Callable, Mapping, Sequence
 from compose_kfp.build import deps as deps_mod
 from compose_kfp.build.destination import Destination, destination_for
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
-from compose_kfp.build.requirements import DepsTarget, reproducibility_warnings, requirements_key, resolve_python_version
+from compose_kfp.build.requirements import (
+    DepsTarget,
+    reproducibility_warnings,
+    requirements_key,
+    resolve_python_version,
+)
 from compose_kfp.build.spec import LAYER_NAME_ANNOTATION, ImageSpec, LayerSpec
-from compose_kfp.build.state import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed, PlatformImageState
+from compose_kfp.build.state import (
+    BASE_LAYERS_ANNOTATION,
+    BaseState,
+    CurrentImage,
+    LayerState,
+    Observed,
+    PlatformImageState,
+)
 from compose_kfp.build.statedir import ProjectState
 from compose_kfp.errors import BuildError, ConfigError, from_oci
 from compose_kfp.oci import errors as oci_errors
@@ -85,7 +97,8 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
     Raises:
         ConfigError: the base lacks a platform, or a local base path is not an image.
         DistributionError / Unauthorized (:mod:`compose_kfp.oci.errors`, from the client): the registry could not
-            be read (:func:`observe` turns them into RegistryError / AuthError with :func:`~compose_kfp.errors.from_oci`).
+            be read (:func:`observe` turns them into RegistryError / AuthError with
+            :func:`~compose_kfp.errors.from_oci`).
     """
     out: dict[str, BaseState] = {}
     if reference == "scratch":
@@ -293,7 +306,8 @@ def file_stamps(plan: LayerPlan) -> tuple[tuple[str, int, int], ...]:
 
 
 def deps_target(image: ImageSpec, platform: str, base: BaseState, where: str) -> DepsTarget:
-    """The :class:`~compose_kfp.build.requirements.DepsTarget` of ``image`` on ``platform`` (Python from the base config)."""
+    """The :class:`~compose_kfp.build.requirements.DepsTarget` of ``image`` on ``platform`` (Python from the base
+    config)."""
     env = None
     if base.config:
         cfg = ImageConfig.from_bytes(base.config.encode())
@@ -613,8 +627,8 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
 
 
 def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str, ...]:
-    """:func:`compose_kfp.build.requirements.reproducibility_warnings` of every requirements file the images' layers name
-    (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
+    """:func:`compose_kfp.build.requirements.reproducibility_warnings` of every requirements file the images'
+    layers name (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
     shown relative to it. Reads files only.
 
     Raises:
@@ -661,5 +675,5 @@ def _base_digests_of(cur: CurrentImage, p: PlatformImageState, bases: Mapping[st
     return set()
 
 
-__all__ = ["deps_target", "file_stamps", "input_fingerprint", "layer_plan", "observe", "observe_current", "observe_layers",
-           "observe_rendered", "requirements_warnings", "resolve_base"]
+__all__ = ["deps_target", "file_stamps", "input_fingerprint", "layer_plan", "observe", "observe_current",
+           "observe_layers", "observe_rendered", "requirements_warnings", "resolve_base"]

@@ -1,9 +1,10 @@
 """The ``plan``, ``apply``, ``render`` and ``lock`` commands, registered on :data:`compose_kfp.cli.app`.
 
-Thin: each parses options, calls one library function (:func:`compose_kfp.build.plan.plan_project`,
-:func:`compose_kfp.build.apply.apply_project`, :func:`compose_kfp.pipeline.outputs.render_from_lock`,
-:func:`compose_kfp.build.reqlock.lock_project_requirements`) and prints through the CLI's consoles. Importing this module registers the commands
-(``compose_kfp.cli`` imports it).
+Thin: each parses options, calls one library function
+(:func:`compose_kfp.build.plan.plan_project`, :func:`compose_kfp.build.apply.apply_project`,
+:func:`compose_kfp.pipeline.outputs.render_from_lock`,
+:func:`compose_kfp.build.reqlock.lock_project_requirements`) and prints through the CLI's
+consoles. Importing this module registers the commands (``compose_kfp.cli`` imports it).
 
 Exit codes (``compose_kfp.errors``): ``plan --exit-code`` returns 0 when nothing would
 change and 2 when something would; errors have their own codes (1 input, 3 build,

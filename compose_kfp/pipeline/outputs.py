@@ -156,7 +156,8 @@ def rendered_digests(project: Project, images: Mapping[str, str]) -> dict[str, s
 
 def rendered_names(project: Project) -> list[str]:
     """The paths (relative to the project folder, POSIX) :func:`render_outputs` writes: a component file per step
-    in step order, then the workflow and the KFP pipeline package when kfp.toml has a ``[pipeline]``. Reads nothing."""
+    in step order, then the workflow and the KFP pipeline package when kfp.toml has a ``[pipeline]``. Reads
+    nothing."""
     from compose_kfp.pipeline.render.component import component_path
 
     manifest, root, out_dir = project.manifest, project.root, project.loaded.output_dir
@@ -253,5 +254,5 @@ def render_from_lock(project: Project) -> list[str]:
                                                             **lock_component_images(project)}))
 
 
-__all__ = ["KFP_PIPELINE_FILE", "WORKFLOW_FILE", "check_output_writable", "digests_of", "managed_prefixes", "render_from_lock",
-           "render_outputs", "rendered_digests", "rendered_names", "write_rendered"]
+__all__ = ["KFP_PIPELINE_FILE", "WORKFLOW_FILE", "check_output_writable", "digests_of", "managed_prefixes",
+           "render_from_lock", "render_outputs", "rendered_digests", "rendered_names", "write_rendered"]

@@ -34,7 +34,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from compose_kfp.build import deps  # noqa: E402
+from compose_kfp.build import deps, requirements  # noqa: E402
 from compose_kfp.oci.blobs import BlobStore  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def tree_stats(root: pathlib.Path) -> tuple[int, int]:
     return files, size
 
 
-def cold(req: pathlib.Path, target: deps.DepsTarget, work: pathlib.Path, name: str, installer: deps.Installer,
+def cold(req: pathlib.Path, target: requirements.DepsTarget, work: pathlib.Path, name: str, installer: deps.Installer,
          download_cache: pathlib.Path) -> dict:
     """Install + layer build into a fresh store and dependency cache; split install and layer times."""
     store = BlobStore(work / f"store-{name}")
@@ -75,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
 
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    target = deps.DepsTarget(platform="linux/amd64", python=python)
+    target = requirements.DepsTarget(platform="linux/amd64", python=python)
     uv = deps.find_installer("uv")
     with tempfile.TemporaryDirectory(prefix="bench-deps-") as tmp:
         work = pathlib.Path(tmp)
@@ -94,7 +94,7 @@ def main() -> None:
             warm_times.append(time.perf_counter() - t0)
             assert hit.reused and hit.layer.digest == second["digest"]
             t0 = time.perf_counter()
-            deps.requirements_key(args.requirements, target, uv.label)
+            requirements.requirements_key(args.requirements, target, uv.label)
             key_times.append(time.perf_counter() - t0)
         warm, key = statistics.median(warm_times), statistics.median(key_times)
         print(f"warm: {warm * 1000:.1f} ms", flush=True)

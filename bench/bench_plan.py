@@ -35,7 +35,8 @@ import uuid
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from compose_kfp.build.apply import apply_plan, plan_project  # noqa: E402
+from compose_kfp.build.apply import apply_plan  # noqa: E402
+from compose_kfp.build.plan import plan_project  # noqa: E402
 from compose_kfp.manifest.project import load_project  # noqa: E402
 from tests.fixtures.project import push_base_image, write_project  # noqa: E402
 from tests.fixtures.registry import RegistryServer  # noqa: E402

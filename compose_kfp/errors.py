@@ -2,7 +2,7 @@
 
 The CLI has a single handler (``cli.main``) that prints ``str(error)`` and exits
 with :func:`exit_code_for`. Library code raises these (or the
-:mod:`compose_kfp.oci.errors` ones, which are mapped here) and never prints.
+:mod:`compose_kfp.oci.errors` ones, which :func:`from_oci` maps here, the one place that does) and never prints.
 
 Exit codes (documented in the README, stable across releases):
 
@@ -93,22 +93,48 @@ class Interrupted(KeyboardInterrupt):
     exit_code = 130
 
 
-_OCI_EXIT = {
-    oci_errors.AuthError: AuthError.exit_code,
-    oci_errors.RegistryError: RegistryError.exit_code,
-    oci_errors.LayoutError: RegistryError.exit_code,
-    oci_errors.DigestMismatch: RegistryError.exit_code,
-    oci_errors.InvalidReference: ConfigError.exit_code,
-    oci_errors.LayerError: BuildError.exit_code,
-    oci_errors.ImageError: BuildError.exit_code,
+#: OCI error class -> our error class (the most specific match along the MRO wins).
+_OCI_KINDS: dict[type, type[ComposeError]] = {
+    oci_errors.Unauthorized: AuthError,
+    oci_errors.DistributionError: RegistryError,
+    oci_errors.LayoutError: RegistryError,
+    oci_errors.DigestMismatch: RegistryError,
+    oci_errors.InvalidReference: ConfigError,
+    oci_errors.LayerError: BuildError,
+    oci_errors.ImageError: BuildError,
 }
 
 
+def from_oci(error: oci_errors.OCIError, context: str | None = None) -> ComposeError:
+    """The one way an error of :mod:`compose_kfp.oci` becomes one of ours.
+
+    Kinds: ``Unauthorized`` -> :class:`AuthError` (exit 5); any other ``DistributionError`` (HTTP or transport
+    failure, ``NotFound``...), ``LayoutError`` and ``DigestMismatch`` -> :class:`RegistryError` (exit 4);
+    ``InvalidReference`` -> :class:`ConfigError` (exit 1); ``LayerError`` and ``ImageError`` (``PlatformNotFound``
+    included) -> :class:`BuildError` (exit 3); any other ``OCIError`` -> :class:`ComposeError` (exit 1).
+
+    Args:
+        error: the OCI error; its message is kept as it is.
+        context: put in front of the message as ``"<context>: <message>"`` (the kfp.toml key or the step that
+            names the registry being read), or ``None``.
+
+    Returns:
+        a new :class:`ComposeError` (not raised); raise it ``from None`` to drop the OCI traceback.
+    """
+    message = f"{context}: {error}" if context else str(error)
+    for cls in type(error).__mro__:
+        if cls in _OCI_KINDS:
+            return _OCI_KINDS[cls](message)
+    return ComposeError(message)
+
+
 def exit_code_for(error: BaseException) -> int:
-    """Return the process exit status for ``error`` (see the module docstring); 1 for anything unknown."""
+    """Return the process exit status for ``error`` (see the module docstring); 1 for anything unknown.
+
+    An OCI error gets the exit code of the error :func:`from_oci` makes of it.
+    """
     if isinstance(error, ComposeError):
         return error.exit_code
-    for cls in type(error).__mro__:
-        if cls in _OCI_EXIT:
-            return _OCI_EXIT[cls]
+    if isinstance(error, oci_errors.OCIError):
+        return from_oci(error).exit_code
     return 1

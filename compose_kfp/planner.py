@@ -1,9 +1,10 @@
 """The planner: desired images + observed state -> :class:`Plan`, a pure function.
 
 :func:`plan` reads nothing and writes nothing: every input comes from
-:func:`compose_kfp.build.images.desired_images` and :func:`compose_kfp.build.observe.observe`,
-so it is unit-tested with in-memory values. :mod:`compose_kfp.build.apply` executes a
-plan; the CLI renders it (:func:`format_plan`) or prints :meth:`Plan.to_json`.
+:func:`compose_kfp.build.images.desired_images` and :func:`compose_kfp.build.observe.observe`
+(value types of :mod:`compose_kfp.build.spec` and :mod:`compose_kfp.build.state` only),
+so it is unit-tested with in-memory values. :mod:`compose_kfp.build.plan` makes the complete plan,
+:mod:`compose_kfp.build.apply` executes a plan; the CLI renders it (:func:`format_plan`) or prints :meth:`Plan.to_json`.
 
 The plan is a frozen dataclass tree (after Terraform's ``internal/plans``):
 
@@ -34,8 +35,8 @@ import dataclasses
 import json
 from typing import Any, Literal, Mapping, Sequence
 
-from compose_kfp.build.images import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
-from compose_kfp.build.observe import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed
+from compose_kfp.build.spec import LAYER_NAME_ANNOTATION, ImageSpec, image_env, labels_of
+from compose_kfp.build.state import BASE_LAYERS_ANNOTATION, BaseState, CurrentImage, LayerState, Observed
 from compose_kfp.oci.image import (
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -547,7 +548,7 @@ def plan_image(image: ImageSpec, observed: Observed) -> ImagePlan:
 
 
 def plan(images: Sequence[ImageSpec], observed: Observed, *, project: str = "", root: str = "",
-         rendered: Mapping[str, str | None] | None = None) -> Plan:
+         rendered: Mapping[str, str | None] | None = None, component_images: Mapping[str, str] | None = None) -> Plan:
     """The plan to turn ``observed`` into ``images``. Pure: no I/O.
 
     Args:
@@ -556,13 +557,16 @@ def plan(images: Sequence[ImageSpec], observed: Observed, *, project: str = "", 
         project, root: recorded in the plan.
         rendered: desired rendered files, path -> sha256 hex (``None``: depends on a digest known after apply);
             ``None`` leaves rendered files out of the plan (see :func:`plan_files`).
+        component_images: step -> third-party component image pinned by digest (``repository@sha256:...``,
+            :func:`compose_kfp.build.pins.pin_images`); recorded sorted by step in :attr:`Plan.component_images`.
 
     Raises:
         KeyError: ``observed`` lacks a platform or image layer list the images need (a bug in the caller).
     """
     planned = tuple(plan_image(image, observed) for image in images)
     files = plan_files(rendered, observed.rendered) if rendered is not None else ()
-    return Plan(project=project, root=root, images=planned, files=files, warnings=tuple(observed.warnings))
+    return Plan(project=project, root=root, images=planned, files=files, warnings=tuple(observed.warnings),
+                component_images=tuple(sorted((component_images or {}).items())))
 
 
 def plan_files(desired: Mapping[str, str | None], on_disk: Mapping[str, str],

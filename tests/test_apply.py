@@ -11,7 +11,10 @@ import uuid
 import pytest
 
 from compose_kfp import cli  # noqa: F401 - registers plan/apply/render/lock on the CLI
-from compose_kfp.build.apply import apply_plan, plan_project, project_lock, render_from_lock
+from compose_kfp.build.apply import apply_plan
+from compose_kfp.build.plan import plan_project
+from compose_kfp.build.projectlock import project_lock
+from compose_kfp.pipeline.outputs import render_from_lock
 from compose_kfp.cli import main
 from compose_kfp.errors import BusyError, StaleError
 from compose_kfp.oci.auth import StaticKeychain

@@ -141,8 +141,8 @@ def test_debug_shows_traceback(tmp_path):
 @pytest.mark.parametrize("error,code", [
     (errors.BuildError("layer failed"), 3),
     (errors.BusyError("locked"), 9),
-    (oci_errors.AuthError("denied", status=401), 5),
-    (oci_errors.RegistryError("boom", status=500), 4),
+    (oci_errors.Unauthorized("denied", status=401), 5),
+    (oci_errors.DistributionError("boom", status=500), 4),
     (oci_errors.InvalidReference("bad ref"), 1),
 ])
 def test_error_boundary_maps_exit_codes(monkeypatch, project, error, code):
@@ -309,7 +309,7 @@ def test_apply_into_an_unwritable_output_dir_changes_nothing(scratch_project, mo
 
 def test_failed_render_write_leaves_kfp_lock_unchanged(scratch_project, monkeypatch):
     """Files are written before kfp.lock: a failure while writing them keeps the old lock (plan shows the change)."""
-    from compose_kfp.build import apply as apply_mod
+    from compose_kfp.pipeline import outputs as apply_mod
 
     root = scratch_project
     assert run("-C", str(root), "-q", "apply", "--yes")[0] == 0
@@ -354,7 +354,7 @@ def test_plan_with_a_read_only_state_folder_works_when_everything_is_cached(scra
         raise OSError(30, "Read-only file system", str(path))
 
     monkeypatch.setattr(blobs, "atomic_write", read_only)
-    monkeypatch.setattr("compose_kfp.build.apply.atomic_write", read_only)
+    monkeypatch.setattr("compose_kfp.pipeline.outputs.atomic_write", read_only)
     code, out, err = run("-C", str(root), "plan", "--exit-code")
     assert code == 0, err
 
@@ -391,7 +391,9 @@ def test_global_flags_after_the_command(scratch_project):
 
 def test_apply_that_waited_for_the_lock_plans_again(scratch_project):
     """A second apply that had to wait applies (and prints) a plan made after the first one finished."""
-    from compose_kfp.build.apply import apply_plan, holding_project_lock, plan_project
+    from compose_kfp.build.apply import apply_plan
+    from compose_kfp.build.plan import plan_project
+    from compose_kfp.build.projectlock import holding_project_lock
     from compose_kfp.manifest.project import load_project
 
     root = scratch_project

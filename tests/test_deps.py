@@ -21,23 +21,23 @@ import pytest
 
 from compose_kfp.build import deps
 from compose_kfp.build.deps import (
-    BIN_DIR,
-    SCRIPT_SHEBANG,
-    SITE_PACKAGES,
     DepsCache,
-    DepsTarget,
     build_deps_layer,
     find_installer,
     install_requirements,
     lock_requirements,
-    merge_image_env,
+    tree_digest,
+)
+from compose_kfp.build.requirements import (
+    SCRIPT_SHEBANG,
+    DepsTarget,
     python_version_from_config,
     read_requirements,
     reproducibility_warnings,
     requirements_key,
     resolve_python_version,
-    tree_digest,
 )
+from compose_kfp.build.spec import BIN_DIR, SITE_PACKAGES, merge_image_env
 from compose_kfp.errors import BuildError, ConfigError
 from compose_kfp.oci.blobs import BlobStore
 

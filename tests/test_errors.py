@@ -11,7 +11,7 @@ def test_exit_codes_are_distinct_per_kind():
 
 
 def test_oci_errors_map_to_their_kind():
-    assert errors.exit_code_for(oci_errors.AuthError("refused", status=401)) == errors.AuthError.exit_code
+    assert errors.exit_code_for(oci_errors.Unauthorized("refused", status=401)) == errors.AuthError.exit_code
     assert errors.exit_code_for(oci_errors.NotFound("gone", status=404)) == errors.RegistryError.exit_code
     assert errors.exit_code_for(oci_errors.InvalidReference("bad")) == errors.ConfigError.exit_code
     assert errors.exit_code_for(oci_errors.PlatformNotFound("none")) == errors.BuildError.exit_code

@@ -34,7 +34,7 @@ def test_lock_content():
 
 
 def test_lock_unknown_digest_gives_none():
-    from compose_kfp.build.observe import LayerState
+    from compose_kfp.build.state import LayerState
 
     unknown = LayerState("deps", "requirements", "sha256:" + "1" * 64, None, None, None, "x", local=False)
     p = plan([image_spec()], observed(layers=(layers_v()[0], unknown, layers_v()[2])))

@@ -12,9 +12,9 @@ import uuid
 import pytest
 
 from compose_kfp.errors import ConfigError
-from compose_kfp.build.observe import keychain_for
+from compose_kfp.build.credentials import keychain_for
 from compose_kfp.oci.auth import ANONYMOUS
-from compose_kfp.oci.errors import AuthError
+from compose_kfp.oci.errors import Unauthorized
 from compose_kfp.schema import AuthConfig
 from tests.fixtures.project import write_project
 from tests.test_cli import run
@@ -35,7 +35,7 @@ def _env_auth() -> AuthConfig:
 
 def test_both_variables_unset_names_both_keys(tmp_path):
     kc = keychain_for(_env_auth(), tmp_path, DEST)
-    with pytest.raises(AuthError) as exc:
+    with pytest.raises(Unauthorized) as exc:
         kc.resolve(DEST, "team/app")
     message = str(exc.value)
     assert "image.auth.username_env = 'CKFP_USER'" in message
@@ -45,13 +45,13 @@ def test_both_variables_unset_names_both_keys(tmp_path):
 
 def test_only_one_variable_set_names_the_missing_one(tmp_path, monkeypatch):
     monkeypatch.setenv("CKFP_PASS", CANARY)
-    with pytest.raises(AuthError) as exc:
+    with pytest.raises(Unauthorized) as exc:
         keychain_for(_env_auth(), tmp_path, DEST).resolve(DEST)
     message = str(exc.value)
     assert "image.auth.username_env = 'CKFP_USER'" in message and "password_env" not in message
     assert CANARY not in message
     monkeypatch.setenv("CKFP_USER", "")  # empty is as good as unset
-    with pytest.raises(AuthError, match="username_env"):
+    with pytest.raises(Unauthorized, match="username_env"):
         keychain_for(_env_auth(), tmp_path, DEST).resolve(DEST)
 
 
@@ -76,10 +76,10 @@ def test_username_env_without_password_env_is_a_config_error(tmp_path):
 
 
 def test_no_known_destination_warns_and_stays_anonymous(tmp_path, caplog):
-    logger = logging.getLogger("compose_kfp.build.observe")
+    logger = logging.getLogger("compose_kfp.build.credentials")
     logger.addHandler(caplog.handler)  # the CLI tests may have stopped propagation to the root logger
     try:
-        with caplog.at_level(logging.WARNING, logger="compose_kfp.build.observe"):
+        with caplog.at_level(logging.WARNING, logger="compose_kfp.build.credentials"):
             assert keychain_for(_env_auth(), tmp_path, None).resolve("docker.io", "library/python") is ANONYMOUS
     finally:
         logger.removeHandler(caplog.handler)
@@ -99,7 +99,7 @@ def test_missing_config_file_names_the_key_and_path(tmp_path):
 
 def test_missing_helper_from_kfp_toml_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker-credential-* anywhere
-    with pytest.raises(AuthError) as exc:
+    with pytest.raises(Unauthorized) as exc:
         keychain_for(AuthConfig(helper="nosuch"), tmp_path, DEST).resolve(DEST)
     message = str(exc.value)
     assert "docker-credential-nosuch" in message and "image.auth.helper" in message and "kfp.toml" in message

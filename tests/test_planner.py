@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from compose_kfp.build.images import ImageSpec, LayerSpec, desired_images, image_env
-from compose_kfp.build.observe import BaseState, CurrentImage, LayerState, Observed, PlatformImageState
+from compose_kfp.build.images import desired_images
+from compose_kfp.build.spec import ImageSpec, LayerSpec, image_env
+from compose_kfp.build.state import BaseState, CurrentImage, LayerState, Observed, PlatformImageState
 from compose_kfp.oci.image import Manifest, append
 from compose_kfp.planner import (
     Plan,

@@ -1,35 +1,26 @@
-"""Plan and apply a project: the one place that wires observe -> plan -> apply -> lock -> render.
+"""Apply a plan: :func:`apply_plan` executes a :class:`~compose_kfp.planner.Plan` and decides nothing;
+:func:`apply_project` is the ``apply`` command's flow (plan or take a saved plan, confirm, lock, re-plan
+after waiting for another apply, apply).
 
-- :func:`plan_project`: desired images (:mod:`compose_kfp.build.images`), observation
-  (:mod:`compose_kfp.build.observe`), the pure planner (:mod:`compose_kfp.planner`) and
-  the rendered files that would change. With ``frozen`` it also refuses a plan
-  that would change ``kfp.lock`` (:class:`~compose_kfp.errors.StaleError`).
-- :func:`apply_plan`: executes a plan and decides nothing. Under the project
-  file lock (``<root>/.compose-kfp/lock``; a second apply waits ``lock_timeout``
-  seconds, then fails with :class:`~compose_kfp.errors.BusyError`) it
+Under the project file lock (:mod:`compose_kfp.build.projectlock`; a second apply waits
+``lock_timeout`` seconds, then fails with :class:`~compose_kfp.errors.BusyError`) :func:`apply_plan`
 
-  1. re-checks what can have moved since planning: the base reference's digest and the
-     destination tags (a moved one raises :class:`~compose_kfp.errors.StaleError`);
-  2. builds what the plan says is known only after apply (requirements layers, via
-     :func:`compose_kfp.build.deps.build_deps_layer`) and makes sure every other layer it must
-     send is in the local blob store (rebuilt from its files if not, and refused if its
-     digest differs from the plan: the files changed since);
-  3. assembles config and manifest (:func:`compose_kfp.planner.assemble`);
-  4. sends blobs the destination lacks (``HEAD`` -> mount from the base repository when
-     it is in the same registry -> upload; base layers from another registry or a local
-     base are copied blob by blob), then the config, each manifest by digest, the index
-     for several platforms, and only then the tags: the content tag
-     (:func:`compose_kfp.planner.content_tag`) and ``image.tags``. A tag never names an
-     incomplete image. An ``oci:PATH`` destination gets an OCI image layout instead;
-  5. writes the rendered files, then ``kfp.lock`` (each atomically: temporary file, rename), so that a
-     failure to write the files leaves kfp.lock describing the previous state and the next plan shows
-     the change again. Whether the output folder and kfp.lock's folder can be written is checked before
-     step 2, so an unwritable folder fails before anything is sent.
-
-- :func:`render_outputs` / :func:`render_from_lock`: the rendered files
-  (``<output_dir>/components/<step>.yaml``, ``<output_dir>/workflow.yaml`` for the
-  ``argo`` target, ``<output_dir>/pipeline.yaml`` for the ``kfp`` target), every image
-  pinned as ``repository@sha256:...``.
+1. re-checks what can have moved since planning: the base reference's digest and the
+   destination tags (a moved one raises :class:`~compose_kfp.errors.StaleError`);
+2. builds what the plan says is known only after apply (requirements layers, via
+   :func:`compose_kfp.build.deps.build_deps_layer`) and makes sure every other layer it must
+   send is in the local blob store (rebuilt from its files if not, and refused if its
+   digest differs from the plan: the files changed since);
+3. assembles config and manifest (:func:`compose_kfp.planner.assemble`);
+4. writes each changed image to its :class:`~compose_kfp.build.destination.Destination`
+   (:meth:`~compose_kfp.build.destination.Destination.write_image`: blobs the destination lacks,
+   the config, each manifest, the index for several platforms, and only then the tags: the content tag
+   (:func:`compose_kfp.planner.content_tag`) and ``image.tags``; a tag never names an incomplete image);
+5. writes the rendered files (:func:`compose_kfp.pipeline.outputs.write_rendered`), then ``kfp.lock``
+   (each atomically: temporary file, rename), so that a failure to write the files leaves kfp.lock
+   describing the previous state and the next plan shows the change again. Whether the output folder and
+   kfp.lock's folder can be written is checked before step 2, so an unwritable folder fails before anything
+   is sent.
 
 Progress goes through a callback ``progress(event, name, done_bytes, total_bytes)``;
 events: ``build`` (a layer being tarred and compressed; name = layer), ``install``
@@ -39,414 +30,46 @@ events: ``build`` (a layer being tarred and compressed; name = layer), ``install
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 
-import filelock
-
+from compose_kfp import planner as planner_mod
 from compose_kfp.build import deps as deps_mod
 from compose_kfp.build import lock as lock_mod
-from compose_kfp import planner as planner_mod
-from compose_kfp.errors import AuthError, BuildError, BusyError, Interrupted, RegistryError, RenderError, StaleError
-from compose_kfp.build.images import ImageSpec, desired_images
-from compose_kfp.build.observe import (
-    STATE_DIR,
-    ProjectState,
-    Registries,
-    _registry_ref,
-    deps_target,
-    download_blob,
-    is_local_destination,
-    keychain_for,
-    layer_plan,
-    layout_path,
-    observe,
-    pin_images,
-    resolve_base,
-)
+from compose_kfp.build.destination import Destination, EarlyUploads, Recorder, destination_for, registries_for
+from compose_kfp.build.images import desired_images
+from compose_kfp.build.observe import deps_target, layer_plan, resolve_base
+from compose_kfp.build.plan import plan_project, step_refs
+from compose_kfp.build.projectlock import LOCK_TIMEOUT, holding_project_lock
+from compose_kfp.build.registries import Registries, registry_ref
+from compose_kfp.build.spec import ImageSpec
+from compose_kfp.build.state import BaseState
+from compose_kfp.build.statedir import ProjectState
+from compose_kfp.errors import BuildError, Interrupted, StaleError, from_oci
 from compose_kfp.oci import errors as oci_errors
-from compose_kfp.oci.blobs import atomic_write
-from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Manifest
+from compose_kfp.oci.image import ACCEPT_MANIFESTS
 from compose_kfp.oci.layer import Layer, write_layer
-from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan
+from compose_kfp.pipeline.outputs import (
+    check_output_writable,
+    digests_of,
+    render_outputs,
+    rendered_names,
+    write_rendered,
+)
+from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan, format_plan
+
+if TYPE_CHECKING:
+    from compose_kfp.manifest.project import Project
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str, int, int], None]
-
-#: Default seconds a second ``apply`` waits for the project lock before :class:`BusyError`.
-LOCK_TIMEOUT = 30.0
-#: Rendered file names under ``render.output_dir``.
-WORKFLOW_FILE = "workflow.yaml"
-KFP_PIPELINE_FILE = "pipeline.yaml"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def registries_for(project: Any) -> Registries:
-    """Registry clients with the project's ``[image.auth]`` keychain and ``image.insecure`` setting."""
-    image = project.manifest.image
-    host = None if is_local_destination(image.repository) else _registry_ref(image.repository).api_host
-    return Registries(keychain_for(image.auth, project.root, host), insecure=True if image.insecure else None)
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def render_outputs(project: Any, images: Mapping[str, str]) -> dict[str, bytes]:
-    """Render every output of ``project`` with steps pinned to ``images`` (step -> ``repo@sha256:...``): every
-    function step must be there; a component-file step found there gets that image instead of its own.
-
-    Returns:
-        path relative to the project folder -> file bytes: ``<output_dir>/components/<step>.yaml`` for each
-        step, ``<output_dir>/workflow.yaml`` (target ``argo``) and ``<output_dir>/pipeline.yaml`` (target
-        ``kfp``) when kfp.toml has a ``[pipeline]``.
-
-    Raises:
-        RenderError: a template or the KFP compiler failed; ConfigError: the graph cannot be resolved.
-    """
-    from compose_kfp.pipeline.graph import resolve_graph
-    from compose_kfp.pipeline.render.component import component_path, render_component
-
-    manifest, root = project.manifest, project.root
-    out_dir = project.loaded.output_dir
-    templates = (root / manifest.render.templates) if manifest.render.templates else None
-    specs = {}
-    for name, spec in project.components.items():
-        if manifest.steps[name].function and name not in images:
-            raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
-        if name in images:
-            spec = dataclasses.replace(spec, image=images[name])
-        specs[name] = spec
-    files: dict[str, bytes] = {}
-    texts: dict[str, str] = {}
-    for name, spec in specs.items():
-        text = render_component(spec, templates_dir=templates)
-        texts[name] = text
-        files[_rel(component_path(out_dir, name), root)] = text.encode("utf-8")
-    if manifest.pipeline is not None and manifest.pipeline.tasks:
-        pinned = {name: spec.image for name, spec in specs.items() if spec.image}
-        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned)
-        if "argo" in manifest.render.targets:
-            from compose_kfp.pipeline.render.workflow import render_workflow
-
-            files[_rel(out_dir / WORKFLOW_FILE, root)] = render_workflow(graph, manifest).encode("utf-8")
-        if "kfp" in manifest.render.targets:
-            from compose_kfp.pipeline.render.kfp import render_kfp_pipeline
-
-            with tempfile.TemporaryDirectory(prefix="compose-kfp-render-") as tmp:
-                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE)
-                files[_rel(out_dir / KFP_PIPELINE_FILE, root)] = Path(out).read_bytes()
-    return files
-
-
-def _render_inputs_key(project: Any, images: Mapping[str, str]) -> str:
-    """A digest of everything :func:`render_outputs` depends on: the validated manifest (overrides applied),
-    the step components (already introspected by ``load_project``), the pinned images, the user's template
-    folder (file names and contents), and the versions of compose-kfp, Jinja and (target ``kfp``) the KFP SDK."""
-    import importlib.metadata
-    import json as _json
-
-    from compose_kfp import __version__
-
-    h = hashlib.sha256()
-    h.update(project.manifest.model_dump_json(warnings=False).encode())
-    h.update(repr(sorted(project.components.items())).encode())
-    h.update(_json.dumps(sorted(images.items())).encode())
-    h.update(str(project.loaded.output_dir).encode())
-    versions = [__version__, importlib.metadata.version("jinja2")]
-    if "kfp" in project.manifest.render.targets:
-        versions.append(importlib.metadata.version("kfp"))
-    h.update(repr(versions).encode())
-    if project.manifest.render.templates:
-        folder = project.root / project.manifest.render.templates
-        for f in sorted(folder.rglob("*")) if folder.is_dir() else ():
-            if f.is_file():
-                h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
-    from compose_kfp.pipeline.render import TEMPLATES_DIR
-
-    for f in sorted(TEMPLATES_DIR.glob("*")):
-        if f.is_file():
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
-def rendered_digests(project: Any, images: Mapping[str, str]) -> dict[str, str]:
-    """sha256 hex of each file :func:`render_outputs` would write, by relative path.
-
-    Memoized in ``.compose-kfp/cache/render/<inputs key>.json`` (see :func:`_render_inputs_key`), so a
-    no-op ``plan`` does not compile templates or run the KFP compiler again. When the state folder cannot be
-    written (a read-only checkout), the digests are computed without being cached.
-    """
-    import json as _json
-
-    state = ProjectState(project.root)
-    path = state.dir / "cache" / "render" / f"{_render_inputs_key(project, images)}.json"
-    try:
-        cached = _json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(cached, dict):
-            return {str(k): str(v) for k, v in cached.items()}
-    except (OSError, ValueError):
-        pass
-    digests = {k: _sha(v) for k, v in render_outputs(project, images).items()}
-    try:
-        atomic_write(path, _json.dumps(digests, sort_keys=True).encode())
-    except OSError as e:  # a read-only checkout: plan works, only without this cache
-        log.debug("not caching rendered digests in %s: %s", path, e)
-    return digests
-
-
-def _rendered_names(project: Any) -> list[str]:
-    from compose_kfp.pipeline.render.component import component_path
-
-    manifest, root, out_dir = project.manifest, project.root, project.loaded.output_dir
-    names = [_rel(component_path(out_dir, n), root) for n in project.components]
-    if manifest.pipeline is not None and manifest.pipeline.tasks:
-        if "argo" in manifest.render.targets:
-            names.append(_rel(out_dir / WORKFLOW_FILE, root))
-        if "kfp" in manifest.render.targets:
-            names.append(_rel(out_dir / KFP_PIPELINE_FILE, root))
-    return names
-
-
-def _managed_prefixes(project: Any) -> list[str]:
-    from compose_kfp.pipeline.render.component import COMPONENTS_DIR
-
-    return [_rel(project.loaded.output_dir / COMPONENTS_DIR, project.root) + "/"]
-
-
-def step_refs(plan: Plan) -> dict[str, str]:
-    """Step -> pinned image reference: function steps (images whose digest is known) and the pinned
-    third-party component images."""
-    out = dict(plan.component_images)
-    for image in plan.images:
-        if image.reference:
-            for step in image.steps:
-                out[step] = image.reference
-    return out
-
-
-def _all_refs_known(plan: Plan) -> bool:
-    return all(image.after for image in plan.images if image.steps)
-
-
-def _output_error(project: Any, error: OSError, path: Path | str | None = None) -> RenderError:
-    """A :class:`RenderError` for a file-system ``error`` while writing under ``render.output_dir``."""
-    where = Path(path) if path is not None else Path(error.filename) if error.filename else project.loaded.output_dir
-    return RenderError(f"render.output_dir ({_rel(project.loaded.output_dir, project.root)}): cannot write "
-                       f"{_rel(where, project.root)}: {error.strerror or error}. The output folder must be a "
-                       "writable folder: fix its permissions, or set render.output_dir in kfp.toml (or "
-                       "COMPOSE_KFP_OUTPUT_DIR) to another one.")
-
-
-def check_output_writable(project: Any, files: Sequence[str]) -> None:
-    """Make sure the rendered files ``files`` (paths relative to the project folder) can be written: create
-    their folders and create and remove a probe file in each. Used by apply before anything is sent, so an
-    unwritable output folder fails before the registry or kfp.lock change.
-
-    Raises:
-        RenderError: a folder cannot be created or written (names ``render.output_dir`` and the path).
-    """
-    for folder in sorted({(project.root / rel).parent for rel in files}):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise _output_error(project, e, folder) from None
-
-
-def write_rendered(project: Any, files: Mapping[str, bytes]) -> list[str]:
-    """Write ``files`` (from :func:`render_outputs`) atomically, and delete component files of steps that no
-    longer exist. Returns the paths written or removed (relative, sorted); unchanged files are not touched.
-
-    Raises:
-        RenderError: a file cannot be written or removed (read-only folder, a path under a regular file); the
-            message names ``render.output_dir`` and the path. Files written before the failure stay written.
-    """
-    root = project.root
-    touched = []
-    for rel, data in sorted(files.items()):
-        path = root / rel
-        try:
-            if path.read_bytes() == data:
-                continue
-        except OSError:
-            pass
-        try:
-            atomic_write(path, data)
-        except OSError as e:
-            raise _output_error(project, e, path) from None
-        touched.append(rel)
-    from compose_kfp.pipeline.render.component import COMPONENTS_DIR
-
-    comp_dir = project.loaded.output_dir / COMPONENTS_DIR
-    if comp_dir.is_dir():
-        for path in sorted(comp_dir.glob("*.yaml")):
-            rel = _rel(path, root)
-            if rel not in files:
-                try:
-                    path.unlink()
-                except OSError as e:
-                    raise _output_error(project, e, path) from None
-                touched.append(rel)
-    return sorted(touched)
-
-
-def render_from_lock(project: Any) -> list[str]:
-    """``compose-kfp render``: render the outputs with the image digests recorded in kfp.lock; build and push nothing.
-
-    Returns the paths written (relative to the project folder).
-
-    Raises:
-        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
-    """
-    return write_rendered(project, render_outputs(project, {**lock_images(project),
-                                                            **lock_component_images(project)}))
-
-
-def _require_lock(root: Path) -> dict[str, Any]:
-    """kfp.lock of the project at ``root``. Raises StaleError (run ``apply``) when there is none."""
-    lock = lock_mod.read_lock(root)
-    if lock is None:
-        raise StaleError(f"{lock_mod.lock_path(root)}: no kfp.lock, so the image digests are unknown. "
-                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
-    return lock
-
-
-def lock_images(project: Any) -> dict[str, str]:
-    """Step name -> pinned image reference (``repository@sha256:...``) of every function step, from kfp.lock.
-
-    Used by ``render`` and ``run --local``. Third-party component steps are not in the map: their
-    images, pinned by digest, come from :func:`lock_component_images`.
-
-    Raises:
-        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
-    """
-    lock = _require_lock(project.root)
-    images = desired_images(project.manifest, project.root)
-    refs: dict[str, str] = {}
-    for image in images:
-        entry = (lock.get("images") or {}).get(image.name)
-        if image.steps and (not entry or entry.get("repository") != image.repository or not entry.get("digest")):
-            raise StaleError(f"{lock_mod.lock_path(project.root)} has no digest for image {image.name!r} in "
-                             f"{image.repository}; run `compose-kfp apply`.")
-        for step in image.steps:
-            refs[step] = f"{image.repository}@{entry['digest']}"  # type: ignore[index]
-    return refs
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def plan_project(project: Any, *, registries: Registries | None = None, frozen: bool = False,
-                 installer: Any = None, progress: Progress | None = None) -> Plan:
-    """Observe and plan ``project`` (a :class:`compose_kfp.manifest.project.Project`).
-
-    Layers whose files changed are built into the local blob store as part of observing (module
-    :mod:`compose_kfp.build.observe`); requirements are never installed here.
-
-    Raises:
-        StaleError: ``frozen`` and kfp.lock would change.
-        BuildError: a layer must be built and the state folder ``.compose-kfp`` cannot be written (read-only
-            checkout; a plan whose layers are all cached needs no writes).
-        ConfigError, BuildError, RegistryError, AuthError: as observation fails.
-    """
-    root = project.root
-    own = registries is None
-    registries = registries or registries_for(project)
-    try:
-        images = desired_images(project.manifest, root)
-        lock = lock_mod.read_lock(root)
-        ProjectState(root).dir.mkdir(exist_ok=True)  # no state folder: every layer must be built into it
-        observed = observe(images, root, registries=registries, lock=lock, frozen=frozen,
-                           output_dir=project.loaded.output_dir, installer=installer, progress=progress,
-                           where=project.loaded.display_path)
-        p = planner_mod.plan(images, observed, project=project.manifest.project.name, root=str(root))
-        p = dataclasses.replace(p, component_images=tuple(sorted(pin_images(
-            component_images(project), registries,
-            locked=(lock or {}).get("components") if frozen else None).items())))
-        if _all_refs_known(p):
-            rendered: dict[str, str | None] = dict(rendered_digests(project, step_refs(p)))
-        else:
-            rendered = {name: None for name in _rendered_names(project)}
-        p = planner_mod.with_files(p, planner_mod.plan_files(rendered, observed.rendered, _managed_prefixes(project)))
-        new_lock = _lock_of(p)
-        if frozen:
-            lock_mod.check_frozen(root, lock, new_lock)
-        stale = new_lock is None or lock is None or lock_mod.dumps(new_lock) != lock_mod.dumps(lock)
-        return dataclasses.replace(p, lock_changes=stale)
-    except OSError as e:
-        state = ProjectState(root)
-        if _in_state_dir(state, e):
-            raise state_dir_error(state, e) from None
-        raise
-    finally:
-        if own:
-            registries.close()
-
-
-def component_images(project: Any) -> dict[str, str]:
-    """Component-file step -> the image its file names (steps whose file names a registry image)."""
-    out = {}
-    for name, step in project.manifest.steps.items():
-        spec = project.components.get(name)
-        if step.component and spec is not None and spec.image:
-            out[name] = spec.image
-    return out
-
-
-def lock_component_images(project: Any) -> dict[str, str]:
-    """Component-file step -> its image pinned by digest in kfp.lock (``components``).
-
-    Raises:
-        StaleError: there is no kfp.lock, it does not pin a component step's image, or the pin is for
-            another repository (or another digest) than the component file now names (run ``apply``).
-    """
-    from compose_kfp.oci.reference import Reference
-
-    lock = _require_lock(project.root)
-    locked = lock.get("components") or {}
-    out = {}
-    for step, image_ref in component_images(project).items():
-        if step not in locked:
-            raise StaleError(f"{lock_mod.lock_path(project.root)} does not pin the image of step {step!r} "
-                             f"({image_ref}); run `compose-kfp apply`.")
-        wanted, pinned = Reference.parse(image_ref), Reference.parse(locked[step])
-        if wanted.name != pinned.name or (wanted.digest and wanted.digest != pinned.digest):
-            raise StaleError(f"{lock_mod.lock_path(project.root)} pins step {step!r} to {locked[step]}, but its "
-                             f"component file now names {image_ref}; run `compose-kfp apply` to pin it again.")
-        out[step] = locked[step]
-    return out
-
-
-def _lock_of(p: Plan) -> dict[str, Any] | None:
-    files = {f.path: f.after for f in p.files if f.action != "remove"}
-    if any(v is None for v in files.values()):
-        return None
-    return lock_mod.lock_from_plan(p, files)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- results
@@ -499,90 +122,13 @@ class ApplyResult:
 # --------------------------------------------------------------------------- apply
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.uploaded: list[tuple[str, int]] = []
-        self.mounted: list[str] = []
-        self.manifests: list[str] = []
-        self.tags: list[str] = []
-        self.built: list[str] = []
-
-
-def project_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> filelock.FileLock:
-    """The file lock serializing ``apply`` runs of the project at ``root`` (``<root>/.compose-kfp/lock``).
-
-    Raises:
-        BuildError: the state folder cannot be created (read-only checkout; names ``.compose-kfp``).
-    """
-    state = ProjectState(Path(root))
-    try:
-        state.dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise state_dir_error(state, e) from None
-    return filelock.FileLock(str(state.lock_path), timeout=timeout)
-
-
-def state_dir_error(state: ProjectState, error: OSError) -> BuildError:
-    """A :class:`BuildError` for a file-system ``error`` in the project's state folder ``.compose-kfp``."""
-    where = STATE_DIR
-    if error.filename:
-        path = Path(error.filename)
-        where = _rel(path.parent if path.name.startswith(".tmp-") else path, state.root)
-    return BuildError(f"{STATE_DIR} (the state folder: blob store, layer cache, apply lock): cannot write {where}: "
-                      f"{error.strerror or error}. compose-kfp needs a writable {state.dir} to build layers; make "
-                      "the project folder writable (or work in a writable copy).")
-
-
-def _in_state_dir(state: ProjectState, error: OSError) -> bool:
-    if not error.filename:
-        return False
-    try:
-        Path(error.filename).resolve().relative_to(state.dir.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-@contextlib.contextmanager
-def holding_project_lock(root: Path, timeout: float = LOCK_TIMEOUT,
-                         on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold the project lock (:func:`project_lock`) for the ``with`` block.
-
-    ``on_wait()`` is called once when another apply holds it (before waiting up to ``timeout`` seconds), so
-    a caller can say why it pauses. ``apply`` plans inside this block, so the plan it prints and applies is
-    made after any other apply finished (pass ``lock_held=True`` to :func:`apply_plan` there).
-
-    Raises:
-        BusyError: still held after ``timeout`` seconds.
-        BuildError: the state folder or its lock file cannot be created (names ``.compose-kfp``).
-    """
-    lk = project_lock(root, timeout)
-    try:
-        try:
-            lk.acquire(timeout=0)
-        except filelock.Timeout:
-            if on_wait is not None:
-                on_wait()
-            lk.acquire()
-    except filelock.Timeout:
-        raise BusyError(f"another `compose-kfp apply` is running for {root} (lock {lk.lock_file} held for "
-                        f"more than {timeout:.0f} s); wait for it to finish and run again.") from None
-    except OSError as e:  # the lock file cannot be created (read-only state folder)
-        raise state_dir_error(ProjectState(Path(root)), e) from None
-    try:
-        yield
-    finally:
-        lk.release()
-
-
-def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None, frozen: bool = False,
+def apply_plan(project: Project, plan: Plan, *, registries: Registries | None = None, frozen: bool = False,
                installer: Any = None, progress: Progress | None = None,
                lock_timeout: float = LOCK_TIMEOUT, lock_held: bool = False) -> ApplyResult:
     """Execute ``plan`` for ``project`` (module docstring). Decides nothing the plan does not say.
 
     Takes the project lock (waiting up to ``lock_timeout`` seconds) unless ``lock_held``: the caller holds it
-    already (:func:`holding_project_lock`, with the plan made inside it).
+    already (:func:`~compose_kfp.build.projectlock.holding_project_lock`, with the plan made inside it).
 
     Raises:
         BusyError: another apply holds the project lock for longer than ``lock_timeout`` seconds.
@@ -596,7 +142,7 @@ def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None
     """
     own = registries is None
     registries = registries or registries_for(project)
-    rec = _Recorder()
+    rec = Recorder()
     try:
         with contextlib.nullcontext() if lock_held else holding_project_lock(project.root, lock_timeout):
             return _apply_locked(project, plan, registries, frozen, installer, progress, rec)
@@ -607,39 +153,47 @@ def apply_plan(project: Any, plan: Plan, *, registries: Registries | None = None
                               "again to finish") from None
         raise Interrupted("interrupted: nothing was tagged (blobs already sent stay in the registry and are not "
                           "sent again; the registry keeps only complete blobs)") from None
-    except oci_errors.RegistryError as e:
-        raise (AuthError(str(e)) if isinstance(e, oci_errors.AuthError) else RegistryError(str(e))) from None
+    except oci_errors.DistributionError as e:
+        raise from_oci(e) from None
     finally:
         if own:
             registries.close()
 
 
-def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool, installer: Any,
-                  progress: Progress | None, rec: _Recorder) -> ApplyResult:
+def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: bool, installer: Any,
+                  progress: Progress | None, rec: Recorder) -> ApplyResult:
     root = project.root
     state = ProjectState(root)
+    destinations: dict[str, Destination] = {}
+
+    def dest_of(repository: str) -> Destination:
+        if repository not in destinations:
+            destinations[repository] = destination_for(repository, root, registries)
+        return destinations[repository]
+
     images = {i.name: i for i in desired_images(project.manifest, root)}
     for ip in plan.images:
         if ip.name not in images or images[ip.name].repository != ip.repository:
             raise StaleError(f"the plan is for image {ip.name!r} in {ip.repository}, which kfp.toml no longer "
                              "describes; run `compose-kfp plan` again.")
-    _recheck(plan, images, registries, state)
+    _recheck(plan, registries, state, dest_of)
     # Before anything is sent (even the early layer uploads): an output folder or project folder that cannot be
     # written fails now, not after the push with the registry, kfp.lock and the rendered files disagreeing.
-    check_output_writable(project, _rendered_names(project))
+    check_output_writable(project, rendered_names(project))
     if plan.lock_changes:
         _check_lock_writable(root)
     resolved_images = []
     built_cache: dict[tuple[str, str], Layer] = {}
     pushed_blobs: set[str] = set()
     # --frozen must fail before anything is sent, so it builds first and uploads after the lock check.
-    early = None if frozen else _EarlyUploads(registries, rec, pushed_blobs, progress)
+    early = None if frozen else EarlyUploads(rec, pushed_blobs, progress)
     try:
         for ip in plan.images:
             spec = images[ip.name]
             plats = []
             for pp in ip.platforms:
-                plats.append(_resolve_platform(spec, pp, state, installer, progress, rec, built_cache, early))
+                plats.append(_resolve_platform(spec, pp, state, installer, progress, rec, built_cache,
+                                               dest_of(spec.repository), early))
             resolved_images.append(_resolve_image(ip, tuple(plats)))
     except BaseException as e:
         if early is not None:
@@ -650,7 +204,7 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
     resolved = dataclasses.replace(plan, images=tuple(resolved_images))
 
     rendered = render_outputs(project, step_refs(resolved))
-    files = {k: _sha(v) for k, v in rendered.items()}
+    files = digests_of(rendered)
     new_lock = lock_mod.lock_from_plan(resolved, files)
     old_lock = lock_mod.read_lock(root)
     if frozen:
@@ -660,10 +214,7 @@ def _apply_locked(project: Any, plan: Plan, registries: Registries, frozen: bool
     for ip in resolved.images:
         if ip.status == "unchanged":
             continue
-        if is_local_destination(ip.repository):
-            _write_layout(ip, state, registries, rec, progress)
-        else:
-            _push_image(ip, state, registries, rec, progress, pushed_blobs)
+        dest_of(ip.repository).write_image(ip, state, rec, progress, pushed_blobs)
 
     # Rendered files first, kfp.lock last: if writing the files fails, kfp.lock still describes the previous
     # state, so the next plan shows the change again (and apply finishes it without sending anything again).
@@ -690,11 +241,11 @@ def _check_lock_writable(root: Path) -> None:
                          "the project folder writable. Nothing was sent.") from None
 
 
-def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries, state: ProjectState) -> None:
+def _recheck(plan: Plan, registries: Registries, state: ProjectState,
+             dest_of: Callable[[str], Destination]) -> None:
     """Refuse the plan when the base reference or a destination tag moved since it was made."""
     checked_base: set[str] = set()
     for ip in plan.images:
-        spec = images[ip.name]
         for pp in ip.platforms:
             ref = pp.base.reference
             if ref == "scratch" or ref in checked_base or pp.base.top_digest is None:
@@ -704,7 +255,7 @@ def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries
                 now = resolve_base(ref, [pp.platform], registries, state)[pp.platform]
                 moved = now.digest != pp.base.after
             else:
-                r = _registry_ref(ref)
+                r = registry_ref(ref)
                 if r.digest:
                     continue
                 head = registries.client(r.api_host).head_manifest(r.repository, r.identifier, ACCEPT_MANIFESTS)
@@ -712,27 +263,11 @@ def _recheck(plan: Plan, images: Mapping[str, ImageSpec], registries: Registries
             if moved:
                 raise StaleError(f"the base image {ref} moved since the plan was made (it was "
                                  f"{pp.base.top_digest}); run `compose-kfp plan` again.")
-        if is_local_destination(ip.repository):
-            continue
-        dest = _registry_ref(ip.repository)
-        client = registries.client(dest.api_host)
-        if ip.before_source.startswith("tag:"):
-            tag = ip.before_source[4:]
-            head = client.head_manifest(dest.repository, tag, ACCEPT_MANIFESTS)
-            now = head[1] if head else None
-            if now != ip.before:
-                raise StaleError(f"{ip.repository}:{tag} moved since the plan was made (planned on "
-                                 f"{ip.before or 'nothing'}, now {now or 'absent'}); run `compose-kfp plan` again.")
-        for tag, seen in ip.observed_tags:
-            head = client.head_manifest(dest.repository, tag, ACCEPT_MANIFESTS)
-            now = head[1] if head else None
-            if now != seen:
-                raise StaleError(f"{ip.repository}:{tag} moved since the plan was made (it was "
-                                 f"{seen or 'absent'}, now {now or 'absent'}); run `compose-kfp plan` again.")
+        dest_of(ip.repository).check_tags(ip)
 
 
 def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: ProjectState, installer: Any,
-               progress: Progress | None, rec: _Recorder, built: dict[tuple[str, str], Layer]) -> Layer:
+               progress: Progress | None, rec: Recorder, built: dict[tuple[str, str], Layer]) -> Layer:
     """The layer ``ly`` as a :class:`Layer` whose blob is in the local store (built if the plan says so)."""
     store = state.store
     layer_spec = next((s for s in spec.layers if s.name == ly.name), None)
@@ -769,27 +304,25 @@ def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: Projec
     return layer
 
 
-def _base_state_of(pp: PlatformPlan) -> Any:
-    from compose_kfp.build.observe import BaseState
-
+def _base_state_of(pp: PlatformPlan) -> BaseState:
     return BaseState(pp.base.reference, pp.platform, digest=pp.base.after, manifest=pp.recipe.base_manifest,
                      config=pp.recipe.base_config)
 
 
 def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, installer: Any,
-                      progress: Progress | None, rec: _Recorder, built: dict[tuple[str, str], Layer],
-                      early: _EarlyUploads | None = None) -> PlatformPlan:
+                      progress: Progress | None, rec: Recorder, built: dict[tuple[str, str], Layer],
+                      dest: Destination, early: EarlyUploads | None = None) -> PlatformPlan:
     layers: list[Layer] = []
     changes: list[LayerChange] = []
-    local = is_local_destination(spec.repository)
+    local = dest.copies_every_layer
     to_send = {t.what for t in pp.transfers}
-    if early is not None and not local:
+    if early is not None and dest.uploads_early:
         # Layers already built (by plan) start uploading now, while the others (requirements) build.
         for ly in pp.layers:
             if (ly.action != "remove" and f"layer {ly.name}" in to_send and ly.after is not None
                     and state.store.has(ly.after)):
-                early.submit(spec.repository, Layer.from_store(state.store, ly.after, ly.diff_id or "",
-                                                               ly.media_type))
+                early.submit(dest, Layer.from_store(state.store, ly.after, ly.diff_id or "",  # type: ignore[arg-type]
+                                                    ly.media_type))
     for ly in pp.layers:
         if ly.action == "remove":
             changes.append(ly)
@@ -797,8 +330,8 @@ def _resolve_platform(spec: ImageSpec, pp: PlatformPlan, state: ProjectState, in
         sent = f"layer {ly.name}" in to_send
         if ly.build or sent or local:
             layer = _layer_for(spec, pp, ly, state, installer, progress, rec, built)
-            if early is not None and sent and not local:
-                early.submit(spec.repository, layer)  # a no-op for a layer submitted above
+            if early is not None and sent and dest.uploads_early:
+                early.submit(dest, layer)  # type: ignore[arg-type]  # a no-op for a layer submitted above
         else:  # already in the destination: only its digests are needed
             layer = Layer(ly.media_type, ly.after or "", ly.diff_id or "", ly.size or 0,
                           opener=functools.partial(_not_local, ly.name))
@@ -853,233 +386,84 @@ def _resolve_image(ip: ImagePlan, plats: tuple[PlatformPlan, ...]) -> ImagePlan:
     return dataclasses.replace(ip, platforms=plats, after=after, tags=tags, status=status)
 
 
-# --------------------------------------------------------------------------- sending
+# --------------------------------------------------------------------------- the apply command's flow
 
 
-def _base_source(pp: PlatformPlan, state: ProjectState) -> tuple[str | None, str | None, Path | None, bool]:
-    """(registry host, repository, local store folder, flat) of the base of ``pp``."""
-    ref = pp.base.reference
-    if ref == "scratch":
-        return None, None, None, False
-    if ref.startswith("oci:"):
-        body = ref[4:]
-        path = body
-        if ":" in body and not (state.root / body).exists():
-            path = body.rpartition(":")[0]
-        return None, None, (state.root / path).resolve(), False
-    if ref.startswith("dir:"):
-        return None, None, (state.root / ref[4:]).resolve(), True
-    if ref.startswith("docker-archive:"):
-        return None, None, state.dir, False
-    r = _registry_ref(ref)
-    return r.api_host, r.repository, None, False
+@dataclasses.dataclass(frozen=True)
+class ApplyOutcome:
+    """What :func:`apply_project` did.
+
+    Attributes:
+        plan: the plan shown last (the one applied, when something was).
+        result: what :func:`apply_plan` did; ``None`` when nothing was applied (no changes, or cancelled).
+        cancelled: ``confirm`` said no; nothing was changed.
+    """
+
+    plan: Plan
+    result: ApplyResult | None = None
+    cancelled: bool = False
 
 
-def _local_blob_path(store_dir: Path, digest: str, flat: bool) -> Path:
-    hexd = digest.split(":", 1)[1]
-    return store_dir / hexd if flat else store_dir / "blobs" / "sha256" / hexd
+def _no_progress() -> ContextManager[Progress | None]:
+    return contextlib.nullcontext(None)
 
 
-def _fetch_base_layer(pp: PlatformPlan, digest: str, size: int, state: ProjectState, registries: Registries,
-                      progress: Progress | None) -> Path:
-    """A local file holding base layer ``digest``: from a local base, or downloaded into the blob store."""
-    host, repo, store_dir, flat = _base_source(pp, state)
-    if store_dir is not None:
-        path = _local_blob_path(store_dir, digest, flat)
-        if path.is_file():
-            return path
-    local = state.store.path(digest)
-    if local.is_file():
-        return local
-    if host is None:
-        raise RegistryError(f"base layer {digest} of {pp.base.reference} is not available locally")
-    return download_blob(registries.client(host), repo, digest, size, state.store,
-                         progress=(lambda d, done, total: progress("copy", d, done, total)) if progress else None)
+def apply_project(project: Project, saved: Plan | None = None, *, frozen: bool = False,
+                  lock_timeout: float = LOCK_TIMEOUT,
+                  progress: Callable[[], ContextManager[Progress | None]] = _no_progress,
+                  describe: Callable[[Plan], str] = format_plan,
+                  on_plan: Callable[[Plan, str], None] | None = None,
+                  confirm: Callable[[Plan], bool] | None = None,
+                  on_wait: Callable[[], None] | None = None,
+                  on_replanned: Callable[[Plan, str], None] | None = None) -> ApplyOutcome:
+    """Plan (or take the ``saved`` plan) and apply it under the project lock, re-planning if another apply ran first.
+
+    1. ``saved`` or :func:`~compose_kfp.build.plan.plan_project`; ``on_plan(plan, describe(plan))``.
+    2. No changes: return (``result`` ``None``). ``confirm(plan)`` (when given) false: return ``cancelled``.
+    3. Take the project lock (``on_wait()`` once if another apply holds it; up to ``lock_timeout`` seconds).
+    4. When it had to wait and there is no ``saved`` plan, the other apply may have done some or all of it:
+       plan again under the lock; when ``describe`` of the new plan differs from the first,
+       ``on_replanned(plan, text)`` and, if there are changes, ``confirm(plan)`` again. No changes: return.
+    5. :func:`apply_plan` with the lock held; return its result.
+
+    ``progress()`` is entered around each planning and around applying, and yields the ``(event, name, done,
+    total)`` callback to use (or ``None``).
+
+    Raises:
+        as :func:`~compose_kfp.build.plan.plan_project` and :func:`apply_plan`; BusyError: the lock stayed held.
+    """
+    def make_plan() -> Plan:
+        with progress() as bars:
+            return plan_project(project, frozen=frozen, progress=bars)
+
+    p = saved if saved is not None else make_plan()
+    shown = describe(p)
+    if on_plan is not None:
+        on_plan(p, shown)
+    if not p.has_changes:
+        return ApplyOutcome(p)
+    if confirm is not None and not confirm(p):
+        return ApplyOutcome(p, cancelled=True)
+    waited = []
+
+    def waiting() -> None:
+        waited.append(True)
+        if on_wait is not None:
+            on_wait()
+
+    with holding_project_lock(project.root, lock_timeout, on_wait=waiting):
+        if waited and saved is None:
+            p = make_plan()
+            again = describe(p)
+            if again != shown and on_replanned is not None:
+                on_replanned(p, again)
+            if not p.has_changes:
+                return ApplyOutcome(p)
+            if again != shown and confirm is not None and not confirm(p):
+                return ApplyOutcome(p, cancelled=True)
+        with progress() as bars:
+            result = apply_plan(project, p, frozen=frozen, progress=bars, lock_held=True)
+    return ApplyOutcome(p, result)
 
 
-def _send_blob(client: Any, repo: str, source: Any, mount: Sequence[str], rec: _Recorder, pushed: set[str],
-               progress: Progress | None) -> None:
-    """Make blob ``source`` present in ``repo``: already there, mounted from one of ``mount``, or uploaded
-    (distribution spec: HEAD blob, then POST ``?mount=&from=``, then the upload), and record which."""
-    if client.blob_exists(repo, source.digest):
-        how = "present"
-    elif mount and any(client.mount_blob(repo, source.digest, m) for m in mount):
-        how = "mount"
-    else:
-        client.upload_blob(repo, source, (lambda d, done, total: progress("upload", d, done, total))
-                           if progress else None)
-        how = "upload"
-    with rec.lock:
-        if how == "upload":
-            rec.uploaded.append((source.digest, source.size))
-        elif how == "mount":
-            rec.mounted.append(source.digest)
-        pushed.add(source.digest)
-    if progress and how != "upload":
-        progress(how, source.digest, source.size, source.size)
-
-
-class _EarlyUploads:
-    """Uploads each freshly built layer while the next one builds (DESIGN: start uploading a layer as soon
-    as it is finished). Only blobs go up early; manifests and tags still wait for every blob."""
-
-    def __init__(self, registries: Registries, rec: _Recorder, pushed: set[str], progress: Progress | None):
-        self.registries, self.rec, self.pushed, self.progress = registries, rec, pushed, progress
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.futures: list[concurrent.futures.Future] = []
-        self.submitted: set[tuple[str, str]] = set()
-
-    def submit(self, repository: str, layer: Layer) -> None:
-        """Start sending ``layer`` to ``repository`` (a registry reference) in the background."""
-        if (repository, layer.digest) in self.submitted:
-            return
-        self.submitted.add((repository, layer.digest))
-        if self.pool is None:
-            self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="early-push")
-        dest = _registry_ref(repository)
-        client = self.registries.client(dest.api_host)
-        self.futures.append(self.pool.submit(_send_blob, client, dest.repository, layer, (), self.rec,
-                                             self.pushed, self.progress))
-
-    def wait(self) -> None:
-        """Wait for every upload started; the first failure is raised. On Ctrl-C the running uploads are not
-        waited for (see :meth:`cancel`)."""
-        try:
-            for fut in self.futures:
-                fut.result()
-        except KeyboardInterrupt:
-            self.cancel(wait=False)
-            raise
-        finally:
-            self.cancel()
-
-    def cancel(self, wait: bool = True) -> None:
-        """Drop uploads not yet started and, when ``wait``, wait for the running ones (their failures are not
-        raised). ``wait=False`` (Ctrl-C): running uploads go on in their threads; ``cli.main`` ends the process
-        without waiting for them."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=wait, cancel_futures=True)
-            self.pool = None
-
-
-def _push_image(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,
-                progress: Progress | None, pushed: set[str]) -> None:
-    from compose_kfp.oci.registry import BytesBlob, FileBlob  # lazy: requests is only needed to push
-
-    dest = _registry_ref(ip.repository)
-    client = registries.client(dest.api_host)
-    repo = dest.repository
-    manifests: list[tuple[Manifest, ImageConfig, PlatformPlan]] = []
-    for pp in ip.platforms:
-        layers = [ly for ly in pp.layers if ly.action != "remove"]
-        manifest, config = planner_mod.assemble(pp.recipe, [_Known(ly) for ly in layers])
-        manifests.append((manifest, config, pp))
-        base_host, base_repo, _, _ = _base_source(pp, state)
-        jobs: list[tuple[Any, list[str]]] = []
-        for ly in layers:
-            if ly.after in pushed:
-                continue
-            jobs.append((FileBlob(state.store.path(ly.after), ly.after or "", ly.size or 0), []))
-        base_m = Manifest.from_bytes(pp.recipe.base_manifest.encode()) if pp.recipe.base_manifest else None
-        for d in (base_m.layers if base_m else []):
-            if d.digest in pushed:
-                continue
-            mount = [base_repo] if base_host == dest.api_host and base_repo else []
-            jobs.append((_LazyBase(pp, d.digest, d.size, state, registries, progress), mount))
-
-        def send(job: tuple[Any, list[str]]) -> None:
-            _send_blob(client, repo, job[0], job[1], rec, pushed, progress)
-
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push")
-        try:
-            for fut in [pool.submit(send, j) for j in jobs]:
-                fut.result()
-        except KeyboardInterrupt:  # do not wait for a blob being sent (cli.main ends the process)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        config_raw = config.raw_bytes()
-        if manifest.config.digest not in pushed:
-            send((BytesBlob(config_raw), []))
-        client.put_manifest(repo, manifest.digest, manifest.raw_bytes(), manifest.effective_media_type)
-        rec.manifests.append(manifest.digest)
-    if len(manifests) > 1:
-        index = planner_mod.build_index([(m.digest, m.size, pp.platform) for m, _, pp in manifests],
-                                        ip.platforms[0].recipe.family)
-        top_raw, top_type = index.raw_bytes(), index.effective_media_type
-        client.put_manifest(repo, index.digest, top_raw, top_type)
-        rec.manifests.append(index.digest)
-    else:
-        top_raw, top_type = manifests[0][0].raw_bytes(), manifests[0][0].effective_media_type
-    for tag in ip.tags:
-        client.put_manifest(repo, tag, top_raw, top_type)
-        rec.tags.append(f"{ip.repository}:{tag}")
-
-
-class _Known:
-    def __init__(self, ly: LayerChange):
-        self.media_type, self.digest, self.diff_id, self.size = ly.media_type, ly.after, ly.diff_id, ly.size
-
-
-class _LazyBase:
-    """A base layer that is fetched to a local file only if it must be uploaded (another registry)."""
-
-    def __init__(self, pp: PlatformPlan, digest: str, size: int, state: ProjectState, registries: Registries,
-                 progress: Progress | None):
-        self.pp, self.digest, self.size, self.state, self.registries, self.progress = (
-            pp, digest, size, state, registries, progress)
-
-    def open(self) -> Any:
-        return open(_fetch_base_layer(self.pp, self.digest, self.size, self.state, self.registries, self.progress),
-                    "rb")
-
-
-def _write_layout(ip: ImagePlan, state: ProjectState, registries: Registries, rec: _Recorder,
-                  progress: Progress | None) -> None:
-    from compose_kfp.oci.blobs import BlobStore
-    from compose_kfp.oci.layout import OCILayout
-
-    layout = OCILayout.create(layout_path(ip.repository, state.root))
-    sources = [state.store, BlobStore(state.dir)]
-    manifests = []
-    for pp in ip.platforms:
-        layers = [ly for ly in pp.layers if ly.action != "remove"]
-        manifest, config = planner_mod.assemble(pp.recipe, [_Known(ly) for ly in layers])
-        base_m = Manifest.from_bytes(pp.recipe.base_manifest.encode()) if pp.recipe.base_manifest else None
-        for d in (base_m.layers if base_m else []):
-            if not layout.store.has(d.digest):
-                path = _fetch_base_layer(pp, d.digest, d.size, state, registries, progress)
-                with open(path, "rb") as f:
-                    layout.store.put_stream(f, d.digest)
-                rec.uploaded.append((d.digest, d.size))
-        for ly in layers:
-            if not layout.store.has(ly.after):  # type: ignore[arg-type]
-                layout.store.copy_from(state.store, ly.after)  # type: ignore[arg-type]
-                rec.uploaded.append((ly.after, ly.size or 0))  # type: ignore[arg-type]
-        if not layout.store.has(manifest.config.digest):
-            rec.uploaded.append((manifest.config.digest, manifest.config.size))
-        if len(ip.platforms) == 1:
-            layout.write_image(ip.tags[0], manifest, config, sources=sources)
-        rec.manifests.append(manifest.digest)
-        manifests.append((manifest, config, pp))
-    if len(manifests) > 1:
-        # Blobs and manifests of every platform, then the index, then index.json once (a tag never names
-        # an incomplete image).
-        index = planner_mod.build_index([(m.digest, m.size, pp.platform) for m, _, pp in manifests],
-                                        ip.platforms[0].recipe.family)
-        layout.write_index(ip.tags, index, [(m, cfg) for m, cfg, _ in manifests], sources=sources)
-        rec.manifests.append(index.digest)
-        rec.tags.extend(f"{ip.repository}:{tag}" for tag in ip.tags)
-    else:
-        m, cfg, _ = manifests[0]
-        for tag in ip.tags:
-            layout.write_image(tag, m, cfg, sources=[state.store])
-            rec.tags.append(f"{ip.repository}:{tag}")
-
-
-__all__ = ["ApplyResult", "KFP_PIPELINE_FILE", "LOCK_TIMEOUT", "WORKFLOW_FILE", "apply_plan", "plan_project",
-           "holding_project_lock", "lock_images", "project_lock", "registries_for", "render_from_lock", "render_outputs", "step_refs",
-           "write_rendered"]
+__all__ = ["ApplyOutcome", "ApplyResult", "apply_plan", "apply_project"]

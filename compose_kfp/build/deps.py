@@ -12,7 +12,8 @@ Layout
 (``/opt/compose-kfp/site-packages``) in the image and ``dest_dir/bin`` (console
 scripts) to :data:`BIN_DIR` (``/opt/compose-kfp/bin``).
 :meth:`InstalledDeps.layer_entries` gives that mapping (in-image path -> local
-path) for the layer builder, and :data:`DEPS_ENV` / :func:`merge_image_env`
+path) for the layer builder, and :data:`~compose_kfp.build.spec.DEPS_ENV` /
+:func:`~compose_kfp.build.spec.merge_image_env`
 give the image config ``Env`` changes: ``PYTHONPATH`` gets
 ``/opt/compose-kfp`` (the in-image runtime package ``compose_kfp`` lives there)
 then ``/opt/compose-kfp/site-packages``; ``PATH`` gets ``/opt/compose-kfp/bin``
@@ -46,7 +47,7 @@ target version nothing is compiled, and Python compiles at import time as usual.
 
 Cache key and reuse
 -------------------
-:func:`requirements_key` hashes the content of the requirements file and every
+:func:`~compose_kfp.build.requirements.requirements_key` hashes the content of the requirements file and every
 file it includes (``-r``/``-c``, followed recursively), local wheel files it
 names, the target (platform, Python version, libc, index URLs) and the
 installer version. It reads files only and never starts the installer.
@@ -58,7 +59,7 @@ installer's download cache lives in :func:`default_cache_dir` (``uv`` or
 Index credentials
 -----------------
 ``image.index_url`` / ``image.extra_index_urls`` in ``kfp.toml`` must not hold
-credentials (:func:`check_index_url` raises :class:`ConfigError`). Credentials
+credentials (:func:`~compose_kfp.build.requirements.check_index_url` raises :class:`ConfigError`). Credentials
 come from ``~/.netrc`` (``$NETRC``; read by both installers) or from the
 environment variables :data:`INDEX_USERNAME_ENV` / :data:`INDEX_PASSWORD_ENV`,
 which apply to ``index_url`` and are handed to the installer through its
@@ -73,7 +74,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -82,47 +82,34 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from compose_kfp.errors import BuildError, ConfigError
+from compose_kfp.build.requirements import (
+    DEFAULT_INDEX_URL,
+    DepsTarget,
+    INDEX_PASSWORD_ENV,
+    INDEX_USERNAME_ENV,
+    RequirementsSet,
+    SCRIPT_SHEBANG,
+    bytecode_compiler,
+    canonical_name,
+    file_sha256,
+    read_requirements,
+    reproducibility_warnings,
+    requirements_key,
+)
+from compose_kfp.build.spec import BIN_DIR, SITE_PACKAGES
+from compose_kfp.errors import BuildError
 from compose_kfp.oci.blobs import BlobStore
 from compose_kfp.oci.layer import Layer, LayerCache, build_mapping_layer
 
 log = logging.getLogger(__name__)
 
-#: Root of everything compose-kfp puts into an image.
-IMAGE_ROOT = "/opt/compose-kfp"
-#: Where the installed packages go in the image.
-SITE_PACKAGES = "/opt/compose-kfp/site-packages"
-#: Where console scripts of the installed packages go in the image.
-BIN_DIR = "/opt/compose-kfp/bin"
-#: ``PYTHONPATH`` entries, in order: the in-image runtime (``/opt/compose-kfp/compose_kfp``) first, so that a
-#: requirement can never shadow it, then the dependency layer.
-PYTHONPATH_ENTRIES: tuple[str, ...] = (IMAGE_ROOT, SITE_PACKAGES)
-#: Image config ``Env`` changes of the dependency layer: variable -> entries to put in front of the base value
-#: (``:``-separated). Data for the image builder; see :func:`merge_image_env`.
-DEPS_ENV: Mapping[str, tuple[str, ...]] = {"PYTHONPATH": PYTHONPATH_ENTRIES, "PATH": (BIN_DIR,)}
-#: Shebang written into console scripts (the installer writes this machine's interpreter path).
-SCRIPT_SHEBANG = b"#!/usr/bin/env python3"
-#: Default ``PATH`` of a Linux image whose config sets none (the one docker and podman use).
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-#: Environment variables holding the username / password for ``image.index_url``.
-INDEX_USERNAME_ENV = "COMPOSE_KFP_INDEX_USERNAME"
-INDEX_PASSWORD_ENV = "COMPOSE_KFP_INDEX_PASSWORD"
 #: Environment variable forcing the installer: ``uv`` or ``pip``.
 INSTALLER_ENV = "COMPOSE_KFP_INSTALLER"
 
-#: Bumped whenever the installed tree for the same inputs would change (flags, normalization, layout).
-KEY_VERSION = 2
-
-DEFAULT_INDEX_URL = "https://pypi.org/simple"
-
-_LIBCS = ("glibc", "musl")
-_ARCHES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm64/v8": "aarch64"}
-#: glibc versions uv can target (``--python-platform <arch>-manylinux_<v>``).
-_UV_GLIBC = ("2.17", "2.28", "2.31", "2.32", "2.33", "2.34", "2.35", "2.36", "2.37", "2.38", "2.39", "2.40")
 
 #: Installer settings that change *how* it talks to the network but not *what* it installs; kept in its env.
 _KEEP_ENV = frozenset({
@@ -131,434 +118,6 @@ _KEEP_ENV = frozenset({
 })
 
 ProgressCallback = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Target
-
-
-def _normalize_python(version: str, key: str) -> str:
-    m = re.fullmatch(r"\s*(3)\.(\d+)(?:\.\d+(?:(?:a|b|rc)\d+)?)?\s*", str(version))
-    if not m:
-        raise ConfigError(f"{key}: expected a CPython 3 version such as \"3.11\", got {version!r}")
-    return f"{m.group(1)}.{int(m.group(2))}"
-
-
-def check_index_url(url: str, key: str, *, source: str = "kfp.toml") -> str:
-    """Validate a package index URL from ``kfp.toml``; return it unchanged.
-
-    Args:
-        url: the URL (``https://host/simple``; ``http`` and ``file`` are accepted too).
-        key: the key path that holds it, for the message (``image.index_url``, ``image.extra_index_urls[0]``).
-        source: the file it came from.
-
-    Raises:
-        ConfigError: the URL has userinfo (``user:password@``): credentials never go into kfp.toml, they come
-            from ``~/.netrc`` or ``COMPOSE_KFP_INDEX_USERNAME``/``COMPOSE_KFP_INDEX_PASSWORD``; or it is not an
-            ``http``/``https``/``file`` URL.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
-        raise ConfigError(f"{source}: {key}: expected an http(s) or file URL of a package index, got {url!r}")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ConfigError(
-            f"{source}: {key}: the index URL contains credentials (user:password@host); remove them and put "
-            f"them in ~/.netrc or the environment variables {INDEX_USERNAME_ENV} / {INDEX_PASSWORD_ENV}"
-        )
-    return url
-
-
-@dataclasses.dataclass(frozen=True)
-class DepsTarget:
-    """What the requirements are installed for. Frozen; validated on construction.
-
-    Attributes:
-        platform: image platform ``os/arch`` (``linux/amd64`` -> x86_64 wheels, ``linux/arm64`` -> aarch64).
-        python: CPython ``major.minor`` of the base image (``"3.11"``; ``"3.11.7"`` is reduced to ``"3.11"``).
-        libc: ``"glibc"`` (manylinux wheels) or ``"musl"`` (musllinux wheels, Alpine bases).
-        index_url: the package index (PEP 503 simple API); ``None`` = PyPI. No credentials.
-        extra_index_urls: more indexes, searched too (uv: before ``index_url``). No credentials.
-        glibc_version: newest manylinux glibc the base supports (``"2.28"`` default: Debian 10+/Ubuntu 20.04+/
-            UBI 8+; ``"2.17"`` for older bases). Ignored for musl.
-        musl_version: newest musllinux version the base supports (``"1.2"``: Alpine 3.13+).
-
-    Raises:
-        ConfigError: unsupported platform, libc, Python or glibc version, or an index URL with credentials;
-            the message names the kfp.toml key.
-    """
-
-    platform: str = "linux/amd64"
-    python: str = "3.11"
-    libc: str = "glibc"
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    glibc_version: str = "2.28"
-    musl_version: str = "1.2"
-
-    def __post_init__(self) -> None:
-        if self.platform not in _ARCHES:
-            raise ConfigError(
-                f"image.platforms: the dependency layer cannot be built for {self.platform!r}; "
-                f"supported: {', '.join(sorted(_ARCHES))}"
-            )
-        if self.libc not in _LIBCS:
-            raise ConfigError(f"image.libc: expected 'glibc' or 'musl', got {self.libc!r}")
-        object.__setattr__(self, "python", _normalize_python(self.python, "image.python"))
-        if self.libc == "glibc" and not re.fullmatch(r"2\.\d+", self.glibc_version):
-            raise ConfigError(f"glibc_version: expected e.g. '2.28', got {self.glibc_version!r}")
-        if self.libc == "musl" and not re.fullmatch(r"1\.\d+", self.musl_version):
-            raise ConfigError(f"musl_version: expected e.g. '1.2', got {self.musl_version!r}")
-        object.__setattr__(self, "extra_index_urls", tuple(self.extra_index_urls))
-        if self.index_url is not None:
-            check_index_url(self.index_url, "image.index_url")
-        for i, url in enumerate(self.extra_index_urls):
-            check_index_url(url, f"image.extra_index_urls[{i}]")
-
-    @property
-    def arch(self) -> str:
-        """Wheel architecture: ``x86_64`` or ``aarch64``."""
-        return _ARCHES[self.platform]
-
-    @property
-    def wheel_platform(self) -> str:
-        """The newest wheel platform tag accepted, e.g. ``manylinux_2_28_x86_64``, ``musllinux_1_2_aarch64``."""
-        if self.libc == "musl":
-            return f"musllinux_{self.musl_version.replace('.', '_')}_{self.arch}"
-        return f"manylinux_{self.glibc_version.replace('.', '_')}_{self.arch}"
-
-    def uv_platform(self) -> str:
-        """Value for ``uv pip install --python-platform`` (``x86_64-manylinux_2_28``, ``aarch64-unknown-linux-musl``).
-
-        Raises:
-            BuildError: uv cannot target this glibc version (use pip, or another ``glibc_version``).
-        """
-        if self.libc == "musl":
-            return f"{self.arch}-unknown-linux-musl"
-        if self.glibc_version not in _UV_GLIBC:
-            raise BuildError(
-                f"uv cannot target glibc {self.glibc_version}; choose one of {', '.join(_UV_GLIBC)}"
-            )
-        return f"{self.arch}-manylinux_{self.glibc_version.replace('.', '_')}"
-
-    def pip_platforms(self) -> list[str]:
-        """Values for pip's repeated ``--platform``: every compatible tag, newest first.
-
-        pip does not expand ``manylinux_2_28`` to older glibc levels by itself, so the list is spelled out
-        (``manylinux_2_28_x86_64`` ... ``manylinux_2_17_x86_64``, ``manylinux2014_x86_64``, ..., ``manylinux1``).
-        """
-        arch = self.arch
-        if self.libc == "musl":
-            newest = int(self.musl_version.split(".")[1])
-            return [f"musllinux_1_{m}_{arch}" for m in range(newest, -1, -1)]
-        newest = int(self.glibc_version.split(".")[1])
-        tags = [f"manylinux_2_{m}_{arch}" for m in range(newest, 16, -1)]
-        if newest >= 17:
-            tags.append(f"manylinux2014_{arch}")
-        if arch == "x86_64":
-            if newest >= 12:
-                tags += [f"manylinux_2_{m}_{arch}" for m in range(min(newest, 16), 11, -1)]
-                tags.append(f"manylinux2010_{arch}")
-            if newest >= 5:
-                tags += [f"manylinux_2_{m}_{arch}" for m in range(min(newest, 11), 4, -1)]
-                tags.append(f"manylinux1_{arch}")
-        return tags
-
-    def describe(self) -> str:
-        """Human description for messages: ``linux/amd64 (manylinux_2_28_x86_64), Python 3.11``."""
-        return f"{self.platform} ({self.wheel_platform}), Python {self.python}"
-
-    def key_fields(self) -> dict[str, object]:
-        """Everything about the target that changes what gets installed (input of :func:`requirements_key`)."""
-        return {
-            "platform": self.platform,
-            "python": self.python,
-            "libc": self.libc,
-            "wheel_platform": self.wheel_platform,
-            "index_url": self.index_url or DEFAULT_INDEX_URL,
-            "extra_index_urls": list(self.extra_index_urls),
-        }
-
-
-def python_version_from_config(config_env: Sequence[str] | None) -> str | None:
-    """Python ``major.minor`` from a base image config's ``Env`` (``["PYTHON_VERSION=3.11.7", ...]``).
-
-    Official ``python`` images set ``PYTHON_VERSION``. Returns ``"3.11"`` for ``3.11.7``/``3.11.0rc1``;
-    ``None`` when the variable is absent or not a version (the last assignment wins, as in a shell).
-    """
-    value = None
-    for item in config_env or ():
-        name, sep, val = item.partition("=")
-        if sep and name == "PYTHON_VERSION":
-            value = val
-    if value is None:
-        return None
-    m = re.match(r"\s*(\d+)\.(\d+)", value)
-    if not m:
-        log.warning("base image config has PYTHON_VERSION=%r, which is not a version; ignoring it", value)
-        return None
-    return f"{m.group(1)}.{int(m.group(2))}"
-
-
-def resolve_python_version(image_python: str | None, config_env: Sequence[str] | None, *,
-                           source: str = "kfp.toml") -> str:
-    """The Python version the dependency layer is built for: ``image.python`` > base config > error.
-
-    Args:
-        image_python: ``image.python`` from kfp.toml, or ``None``.
-        config_env: ``config.Env`` of the base image (``KEY=value`` strings), or ``None`` (``scratch``).
-        source: the kfp.toml path, for messages.
-
-    Returns:
-        ``major.minor``, e.g. ``"3.11"``.
-
-    Raises:
-        ConfigError: ``image.python`` is malformed, or neither it nor ``PYTHON_VERSION`` gives the version
-            (the message says to set ``image.python``).
-    """
-    if image_python is not None:
-        return _normalize_python(image_python, f"{source}: image.python")
-    found = python_version_from_config(config_env)
-    if found is not None:
-        return found
-    raise ConfigError(
-        f"{source}: the Python version of the base image is unknown (its config Env has no PYTHON_VERSION), "
-        f"and it is needed to install requirements: set `python = \"3.11\"` (the base image's version) "
-        f"under [image] (key image.python)"
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Requirements files
-
-
-@dataclasses.dataclass(frozen=True)
-class Requirement:
-    """One requirement or constraint line of a requirements file.
-
-    Attributes:
-        file: the file it is in; ``line``: its 1-based line number (first line of a continued line).
-        text: the logical line without comment.
-        name: the normalized project name (PEP 503), or ``None`` for a bare local wheel path.
-        pinned: ``==``/``===`` to one version without wildcard, or a wheel file/URL.
-        hashed: has at least one ``--hash`` option.
-        constraint: it comes from a ``-c`` file.
-    """
-
-    file: Path
-    line: int
-    text: str
-    name: str | None
-    pinned: bool
-    hashed: bool
-    constraint: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class RequirementsSet:
-    """A requirements file and everything it includes, in reading order (each file once)."""
-
-    root: Path
-    files: tuple[Path, ...]
-    requirements: tuple[Requirement, ...]
-    local_wheels: tuple[Path, ...]
-
-
-_NAME_RE = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(.*)$", re.S)
-_INCLUDE_RE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+|(?<=-r)|(?<=-c))(\S.*)$")
-_EDITABLE_RE = re.compile(r"^(-e|--editable)\b")
-_HASH_RE = re.compile(r"\s--hash[=\s]\s*\S+")
-_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503 normalized project name (``Scikit_Learn`` -> ``scikit-learn``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _logical_lines(path: Path) -> list[tuple[int, str]]:
-    """Lines joined on trailing backslashes, comments removed, blanks dropped: ``(first line number, text)``."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the requirements file: {e}") from e
-    out: list[tuple[int, str]] = []
-    buf, start = "", 0
-    for number, line in enumerate(raw.splitlines(), 1):
-        if not buf:
-            start = number
-        if line.rstrip().endswith("\\"):
-            buf += line.rstrip()[:-1] + " "
-            continue
-        text = re.sub(r"(^|\s)#.*$", "", buf + line).strip()
-        buf = ""
-        if text:
-            out.append((start, text))
-    text = re.sub(r"(^|\s)#.*$", "", buf).strip()
-    if text:
-        out.append((start, text))
-    return out
-
-
-def _is_pinned(spec: str) -> bool:
-    spec = spec.split(";", 1)[0].strip()
-    return bool(re.fullmatch(r"(===?)\s*[A-Za-z0-9._+!-]+", spec)) and "*" not in spec
-
-
-def read_requirements(requirements_file: str | os.PathLike[str]) -> RequirementsSet:
-    """Read a requirements file, following ``-r``/``-c`` includes (paths relative to the including file).
-
-    Option lines (``--index-url``, ``--find-links``, ``--pre``...) are kept as file content (they are part of
-    the cache key) but not interpreted. Lines naming a local ``.whl`` file (``./x.whl``, ``name @ file:///x.whl``)
-    are recorded so that the key covers the wheel's content.
-
-    Raises:
-        ConfigError: a file is missing or unreadable (the message names the including file and line), an
-            include is a URL, or a line is an editable (``-e``) or a local source folder: compose-kfp installs
-            wheels only.
-    """
-    root = Path(requirements_file)
-    files: list[Path] = []
-    reqs: list[Requirement] = []
-    wheels: list[Path] = []
-    seen: set[Path] = set()
-
-    def visit(path: Path, constraint: bool, origin: str) -> None:
-        resolved = path.resolve()
-        if resolved in seen:
-            return
-        seen.add(resolved)
-        if not path.is_file():
-            raise ConfigError(f"{origin}: requirements file {path} does not exist")
-        files.append(path)
-        for number, text in _logical_lines(path):
-            where = f"{path}:{number}"
-            inc = _INCLUDE_RE.match(text)
-            if inc:
-                target = inc.group(2).strip()
-                if _URL_RE.match(target):
-                    raise ConfigError(f"{where}: including a requirements file by URL ({target}) is not supported; "
-                                      f"download it next to {path.name} and include it by path")
-                visit(path.parent / target, constraint or inc.group(1) in ("-c", "--constraint"), where)
-                continue
-            if _EDITABLE_RE.match(text):
-                raise ConfigError(f"{where}: editable requirements ({text}) cannot go into an image layer; "
-                                  f"build a wheel and name the wheel file instead")
-            if text.startswith("-"):
-                continue  # an installer option (--index-url, --find-links, --pre, ...): content is in the key
-            hashed = bool(_HASH_RE.search(" " + text))
-            body = _HASH_RE.sub("", " " + text).strip()
-            local = _local_path(body, path)
-            if local is not None:
-                if local.is_dir() or local.suffix != ".whl":
-                    raise ConfigError(f"{where}: {body} is a local source ({local}); compose-kfp installs wheels "
-                                      f"only: build a wheel (`uv build` / `pip wheel`) and name the .whl file")
-                if not local.is_file():
-                    raise ConfigError(f"{where}: wheel file {local} does not exist")
-                wheels.append(local)
-                name = canonical_name(local.name.split("-", 1)[0])
-                reqs.append(Requirement(path, number, text, name, True, hashed, constraint))
-                continue
-            m = _NAME_RE.match(body)
-            if not m:
-                raise ConfigError(f"{where}: cannot read requirement {text!r}: expected e.g. 'pandas==2.2.3'")
-            spec = m.group(3).strip()
-            if spec.startswith("@"):
-                url = spec[1:].split(";", 1)[0].strip()
-                pinned = url.split("#", 1)[0].endswith(".whl")
-            else:
-                pinned = _is_pinned(spec)
-            reqs.append(Requirement(path, number, text, canonical_name(m.group(1)), pinned, hashed, constraint))
-
-    visit(root, False, "requirements")
-    return RequirementsSet(root, tuple(files), tuple(reqs), tuple(wheels))
-
-
-def _local_path(body: str, base: Path) -> Path | None:
-    """The local file or folder a requirement line names, or ``None`` when it names a project."""
-    spec = body.split(";", 1)[0].strip()
-    if " @ " in spec or spec.startswith("@"):
-        url = spec.split("@", 1)[1].strip()
-        if url.startswith("file:"):
-            return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
-        return None
-    if spec.startswith("file:"):
-        return Path(urllib.parse.unquote(urllib.parse.urlsplit(spec).path))
-    if _URL_RE.match(spec):
-        return None
-    if spec.startswith((".", "/", "~")) or "/" in spec or spec.endswith(".whl"):
-        return (base.parent / os.path.expanduser(spec)).resolve()
-    return None
-
-
-def reproducibility_warnings(requirements_file: str | os.PathLike[str]) -> list[str]:
-    """Warnings for the planner when the dependency layer would not be reproducible. Reads files only.
-
-    One warning per requirement that is not pinned to one version (``==``) by itself or by a constraint;
-    and, when everything is pinned but not hash-locked, one warning that the dependencies of the named
-    packages may still change. A file written by :func:`lock_requirements` gives no warning.
-
-    Returns:
-        messages, in file order, each naming ``file:line`` and the package.
-
-    Raises:
-        ConfigError: as :func:`read_requirements`.
-    """
-    rs = read_requirements(requirements_file)
-    pinned_by_constraint = {r.name for r in rs.requirements if r.constraint and r.pinned}
-    warnings = []
-    for r in rs.requirements:
-        if r.constraint or r.pinned or r.name in pinned_by_constraint:
-            continue
-        warnings.append(
-            f"{r.file}:{r.line}: `{r.name}` is not pinned to one version ({r.text!r}): the dependency layer is "
-            f"not reproducible; pin it (name==version) or run `compose-kfp lock`"
-        )
-    if not warnings and not all(r.hashed for r in rs.requirements if not r.constraint):
-        warnings.append(
-            f"{rs.root}: requirements are pinned but not locked: their own dependencies may resolve to newer "
-            f"versions, so the dependency layer is not reproducible; run `compose-kfp lock` to pin everything "
-            f"with hashes"
-        )
-    return warnings
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _rel(path: Path, base: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
-
-
-def requirements_key(requirements_file: str | os.PathLike[str], target: DepsTarget, installer_version: str) -> str:
-    """Cache key of a dependency layer: ``"sha256:<hex>"``. Reads files only; never starts the installer.
-
-    Inputs: :data:`KEY_VERSION`; the content (sha256) of the requirements file and of every file it includes
-    with ``-r``/``-c`` (each named by its path relative to the top file's folder, in reading order); the
-    content of local wheel files it names; :meth:`DepsTarget.key_fields`; ``installer_version`` (e.g.
-    ``"uv 0.13.9"``, see :attr:`Installer.label`); and the in-image layout. The absolute location of the
-    project does not matter, so two checkouts share keys.
-
-    Raises:
-        ConfigError: as :func:`read_requirements`.
-    """
-    rs = read_requirements(requirements_file)
-    base = rs.root.parent
-    doc = {
-        "key_version": KEY_VERSION,
-        "files": [[_rel(p, base), _file_sha256(p)] for p in rs.files],
-        "wheels": [[p.name, _file_sha256(p)] for p in rs.local_wheels],
-        "target": target.key_fields(),
-        "installer": installer_version,
-        "bytecode": bytecode_compiler(target),
-        "layout": [SITE_PACKAGES, BIN_DIR, SCRIPT_SHEBANG.decode()],
-    }
-    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -902,7 +461,7 @@ def tree_digest(root: str | os.PathLike[str]) -> str:
                 h.update(f"D {rel}\n".encode())
             else:
                 exe = os.access(p, os.X_OK)
-                h.update(f"F {rel} {int(exe)} {_file_sha256(p)}\n".encode())
+                h.update(f"F {rel} {int(exe)} {file_sha256(p)}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -944,19 +503,6 @@ class InstalledDeps:
     def layer_entries(self) -> dict[str, Path]:
         """In-image path -> local folder, for the layer builder: site-packages and bin under ``/opt/compose-kfp``."""
         return {SITE_PACKAGES: self.site_packages, BIN_DIR: self.bin_dir}
-
-
-def bytecode_compiler(target: DepsTarget) -> str | None:
-    """The interpreter that can compile bytecode for ``target`` (``"cpython-3.11.7"``), or ``None``.
-
-    Only CPython of exactly the target's ``major.minor`` qualifies: bytecode is specific to that
-    version. The full version is returned because it is part of the cache key.
-    """
-    if sys.implementation.name != "cpython":
-        return None
-    if "{}.{}".format(*sys.version_info[:2]) != target.python:
-        return None
-    return "cpython-{}.{}.{}".format(*sys.version_info[:3])
 
 
 def compile_bytecode(site: Path, target: DepsTarget) -> bool:
@@ -1098,39 +644,6 @@ def lock_requirements(
         raise _installer_error(lines, installer, rs, target, returncode)
     pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", out.read_text(encoding="utf-8"), re.M)
     return [(canonical_name(n), v) for n, v in pins]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Image config
-
-
-def merge_image_env(config_env: Sequence[str] | None) -> list[str]:
-    """The base image's ``Env`` with the dependency layer's entries put in front (:data:`DEPS_ENV`).
-
-    ``PYTHONPATH`` becomes ``/opt/compose-kfp:/opt/compose-kfp/site-packages[:<base value>]`` and ``PATH``
-    ``/opt/compose-kfp/bin:<base value or DEFAULT_PATH>``. Entries already present are not repeated; other
-    variables keep their order; new variables are appended.
-    """
-    env = list(config_env or ())
-    for var, entries in DEPS_ENV.items():
-        env = prepend_env(env, var, entries, default=DEFAULT_PATH if var == "PATH" else "")
-    return env
-
-
-def prepend_env(env: Sequence[str], var: str, entries: Sequence[str], *, default: str = "") -> list[str]:
-    """A copy of an image config ``Env`` list (``KEY=value``) with ``entries`` put first in the ``:``-separated
-    variable ``var``; entries already in it move to the front instead of repeating. ``default`` is the value
-    assumed when ``var`` is not set (e.g. :data:`DEFAULT_PATH`); a new variable is appended at the end."""
-    out = list(env)
-    index = next((i for i, item in enumerate(out) if item.split("=", 1)[0] == var), None)
-    current = out[index].split("=", 1)[1] if index is not None and "=" in out[index] else default
-    rest = [p for p in current.split(":") if p and p not in entries]
-    value = f"{var}={':'.join([*entries, *rest])}"
-    if index is None:
-        out.append(value)
-    else:
-        out[index] = value
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -29,106 +29,22 @@ Config: the base image's ``Env``, then ``PYTHONPATH``/``PATH`` additions
 (wins). ``workdir``, ``labels`` and ``user`` come from ``[image]``.
 
 This module reads nothing but the manifest (no file system, no network): the
-observation of files happens in :mod:`compose_kfp.build.observe`.
+observation of files happens in :mod:`compose_kfp.build.observe`. The value types
+(:class:`~compose_kfp.build.spec.ImageSpec`, :class:`~compose_kfp.build.spec.LayerSpec`) and the
+config ``Env`` rules are in :mod:`compose_kfp.build.spec`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Literal, Mapping
 
-from compose_kfp.build import deps as deps_mod
 from compose_kfp import runtime as runtime_mod
+from compose_kfp.build.spec import MAIN_IMAGE, RUNTIME_LAYER, ImageSpec, LayerSpec
 from compose_kfp.errors import ConfigError
-from compose_kfp.oci.image import merge_env
 from compose_kfp.schema import LayerConfig, Manifest, PathMapping
 
 log = logging.getLogger(__name__)
-
-#: Name of the shared image.
-MAIN_IMAGE = "main"
-#: Name of the runtime layer.
-RUNTIME_LAYER = "runtime"
-#: Manifest layer annotation naming the ``kfp.toml`` layer a blob was built from.
-LAYER_NAME_ANNOTATION = "io.compose-kfp.layer"
-
-LayerKind = Literal["runtime", "paths", "requirements", "rootfs"]
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerSpec:
-    """One layer to build, as the manifest describes it (no file read yet).
-
-    Attributes:
-        name: layer name shown in plans (unique within an image).
-        kind: ``runtime``, ``paths``, ``requirements`` or ``rootfs``.
-        includes: for ``paths``: ``(absolute local source, absolute in-image destination)`` pairs, in order.
-        files: for ``runtime``: in-image path -> absolute local file, sorted.
-        requirements: for ``requirements``: the absolute requirements file.
-        rootfs: for ``rootfs``: the absolute root file system folder (goes to ``/``).
-        ignore: extra gitignore-style patterns.
-        where: the key path in ``kfp.toml`` (``image.layers[1]``), for messages.
-    """
-
-    name: str
-    kind: LayerKind
-    includes: tuple[tuple[str, str], ...] = ()
-    files: tuple[tuple[str, str], ...] = ()
-    requirements: str | None = None
-    rootfs: str | None = None
-    ignore: tuple[str, ...] = ()
-    where: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageSpec:
-    """One image to build and push.
-
-    Attributes:
-        name: ``main`` or the step name.
-        steps: the ``function`` steps that run in this image, in manifest order.
-        repository: destination (registry repository or ``oci:PATH``).
-        base: base reference as written (``python:3.11-slim``, ``oci:PATH[:TAG]``, ``dir:PATH``,
-            ``docker-archive:PATH``, ``scratch``).
-        platforms: ``os/arch[/variant]`` strings, in manifest order.
-        layers: base first (see the module docstring).
-        env: ``image.env`` items in manifest order (applied last, they win).
-        workdir, labels, user: from ``[image]``.
-        tags: ``image.tags`` (the content-derived tag is added by the planner).
-        format: ``oci``, ``docker`` or ``None`` (the base's).
-        compression: ``gzip`` or ``zstd``.
-        python, libc, index_url, extra_index_urls: the dependency layer target.
-    """
-
-    name: str
-    steps: tuple[str, ...]
-    repository: str
-    base: str
-    platforms: tuple[str, ...]
-    layers: tuple[LayerSpec, ...]
-    env: tuple[tuple[str, str], ...] = ()
-    workdir: str = "/app"
-    labels: tuple[tuple[str, str], ...] = ()
-    user: str | None = None
-    tags: tuple[str, ...] = ()
-    format: str | None = None
-    compression: str = "gzip"
-    python: str | None = None
-    libc: str = "glibc"
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-
-    @property
-    def has_runtime(self) -> bool:
-        """Whether the runtime layer is part of this image."""
-        return any(layer.kind == "runtime" for layer in self.layers)
-
-    @property
-    def has_deps(self) -> bool:
-        """Whether a dependency layer is part of this image."""
-        return any(layer.kind == "requirements" for layer in self.layers)
 
 
 def runtime_layer() -> LayerSpec:
@@ -212,30 +128,4 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
     return tuple(images)
 
 
-def step_images(images: tuple[ImageSpec, ...]) -> dict[str, str]:
-    """Step name -> the name of the image it runs in (function steps only)."""
-    return {step: image.name for image in images for step in image.steps}
-
-
-def image_env(image: ImageSpec, base_env: list[str] | None) -> list[str]:
-    """The config ``Env`` of ``image`` on a base whose ``Env`` is ``base_env`` (``KEY=VALUE`` strings).
-
-    Order of application (module docstring): the base, then ``PYTHONPATH`` (runtime:
-    ``/opt/compose-kfp``; dependency layer: also ``/opt/compose-kfp/site-packages``) and ``PATH``
-    (``/opt/compose-kfp/bin`` with a dependency layer) put in front of the base values, then ``image.env``.
-    """
-    env = list(base_env or ())
-    if image.has_deps:
-        env = deps_mod.merge_image_env(env)
-    elif image.has_runtime:
-        env = deps_mod.prepend_env(env, "PYTHONPATH", [runtime_mod.RUNTIME_PREFIX])
-    return merge_env(env, dict(image.env))
-
-
-def labels_of(image: ImageSpec) -> Mapping[str, str]:
-    """``[image] labels`` as a dict."""
-    return dict(image.labels)
-
-
-__all__ = ["ImageSpec", "LAYER_NAME_ANNOTATION", "LayerSpec", "MAIN_IMAGE", "RUNTIME_LAYER", "desired_images",
-           "image_env", "labels_of", "runtime_layer", "step_images"]
+__all__ = ["desired_images", "runtime_layer"]

@@ -37,11 +37,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
+from compose_kfp.build.images import desired_images
+from compose_kfp.build.pins import component_images
 from compose_kfp.errors import BuildError, ConfigError, StaleError
 from compose_kfp.oci.blobs import atomic_write
+from compose_kfp.oci.reference import Reference
 from compose_kfp.planner import Plan
+
+if TYPE_CHECKING:
+    from compose_kfp.manifest.project import Project
 
 #: File name, next to kfp.toml.
 LOCK_NAME = "kfp.lock"
@@ -176,5 +182,61 @@ def check_frozen(root: Path | str, old: Mapping[str, Any] | None, new: Mapping[s
                          "without --frozen and commit kfp.lock.")
 
 
-__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "diff_locks", "dumps", "lock_from_plan", "lock_path",
-           "read_lock", "write_lock"]
+# --------------------------------------------------------------------------- readers of the digests
+
+
+def _require_lock(root: Path) -> dict[str, Any]:
+    """kfp.lock of the project at ``root``. Raises StaleError (run ``apply``) when there is none."""
+    lock = read_lock(root)
+    if lock is None:
+        raise StaleError(f"{lock_path(root)}: no kfp.lock, so the image digests are unknown. "
+                         "Run `compose-kfp apply` first (it builds, pushes and writes kfp.lock).")
+    return lock
+
+
+def lock_images(project: Project) -> dict[str, str]:
+    """Step name -> pinned image reference (``repository@sha256:...``) of every function step, from kfp.lock.
+
+    Used by ``render`` and ``run --local``. Third-party component steps are not in the map: their
+    images, pinned by digest, come from :func:`lock_component_images`.
+
+    Raises:
+        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
+    """
+    lock = _require_lock(project.root)
+    images = desired_images(project.manifest, project.root)
+    refs: dict[str, str] = {}
+    for image in images:
+        entry = (lock.get("images") or {}).get(image.name)
+        if image.steps and (not entry or entry.get("repository") != image.repository or not entry.get("digest")):
+            raise StaleError(f"{lock_path(project.root)} has no digest for image {image.name!r} in "
+                             f"{image.repository}; run `compose-kfp apply`.")
+        for step in image.steps:
+            refs[step] = f"{image.repository}@{entry['digest']}"  # type: ignore[index]
+    return refs
+
+
+def lock_component_images(project: Project) -> dict[str, str]:
+    """Component-file step -> its image pinned by digest in kfp.lock (``components``).
+
+    Raises:
+        StaleError: there is no kfp.lock, it does not pin a component step's image, or the pin is for
+            another repository (or another digest) than the component file now names (run ``apply``).
+    """
+    lock = _require_lock(project.root)
+    locked = lock.get("components") or {}
+    out = {}
+    for step, image_ref in component_images(project).items():
+        if step not in locked:
+            raise StaleError(f"{lock_path(project.root)} does not pin the image of step {step!r} "
+                             f"({image_ref}); run `compose-kfp apply`.")
+        wanted, pinned = Reference.parse(image_ref), Reference.parse(locked[step])
+        if wanted.name != pinned.name or (wanted.digest and wanted.digest != pinned.digest):
+            raise StaleError(f"{lock_path(project.root)} pins step {step!r} to {locked[step]}, but its "
+                             f"component file now names {image_ref}; run `compose-kfp apply` to pin it again.")
+        out[step] = locked[step]
+    return out
+
+
+__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "diff_locks", "dumps", "lock_component_images",
+           "lock_from_plan", "lock_images", "lock_path", "read_lock", "write_lock"]

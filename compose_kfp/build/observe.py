@@ -18,7 +18,7 @@ further I/O. What it reads:
   ``paths``/``rootfs``/``runtime`` layer is built right away into the project's
   content-addressed blob store (fast, and it makes the plan exact: a ``touch``
   that does not change content yields the same digest and shows as unchanged).
-  A ``requirements`` layer is looked up by :func:`compose_kfp.build.deps.requirements_key`;
+  A ``requirements`` layer is looked up by :func:`compose_kfp.build.requirements.requirements_key`;
   on a miss the installer is **not** run: the digest is "known after apply",
   unless ``kfp.lock`` records the same key and the destination already holds
   that blob.
@@ -26,10 +26,9 @@ further I/O. What it reads:
   whose digest is known.
 - **Rendered files** under ``render.output_dir``: sha256 of each file there.
 
-State lives under ``<project>/.compose-kfp/`` (:class:`ProjectState`): ``blobs/``
-(blob store), ``cache/layers`` (layer cache), ``cache/files`` (per layer digest,
-the ``(path, size, mtime_ns)`` of its files, so a plan can name the files that
-changed), ``lock`` (the apply lock file).
+The values it returns are in :mod:`compose_kfp.build.state`; the state folder it caches into is
+:class:`compose_kfp.build.statedir.ProjectState`; the destination is read through
+:class:`compose_kfp.build.destination.Destination`.
 """
 
 from __future__ import annotations
@@ -44,12 +43,28 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
-from compose_kfp.errors import BuildError, ConfigError, RegistryError
-from compose_kfp.build.images import ImageSpec, LayerSpec
+from compose_kfp.build.destination import Destination, destination_for
+from compose_kfp.build.registries import Registries, download_blob, registry_ref
+from compose_kfp.build.requirements import (
+    DepsTarget,
+    reproducibility_warnings,
+    requirements_key,
+    resolve_python_version,
+)
+from compose_kfp.build.spec import LAYER_NAME_ANNOTATION, ImageSpec, LayerSpec
+from compose_kfp.build.state import (
+    BASE_LAYERS_ANNOTATION,
+    BaseState,
+    CurrentImage,
+    LayerState,
+    Observed,
+    PlatformImageState,
+)
+from compose_kfp.build.statedir import ProjectState
+from compose_kfp.errors import BuildError, ConfigError, from_oci
 from compose_kfp.oci import errors as oci_errors
-from compose_kfp.oci.blobs import BlobStore, atomic_write
+from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.oci.image import (
-    ACCEPT_MANIFESTS,
     ANNOTATION_BASE_DIGEST,
     ImageConfig,
     Index,
@@ -58,335 +73,16 @@ from compose_kfp.oci.image import (
     parse_manifest,
     select_platform,
 )
-from compose_kfp.oci.layer import LayerCache, LayerPlan, plan_layer, write_layer
-from compose_kfp.oci.reference import Reference, redact_userinfo
+from compose_kfp.oci.layer import LayerPlan, plan_layer, write_layer
+from compose_kfp.oci.reference import redact_userinfo
 
 log = logging.getLogger(__name__)
-
-#: The project's state folder (relative to the folder of kfp.toml).
-STATE_DIR = ".compose-kfp"
 
 #: Progress callback: ``(event, name or digest, done bytes, total bytes)``.
 Progress = Callable[[str, str, int, int], None]
 
 
-# --------------------------------------------------------------------------- state folder
-
-
-@dataclasses.dataclass(frozen=True)
-class ProjectState:
-    """Where a project keeps its local state: ``<root>/.compose-kfp``.
-
-    Attributes:
-        root: the project folder (holds ``kfp.toml``).
-    """
-
-    root: Path
-
-    @property
-    def dir(self) -> Path:
-        """``<root>/.compose-kfp``."""
-        return self.root / STATE_DIR
-
-    @property
-    def store(self) -> BlobStore:
-        """Content-addressed blob store (``blobs/sha256/<hex>``)."""
-        return BlobStore(self.dir)
-
-    @property
-    def layer_cache(self) -> LayerCache:
-        """Finished layers by layer plan key (``cache/layers``)."""
-        return LayerCache(self.dir / "cache" / "layers")
-
-    @property
-    def deps_cache(self) -> deps_mod.DepsCache:
-        """Dependency layers by requirements key (``cache/deps``)."""
-        return deps_mod.DepsCache(self.dir / "cache" / "deps")
-
-    @property
-    def files_dir(self) -> Path:
-        """Per layer digest, the file stamps recorded when it was built (``cache/files``)."""
-        return self.dir / "cache" / "files"
-
-    @property
-    def lock_path(self) -> Path:
-        """The file lock that serializes ``apply`` runs."""
-        return self.dir / "lock"
-
-    def record_files(self, digest: str, files: Sequence[tuple[str, int, int]]) -> None:
-        """Remember the ``(path, size, mtime_ns)`` of the files of layer ``digest`` (atomic write)."""
-        path = self.files_dir / f"{digest.split(':', 1)[1]}.json"
-        if path.exists():
-            return
-        atomic_write(path, json.dumps([list(f) for f in files]).encode("utf-8"))
-
-    def fingerprint_key(self, fingerprint: str) -> str | None:
-        """The layer plan key recorded for an input fingerprint (:func:`input_fingerprint`), or ``None``."""
-        try:
-            return (self.dir / "cache" / "fingerprints" / f"{fingerprint}.key").read_text(encoding="ascii").strip()
-        except OSError:
-            return None
-
-    def record_fingerprint(self, fingerprint: str, key: str) -> None:
-        """Remember that inputs with ``fingerprint`` plan to layer key ``key`` (atomic write)."""
-        path = self.dir / "cache" / "fingerprints" / f"{fingerprint}.key"
-        atomic_write(path, key.encode("ascii"))
-
-    def files_of(self, digest: str) -> tuple[tuple[str, int, int], ...] | None:
-        """The file stamps recorded for layer ``digest``, or ``None``."""
-        try:
-            rows = json.loads((self.files_dir / f"{digest.split(':', 1)[1]}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, IndexError):
-            return None
-        return tuple((str(r[0]), int(r[1]), int(r[2])) for r in rows)
-
-
-# --------------------------------------------------------------------------- observed values
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseState:
-    """The base image for one platform.
-
-    Attributes:
-        reference: as written in kfp.toml (``python:3.11-slim``, ``oci:base:v1``, ``scratch``).
-        platform: ``os/arch[/variant]``.
-        digest: manifest digest for this platform (``None`` for ``scratch``).
-        top_digest: what the reference resolved to (an index or the manifest itself).
-        manifest: raw manifest JSON text (``None`` for ``scratch``).
-        config: raw config JSON text (``None`` for ``scratch``).
-        registry, repository: where a registry base lives (for mounting its layers); else ``None``.
-        local_store: blob store folder of a local base (``oci:``, ``dir:``, ``docker-archive:``); else ``None``.
-        local_flat: whether ``local_store`` uses skopeo ``dir:`` naming.
-    """
-
-    reference: str
-    platform: str
-    digest: str | None = None
-    top_digest: str | None = None
-    manifest: str | None = None
-    config: str | None = None
-    registry: str | None = None
-    repository: str | None = None
-    local_store: str | None = None
-    local_flat: bool = False
-
-    @property
-    def layers(self) -> tuple[tuple[str, int, str], ...]:
-        """``(digest, size, media type)`` of the base layers, base first."""
-        if self.manifest is None:
-            return ()
-        m = Manifest.from_bytes(self.manifest.encode())
-        return tuple((d.digest, d.size, d.media_type) for d in m.layers)
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerState:
-    """One desired layer for one image and platform, as found on this machine.
-
-    Attributes:
-        name, kind: from the :class:`~compose_kfp.build.images.LayerSpec`.
-        key: the cache key (LayerPlan key; ``sha256:...`` requirements key for ``requirements``).
-        digest, diff_id, size: the built layer, or ``None`` when only apply can know (requirements changed).
-        media_type: the layer media type.
-        local: the blob is in the project's blob store.
-        files: ``(in-image path, size, mtime_ns)`` of its regular files (empty for ``requirements``).
-        note: a reason known at observation (``requirements changed``).
-    """
-
-    name: str
-    kind: str
-    key: str
-    digest: str | None
-    diff_id: str | None
-    size: int | None
-    media_type: str
-    local: bool = True
-    files: tuple[tuple[str, int, int], ...] = ()
-    note: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class PlatformImageState:
-    """What the destination holds for one platform of the current image.
-
-    Attributes:
-        manifest: manifest digest; ``config``: config digest; ``base``: base manifest digest it was built on.
-        layers: ``(layer name or None, digest, size)`` of the layers above the base, base first.
-        base_layers: number of base layers at the bottom of the manifest.
-    """
-
-    manifest: str
-    config: str
-    base: str | None
-    layers: tuple[tuple[str | None, str, int], ...]
-    base_layers: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class CurrentImage:
-    """The image currently at the destination for one desired image.
-
-    Attributes:
-        digest: top-level digest (index or manifest) recorded in kfp.lock or found by tag; ``None``: nothing known.
-        source: ``"lock"``, ``"tag:<tag>"`` or ``""``.
-        exists: the destination holds ``digest``.
-        platforms: platform -> :class:`PlatformImageState` (from the destination, else from kfp.lock).
-    """
-
-    digest: str | None = None
-    source: str = ""
-    exists: bool = False
-    platforms: Mapping[str, PlatformImageState] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Observed:
-    """Everything the planner needs, read once.
-
-    Attributes:
-        bases: platform -> :class:`BaseState`.
-        layers: ``(image name, platform)`` -> the image's :class:`LayerState` list, base first.
-        current: image name -> :class:`CurrentImage`.
-        remote_blobs: digests the destination repository holds (of those asked about).
-        tags: tag -> digest it points at in the destination (``None``: absent), for every tag asked.
-        file_records: layer digest -> file stamps recorded when it was built (for reasons).
-        rendered: path relative to the project -> sha256 hex of the rendered file on disk.
-        same_registry: the base registry is the destination registry (base layers can be mounted).
-        warnings: reproducibility warnings of the requirements files (:func:`requirements_warnings`), in order.
-    """
-
-    bases: Mapping[str, BaseState]
-    layers: Mapping[tuple[str, str], tuple[LayerState, ...]]
-    current: Mapping[str, CurrentImage]
-    remote_blobs: frozenset[str] = frozenset()
-    tags: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
-    file_records: Mapping[str, tuple[tuple[str, int, int], ...]] = dataclasses.field(default_factory=dict)
-    rendered: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    same_registry: bool = False
-    warnings: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------- clients
-
-
-class Registries:
-    """One :class:`~compose_kfp.oci.registry.RegistryClient` per registry host, made on first use.
-
-    Args:
-        keychain: credentials resolver (default: the docker/podman search order, or ``[image.auth]``).
-        insecure: passed to every client (``None``: plain HTTP for loopback only).
-    """
-
-    def __init__(self, keychain: Any = None, insecure: bool | None = None):
-        self.keychain = keychain
-        self.insecure = insecure
-        self._clients: dict[str, Any] = {}
-
-    def client(self, host: str) -> Any:
-        """The :class:`~compose_kfp.oci.registry.RegistryClient` for ``host`` (``host[:port]``), made once."""
-        from compose_kfp.oci.registry import RegistryClient
-
-        if host not in self._clients:
-            self._clients[host] = RegistryClient(host, self.keychain, insecure=self.insecure)
-        return self._clients[host]
-
-    def close(self) -> None:
-        """Close every client's connection pool."""
-        for c in self._clients.values():
-            c.close()
-        self._clients.clear()
-
-
-def keychain_for(auth: Any, root: Path, destination_host: str | None = None) -> Any:
-    """The keychain for ``[image.auth]`` (``None`` -> the default search order).
-
-    ``config`` names a docker config / containers auth.json; ``helper`` a credential helper; both
-    are asked per registry host like docker does. ``username_env`` / ``password_env`` name
-    environment variables whose values are sent to the destination registry
-    (``destination_host``; ``None``: every registry) only, never to the base image's registry or any other.
-    With no ``destination_host``, unset variables are logged as a warning and no credentials are sent.
-
-    Raises:
-        ConfigError: ``image.auth.config`` names a file that does not exist (the message names the key
-            and the path), or ``username_env`` is given without ``password_env``.
-        AuthError (from the keychain's ``resolve``, when the destination registry is first asked for
-            credentials): a variable named by ``image.auth.username_env`` / ``password_env`` is unset or
-            empty; the message names the key and the variable, never a value.
-    """
-    from compose_kfp.oci import auth as auth_mod
-
-    if auth is None:
-        return auth_mod.default_keychain()
-    chains: list[Any] = []
-    if auth.username_env and not auth.password_env:
-        raise ConfigError(f"image.auth.username_env = {auth.username_env!r} is set but image.auth.password_env "
-                          "is not; name the variable that holds the password or token too")
-    if auth.password_env:
-        chains.append(_EnvPairKeychain(auth.username_env, auth.password_env, destination_host))
-    if auth.helper:
-        chains.append(_HelperKeychain(auth.helper))
-    if auth.config:
-        path = Path(auth.config).expanduser()
-        path = path if path.is_absolute() else root / path
-        if not path.is_file():
-            why = "is not a file" if path.exists() else "does not exist"
-            raise ConfigError(f"image.auth.config: the credentials file {auth.config!r} ({path}) {why}; create it "
-                              "(e.g. `docker login` / `podman login --authfile PATH`) or fix the path")
-        chains.append(auth_mod.AuthFileKeychain(path, f"{path} (kfp.toml image.auth.config)"))
-    chains.append(auth_mod.default_keychain())
-    return auth_mod.ChainKeychain(chains)
-
-
-class _EnvPairKeychain:
-    """Credentials from the variables ``[image.auth]`` names, read at each ``resolve`` for ``host`` only."""
-
-    def __init__(self, username_env: str | None, password_env: str, host: str | None):
-        self._user_env, self._password_env, self._host = username_env, password_env, host
-
-    def resolve(self, registry: str, repository: str | None = None) -> Any:
-        from compose_kfp.oci.auth import ANONYMOUS, Credential
-        from compose_kfp.oci.errors import AuthError as OCIAuthError
-
-        if self._host is not None and registry != self._host:
-            return ANONYMOUS
-        names = [("image.auth.username_env", self._user_env), ("image.auth.password_env", self._password_env)]
-        unset = [f"{key} = {var!r}" for key, var in names if var and not os.environ.get(var)]
-        if unset and self._host is None:  # no known destination: do not break anonymous pulls elsewhere
-            log.warning("kfp.toml %s: unset or empty; not sending [image.auth] credentials to %s",
-                        " and ".join(unset), registry)
-            return ANONYMOUS
-        if unset:
-            raise OCIAuthError(
-                f"credentials for {registry}: the environment variable{'s' if len(unset) > 1 else ''} named by "
-                f"{' and '.join(unset)} in kfp.toml {'are' if len(unset) > 1 else 'is'} unset or empty; export "
-                f"{'them' if len(unset) > 1 else 'it'} (or remove the key to use docker/podman logins)")
-        user = os.environ.get(self._user_env) if self._user_env else None
-        source = "kfp.toml [image.auth] " + (f"${self._user_env}/${self._password_env}" if self._user_env
-                                             else f"${self._password_env}")
-        return Credential(username=user or None, password=os.environ[self._password_env], source=source)
-
-    def __repr__(self) -> str:
-        return f"_EnvPairKeychain({self._user_env!r}, {self._password_env!r})"
-
-
-class _HelperKeychain:
-    """The credential helper ``[image.auth] helper`` names, asked for every registry."""
-
-    def __init__(self, helper: str):
-        self.helper = helper
-
-    def resolve(self, registry: str, repository: str | None = None) -> Any:
-        from compose_kfp.oci.auth import ANONYMOUS, run_credential_helper
-
-        return run_credential_helper(self.helper, registry, origin="kfp.toml (image.auth.helper)") or ANONYMOUS
-
-
 # --------------------------------------------------------------------------- base
-
-
-def _registry_ref(text: str) -> Reference:
-    return Reference.parse(text.removeprefix("docker://"))
 
 
 def resolve_base(reference: str, platforms: Sequence[str], registries: Registries, state: ProjectState, *,
@@ -400,14 +96,16 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
 
     Raises:
         ConfigError: the base lacks a platform, or a local base path is not an image.
-        RegistryError / AuthError (from the client): the registry could not be read.
+        DistributionError / Unauthorized (:mod:`compose_kfp.oci.errors`, from the client): the registry could not
+            be read (:func:`observe` turns them into RegistryError / AuthError with
+            :func:`~compose_kfp.errors.from_oci`).
     """
     out: dict[str, BaseState] = {}
     if reference == "scratch":
         return {p: BaseState(reference, p) for p in platforms}
     if reference.startswith(("oci:", "dir:", "docker-archive:")):
         return _local_base(reference, platforms, state)
-    ref = _registry_ref(reference)
+    ref = registry_ref(reference)
     client = registries.client(ref.api_host)
     top_digest = None
     top: Manifest | Index | None = None
@@ -455,20 +153,6 @@ def _fetch_config(client: Any, repo: str, manifest: Manifest, state: ProjectStat
             store.path(digest).unlink(missing_ok=True)
     download_blob(client, repo, digest, manifest.config.size, store)
     return store.read_bytes(digest)
-
-
-def download_blob(client: Any, repo: str, digest: str, size: int | None, store: BlobStore,
-                  progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """Download blob ``digest`` of ``repo`` into ``store``; return the stored path.
-
-    :meth:`~compose_kfp.oci.registry.RegistryClient.get_blob` verifies the bytes and writes
-    through a temporary file of its own in the store's folder, renamed at the end, so
-    concurrent runs downloading the same blob never collide.
-    """
-    dest = store.path(digest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    client.get_blob(repo, digest, dest, expected_size=size, progress=progress)
-    return dest
 
 
 def _check_platform(config: ImageConfig, platform: str, reference: str) -> None:
@@ -621,15 +305,16 @@ def file_stamps(plan: LayerPlan) -> tuple[tuple[str, int, int], ...]:
     return tuple((e.path, e.size, e.stamp[0]) for e in plan.entries if e.kind == "file")
 
 
-def deps_target(image: ImageSpec, platform: str, base: BaseState, where: str) -> deps_mod.DepsTarget:
-    """The :class:`~compose_kfp.build.deps.DepsTarget` of ``image`` on ``platform`` (Python from the base config)."""
+def deps_target(image: ImageSpec, platform: str, base: BaseState, where: str) -> DepsTarget:
+    """The :class:`~compose_kfp.build.requirements.DepsTarget` of ``image`` on ``platform`` (Python from the base
+    config)."""
     env = None
     if base.config:
         cfg = ImageConfig.from_bytes(base.config.encode())
         env = cfg.config.env if cfg.config else None
-    python = deps_mod.resolve_python_version(image.python, env, source=where)
+    python = resolve_python_version(image.python, env, source=where)
     plat = "/".join(platform.split("/")[:2]) if platform.startswith("linux/arm64") else platform
-    return deps_mod.DepsTarget(platform=plat, python=python, libc=image.libc, index_url=image.index_url,
+    return DepsTarget(platform=plat, python=python, libc=image.libc, index_url=image.index_url,
                                extra_index_urls=image.extra_index_urls)
 
 
@@ -703,7 +388,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                 target = deps_target(image, platform, bases[platform], where)
                 if not Path(spec.requirements or "").is_file():
                     raise ConfigError(f"{where}: {spec.where}: {spec.requirements} does not exist")
-                key = deps_mod.requirements_key(spec.requirements, target, installer.label)
+                key = requirements_key(spec.requirements, target, installer.label)
                 hit = deps_cache.lookup(key, store)
                 mt = _media_type(image.compression)
                 if hit is not None:
@@ -733,20 +418,6 @@ def _locked_deps(lock: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- destination
 
 
-def is_local_destination(repository: str) -> bool:
-    """Whether ``image.repository`` is an ``oci:PATH`` layout rather than a registry."""
-    return repository.startswith("oci:")
-
-
-def layout_path(repository: str, root: Path) -> Path:
-    """The folder of an ``oci:PATH`` destination, relative paths against the project ``root``."""
-    return (root / repository[4:]).resolve()
-
-
-#: Manifest annotation recording how many of the manifest's layers belong to the base image.
-BASE_LAYERS_ANNOTATION = "io.compose-kfp.base-layers"
-
-
 def _platform_state_from_manifest(manifest: Manifest, bases: Mapping[str, tuple[str, ...]],
                                   locked: Mapping[str, Any] | None) -> PlatformImageState:
     """The current image's state from its manifest; ``bases``: observed base manifest digest -> its layer digests.
@@ -755,8 +426,6 @@ def _platform_state_from_manifest(manifest: Manifest, bases: Mapping[str, tuple[
     kfp.lock when it records this manifest; the observed base when the manifest names its digest or starts
     with its layers; else the layers below the first one carrying a layer-name annotation (a base built by
     compose-kfp has annotated layers too, so this is last)."""
-    from compose_kfp.build.images import LAYER_NAME_ANNOTATION
-
     notes = manifest.annotations or {}
     base_digest = notes.get(ANNOTATION_BASE_DIGEST)
     n_base: int | None = None
@@ -786,55 +455,7 @@ def _platform_state_from_lock(entry: Mapping[str, Any]) -> PlatformImageState:
                               base_layers=int(entry.get("base_layers", 0)))
 
 
-class _Destination:
-    """Reads of the destination (a registry repository or an OCI layout)."""
-
-    def __init__(self, repository: str, root: Path, registries: Registries):
-        self.local = is_local_destination(repository)
-        if self.local:
-            from compose_kfp.oci.layout import OCILayout
-
-            self.path = layout_path(repository, root)
-            self.layout = OCILayout(self.path) if (self.path / "oci-layout").is_file() else None
-        else:
-            ref = _registry_ref(repository)
-            self.host, self.repo = ref.api_host, ref.repository
-            self.client = registries.client(self.host)
-
-    def has_blob(self, digest: str) -> bool:
-        if self.local:
-            return self.layout is not None and self.layout.store.has(digest)
-        return self.client.blob_exists(self.repo, digest)
-
-    def get_manifest(self, ref: str) -> tuple[bytes, str, str] | None:
-        if self.local:
-            if self.layout is None:
-                return None
-            if ref.startswith("sha256:"):
-                if not self.layout.store.has(ref):
-                    return None
-                raw = self.layout.store.read_bytes(ref)
-                return raw, "", ref
-            desc = self.layout.tags().get(ref)
-            if desc is None:
-                return None
-            return self.layout.store.read_bytes(desc.digest), desc.media_type, desc.digest
-        try:
-            return self.client.get_manifest(self.repo, ref, ACCEPT_MANIFESTS)
-        except oci_errors.NotFound:
-            return None
-
-    def tag_digest(self, tag: str) -> str | None:
-        if self.local:
-            if self.layout is None:
-                return None
-            desc = self.layout.tags().get(tag)
-            return desc.digest if desc else None
-        head = self.client.head_manifest(self.repo, tag, ACCEPT_MANIFESTS)
-        return head[1] if head else None
-
-
-def observe_current(image: ImageSpec, dest: _Destination, lock: Mapping[str, Any] | None,
+def observe_current(image: ImageSpec, dest: Destination, lock: Mapping[str, Any] | None,
                     base_layers: Mapping[str, tuple[str, ...]]) -> CurrentImage:
     """Find the image at the destination: kfp.lock's digest first, else the first ``image.tags`` entry."""
     locked = ((lock or {}).get("images") or {}).get(image.name)
@@ -901,48 +522,6 @@ def _match_platform(found: str, wanted: Sequence[str]) -> str:
     return found
 
 
-# --------------------------------------------------------------------------- third-party images
-
-
-def pin_images(images: Mapping[str, str], registries: Registries, *,
-               locked: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Pin third-party component images by digest: step -> ``registry/repository@sha256:...``.
-
-    A reference that already has a digest keeps it (its tag is dropped); a tag is resolved with one
-    ``HEAD`` of the manifest (the digest of what the tag names: an index for a multi-platform image).
-    With ``locked`` (``--frozen``: step -> pinned reference from kfp.lock) a step whose reference is
-    recorded there for the same repository is not resolved again.
-
-    Raises:
-        ConfigError: an image reference is malformed.
-        RegistryError / AuthError: a tag cannot be resolved (the message names the step and image).
-    """
-    out: dict[str, str] = {}
-    for step, text in images.items():
-        try:
-            ref = _registry_ref(text)
-        except oci_errors.InvalidReference as e:
-            raise ConfigError(f"steps.{step}.component: image {redact_userinfo(text)!r} is not a valid "
-                              f"reference: {e}") from None
-        if ref.digest:
-            out[step] = f"{ref.name}@{ref.digest}"
-            continue
-        pinned = (locked or {}).get(step)
-        if pinned and pinned.split("@", 1)[0] == ref.name:
-            out[step] = pinned
-            continue
-        try:
-            head = registries.client(ref.api_host).head_manifest(ref.repository, ref.identifier, ACCEPT_MANIFESTS)
-        except oci_errors.RegistryError as e:
-            raise _registry_error(type(e)(f"steps.{step}: cannot pin the component image {text} by digest: {e}")) \
-                from None
-        if head is None:
-            raise ConfigError(f"steps.{step}: the component image {text} does not exist in {ref.api_host}; fix "
-                              "the image in the component file")
-        out[step] = f"{ref.name}@{head[1]}"
-    return out
-
-
 # --------------------------------------------------------------------------- rendered files
 
 
@@ -997,7 +576,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
         warnings = requirements_warnings(images, state.root)
         key = f"image.repository = {redact_userinfo(first.repository)!r}"
-        dest = _Destination(first.repository, state.root, registries)
+        dest = destination_for(first.repository, state.root, registries)
         counts = {b.digest: tuple(d for d, _, _ in b.layers) for b in bases.values() if b.digest}
         current = {image.name: observe_current(image, dest, lock, counts) for image in images}
         wanted: set[str] = set()
@@ -1038,20 +617,18 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
                                                note="to be installed (not built on this machine)")
                            if s.note == "locked" and s.digest not in present else s for s in v)
                   for k, v in layers.items()}
-        same = False
-        if not dest.local:
-            base0 = next(iter(bases.values()))
-            same = base0.registry is not None and base0.registry == dest.host
+        base0 = next(iter(bases.values()))
+        same = base0.registry is not None and base0.registry == dest.host  # a layout has no host
         rendered = observe_rendered(output_dir, state.root) if output_dir is not None else {}
-    except oci_errors.RegistryError as e:
-        raise _registry_error(type(e)(f"{key}: {e}", status=e.status, code=e.code) if key else e) from None
+    except oci_errors.DistributionError as e:
+        raise from_oci(e, key) from None
     return Observed(bases=bases, layers=layers, current=current, remote_blobs=present, tags=tags,
                     file_records=records, rendered=rendered, same_registry=same, warnings=warnings)
 
 
 def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str, ...]:
-    """:func:`compose_kfp.build.deps.reproducibility_warnings` of every requirements file the images' layers name
-    (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
+    """:func:`compose_kfp.build.requirements.reproducibility_warnings` of every requirements file the images'
+    layers name (each file once, in image and layer order; duplicate messages dropped), with paths under ``root``
     shown relative to it. Reads files only.
 
     Raises:
@@ -1065,7 +642,7 @@ def requirements_warnings(images: Sequence[ImageSpec], root: Path) -> tuple[str,
             if spec.kind != "requirements" or not spec.requirements or spec.requirements in seen:
                 continue
             seen.add(spec.requirements)
-            for message in deps_mod.reproducibility_warnings(spec.requirements):
+            for message in reproducibility_warnings(spec.requirements):
                 message = message.removeprefix(prefix)
                 if message not in out:
                     out.append(message)
@@ -1098,14 +675,5 @@ def _base_digests_of(cur: CurrentImage, p: PlatformImageState, bases: Mapping[st
     return set()
 
 
-def _registry_error(e: oci_errors.RegistryError) -> Exception:
-    from compose_kfp.errors import AuthError
-
-    if isinstance(e, oci_errors.AuthError):
-        return AuthError(str(e))
-    return RegistryError(str(e))
-
-
-__all__ = ["BaseState", "CurrentImage", "LayerState", "Observed", "PlatformImageState", "ProjectState", "Registries",
-           "STATE_DIR", "deps_target", "file_stamps", "is_local_destination", "keychain_for", "layer_plan", "requirements_warnings",
-           "layout_path", "observe", "observe_current", "pin_images", "observe_layers", "observe_rendered", "resolve_base"]
+__all__ = ["deps_target", "file_stamps", "input_fingerprint", "layer_plan", "observe", "observe_current",
+           "observe_layers", "observe_rendered", "requirements_warnings", "resolve_base"]

@@ -1,8 +1,10 @@
 """The ``plan``, ``apply``, ``render`` and ``lock`` commands, registered on :data:`compose_kfp.cli.app`.
 
-Thin: each parses options, calls :mod:`compose_kfp.build.apply` (or :mod:`compose_kfp.build.deps`),
-and prints through the CLI's consoles. Importing this module registers the commands
-(``compose_kfp.cli`` imports it).
+Thin: each parses options, calls one library function
+(:func:`compose_kfp.build.plan.plan_project`, :func:`compose_kfp.build.apply.apply_project`,
+:func:`compose_kfp.pipeline.outputs.render_from_lock`,
+:func:`compose_kfp.build.reqlock.lock_project_requirements`) and prints through the CLI's
+consoles. Importing this module registers the commands (``compose_kfp.cli`` imports it).
 
 Exit codes (``compose_kfp.errors``): ``plan --exit-code`` returns 0 when nothing would
 change and 2 when something would; errors have their own codes (1 input, 3 build,
@@ -20,7 +22,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from compose_kfp.cli.app import Settings, _settings, app
-from compose_kfp.errors import ConfigError, StaleError
 
 
 def _overrides(repository: str | None, base: str | None) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def plan(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
 ) -> int:
     """Show what apply would change: layers to add, replace or remove, bytes to upload, rendered files."""
-    from compose_kfp.build.apply import plan_project
+    from compose_kfp.build.plan import plan_project
     from compose_kfp.planner import format_plan
 
     settings = _settings(ctx)
@@ -122,68 +123,44 @@ def apply(
         "--lock-timeout", help="Seconds to wait for another apply of this project to finish.")] = 30.0,
 ) -> None:
     """Build changed layers, push missing blobs, manifests and tags, write kfp.lock and render the outputs."""
-    from compose_kfp.build.apply import apply_plan, holding_project_lock, plan_project
+    from compose_kfp.build.apply import apply_project
+    from compose_kfp.build.plan import load_saved_plan
     from compose_kfp.planner import Plan, format_plan, human_bytes
 
     settings = _settings(ctx)
     project = _load(settings, repository, base)
     interactive = not yes and sys.stdin.isatty() and sys.stdout.isatty() and not as_json
 
-    def make_plan() -> Plan:
-        with _Bars(settings, enabled=not as_json) as bars:
-            return plan_project(project, frozen=frozen, progress=bars)
+    def shown(p: Plan, text: str) -> None:
+        if not as_json:
+            settings.out.print(text, markup=False, end="")
 
-    def nothing_to_do(p: Plan) -> None:
+    def replanned(p: Plan, text: str) -> None:
+        if not as_json:
+            settings.out.print("The other apply changed what is to be done; the plan is now:", markup=False)
+            settings.out.print(text, markup=False, end="")
+
+    def on_wait() -> None:
+        settings.err.print(f"Waiting for another `compose-kfp apply` of this project to finish (up to "
+                           f"{lock_timeout:.0f} s)...", markup=False)
+
+    outcome = apply_project(
+        project, load_saved_plan(plan_file, project) if plan_file is not None else None, frozen=frozen,
+        lock_timeout=lock_timeout, progress=lambda: _Bars(settings, enabled=not as_json),
+        describe=lambda p: format_plan(p, verbose=settings.verbose > 0), on_plan=shown, on_wait=on_wait,
+        confirm=(lambda p: typer.confirm("Apply these changes?", default=False)) if interactive else None,
+        on_replanned=replanned)
+    p, result = outcome.plan, outcome.result
+    if outcome.cancelled:
+        settings.err.print("Cancelled; nothing was changed.", markup=False)
+        raise typer.Exit(1)
+    if result is None:
         if as_json:
             settings.result.print(json.dumps({"plan": p.to_dict(), "result": None, "changed": False}, indent=2,
                                              sort_keys=True), markup=False)
         else:
             settings.out.print("Nothing to do: nothing uploaded.", markup=False)
-
-    if plan_file is not None:
-        try:
-            p = Plan.from_json(plan_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"--plan {plan_file}: no such file.") from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"--plan {plan_file}: not a plan saved by `compose-kfp plan --out` ({e}).") from None
-        if Path(p.root).resolve() != project.root.resolve():
-            raise StaleError(f"--plan {plan_file} was made for the project in {p.root}, not {project.root}.")
-    else:
-        p = make_plan()
-    shown = format_plan(p, verbose=settings.verbose > 0)
-    if not as_json:
-        settings.out.print(shown, markup=False, end="")
-    if not p.has_changes:
-        nothing_to_do(p)
         return
-    if interactive and not typer.confirm("Apply these changes?", default=False):
-        settings.err.print("Cancelled; nothing was changed.", markup=False)
-        raise typer.Exit(1)
-    waited = []
-
-    def on_wait() -> None:
-        waited.append(True)
-        settings.err.print(f"Waiting for another `compose-kfp apply` of this project to finish (up to "
-                           f"{lock_timeout:.0f} s)...", markup=False)
-
-    with holding_project_lock(project.root, lock_timeout, on_wait=on_wait):
-        if waited and plan_file is None:
-            # The other apply may have done some or all of it: plan again, under the lock, and apply (and
-            # print) that plan, not the one made before the wait.
-            p = make_plan()
-            again = format_plan(p, verbose=settings.verbose > 0)
-            if again != shown and not as_json:
-                settings.out.print("The other apply changed what is to be done; the plan is now:", markup=False)
-                settings.out.print(again, markup=False, end="")
-            if not p.has_changes:
-                nothing_to_do(p)
-                return
-            if again != shown and interactive and not typer.confirm("Apply these changes?", default=False):
-                settings.err.print("Cancelled; nothing was changed.", markup=False)
-                raise typer.Exit(1)
-        with _Bars(settings, enabled=not as_json) as bars:
-            result = apply_plan(project, p, frozen=frozen, progress=bars, lock_held=True)
     if as_json:
         settings.result.print(json.dumps({"plan": p.to_dict(), "result": result.to_dict(),
                                           "changed": result.changed}, indent=2, sort_keys=True), markup=False)
@@ -212,7 +189,7 @@ def render(
         "--output-dir", help="Override render.output_dir (relative to kfp.toml's folder).")] = None,
 ) -> None:
     """Render component files and the workflow from the digests in kfp.lock (builds and pushes nothing)."""
-    from compose_kfp.build.apply import render_from_lock
+    from compose_kfp.pipeline.outputs import render_from_lock
 
     settings = _settings(ctx)
     project = settings.project(overrides={"render.targets": list(target) if target else None,
@@ -232,33 +209,11 @@ def lock(
 ) -> None:
     """Pin every requirements layer (versions and hashes, for the image's first platform and Python) into
     ``<file>.lock.txt`` next to it, with uv; point the layer's ``requirements`` at that file to use it."""
-    from compose_kfp.build import deps as deps_mod
-    from compose_kfp.build.apply import registries_for
-    from compose_kfp.build.images import desired_images
-    from compose_kfp.build.observe import ProjectState, deps_target, resolve_base
+    from compose_kfp.build.reqlock import lock_project_requirements
 
     settings = _settings(ctx)
     project = _load(settings, repository, base)
-    images = desired_images(project.manifest, project.root)
-    seen: set[str] = set()
-    registries = registries_for(project)
-    try:
-        first = images[0]
-        platform = first.platforms[0]
-        bases = None
-        for image in images:
-            for spec in image.layers:
-                if spec.kind != "requirements" or spec.requirements in seen:
-                    continue
-                seen.add(spec.requirements)  # type: ignore[arg-type]
-                if bases is None:
-                    bases = resolve_base(first.base, [platform], registries, ProjectState(project.root))
-                target = deps_target(image, platform, bases[platform], project.loaded.display_path)
-                src = Path(spec.requirements)  # type: ignore[arg-type]
-                out = src.with_name(src.stem + ".lock.txt")
-                pins = deps_mod.lock_requirements(src, target, out)
-                settings.out.print(f"{out}: {len(pins)} pinned package(s) for {target.describe()}", markup=False)
-    finally:
-        registries.close()
-    if not seen:
+    locked = lock_project_requirements(project, on_locked=lambda item: settings.out.print(
+        f"{item.path}: {item.pins} pinned package(s) for {item.target}", markup=False))
+    if not locked:
         settings.out.print("No requirements layer to lock.", markup=False)

@@ -53,7 +53,7 @@ def run_images(project: Project) -> dict[str, str]:
         StaleError: a function step and no kfp.lock, or kfp.lock lacks a step's image (run ``apply``).
         ConfigError: kfp.lock is not readable JSON of a known version.
     """
-    from compose_kfp.build.apply import lock_component_images, lock_images
+    from compose_kfp.build.lock import lock_component_images, lock_images
     from compose_kfp.build.lock import read_lock
 
     needs_lock = any(step.function for step in project.manifest.steps.values())
@@ -75,7 +75,8 @@ def stale_layers(project: Project) -> list[str]:
     """
     from compose_kfp.build.images import desired_images
     from compose_kfp.build.lock import read_lock
-    from compose_kfp.build.observe import ProjectState, input_fingerprint
+    from compose_kfp.build.observe import input_fingerprint
+    from compose_kfp.build.statedir import ProjectState
 
     lock = read_lock(project.root)
     state = ProjectState(project.root)
@@ -108,24 +109,21 @@ def registry_options(project: Project) -> RegistryOptions:
     """How a local run fetches images, from ``[image]``: ``insecure``, the ``[image.auth]`` keychain and auth file.
 
     ``insecure = true`` -> plain HTTP for every registry (else ``None``: only for loopback registries);
-    the keychain is :func:`compose_kfp.build.observe.keychain_for` for ``[image.auth]`` (for every
+    the keychain is :func:`compose_kfp.build.credentials.keychain_for` for ``[image.auth]`` (for every
     registry); ``authfile`` (for ``podman pull --authfile``) is ``image.auth.config`` with ``~`` expanded,
     made absolute against the project folder (``None`` when not set).
 
-    The auth-file path is resolved here the same way ``keychain_for`` resolves it for its keychain
-    (a second copy of that resolution, to be joined with it).
+    The auth-file path is :func:`compose_kfp.build.credentials.auth_config_path`, the one that
+    ``keychain_for`` reads for its keychain.
 
     Raises:
         ConfigError: from ``keychain_for`` (``image.auth.config`` is not a file, ``username_env``
             without ``password_env``).
     """
-    from compose_kfp.build.observe import keychain_for
+    from compose_kfp.build.credentials import auth_config_path, keychain_for
 
     image_settings = project.manifest.image
-    auth_file = None
-    if image_settings.auth is not None and image_settings.auth.config:
-        auth_file = Path(image_settings.auth.config).expanduser()
-        auth_file = auth_file if auth_file.is_absolute() else project.root / auth_file
+    auth_file = auth_config_path(image_settings.auth, project.root)
     return RegistryOptions(insecure=True if image_settings.insecure else None,
                            keychain=keychain_for(image_settings.auth, project.root), authfile=auth_file)
 
@@ -154,7 +152,7 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
         StaleError: see :func:`run_images`.
         RunError: the executor is not available (:func:`compose_kfp.localrun.runner.select_executor`).
     """
-    from compose_kfp.build.apply import component_images
+    from compose_kfp.build.pins import component_images
     from compose_kfp.pipeline.graph import resolve_graph
     from compose_kfp.localrun.runner import resolve_params, run_local
 

@@ -96,7 +96,7 @@ def init_project(target: Path, *, force: bool = False, name: str | None = None, 
                               steps=tuple(s.name for s in steps))
     if on_written is not None:
         on_written(written)
-    from compose_kfp.build.observe import STATE_DIR
+    from compose_kfp.build.statedir import STATE_DIR
 
     change = ignore_state_dir(folder)
     return Initialized(manifest=written, gitignore=folder / ".gitignore", gitignore_change=change,  # type: ignore[arg-type]

@@ -215,7 +215,7 @@ def ignore_state_dir(root: Path) -> str:
     Raises:
         ConfigError: ``.gitignore`` cannot be read or written (the message names the file).
     """
-    from compose_kfp.build.observe import STATE_DIR
+    from compose_kfp.build.statedir import STATE_DIR
 
     path = root / ".gitignore"
     entry = f"{STATE_DIR}/"

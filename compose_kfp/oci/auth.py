@@ -45,7 +45,7 @@ import shutil
 import subprocess
 from typing import Iterable, Protocol
 
-from compose_kfp.oci.errors import AuthError
+from compose_kfp.oci.errors import Unauthorized
 
 __all__ = [
     "Credential",
@@ -139,30 +139,30 @@ def run_credential_helper(helper: str, server: str, *, origin: str = "the docker
     ``"kfp.toml (image.auth.helper)"``), for messages only.
 
     Returns the credential, or ``None`` when the helper says it has none
-    ("credentials not found"). Raises :class:`AuthError` when the helper is not
+    ("credentials not found"). Raises :class:`Unauthorized` when the helper is not
     on ``PATH`` (naming ``origin``, where to fix it), times out, or fails otherwise;
     the message never includes the helper's output (it could contain a secret).
     """
     exe = shutil.which(f"docker-credential-{helper}")
     if exe is None:
-        raise AuthError(
+        raise Unauthorized(
             f"credential helper 'docker-credential-{helper}' for {server}, named by {origin}, is not on PATH; "
             f"install it or remove it from {origin}"
         )
     try:
         proc = subprocess.run([exe, "get"], input=server.encode(), capture_output=True, timeout=_HELPER_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise AuthError(f"credential helper docker-credential-{helper} timed out for {server}") from None
+        raise Unauthorized(f"credential helper docker-credential-{helper} timed out for {server}") from None
     out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
         if "credentials not found" in out.lower() or "credentials not found" in proc.stderr.decode("utf-8", "replace").lower():
             return None
-        raise AuthError(f"credential helper docker-credential-{helper} failed for {server} (exit status {proc.returncode})")
+        raise Unauthorized(f"credential helper docker-credential-{helper} failed for {server} (exit status {proc.returncode})")
     try:
         data = json.loads(out)
         user, secret = data.get("Username") or "", data.get("Secret") or ""
     except (ValueError, AttributeError):
-        raise AuthError(f"credential helper docker-credential-{helper} returned malformed output for {server}") from None
+        raise Unauthorized(f"credential helper docker-credential-{helper} returned malformed output for {server}") from None
     if not secret and not user:
         return None
     source = f"docker-credential-{helper}"
@@ -180,9 +180,9 @@ def _decode_entry(entry: dict, source: str) -> Credential | None:
         try:
             decoded = base64.b64decode(raw, validate=False).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise AuthError(f"the 'auth' value in {source} is not valid base64 of 'user:password'") from None
+            raise Unauthorized(f"the 'auth' value in {source} is not valid base64 of 'user:password'") from None
         if ":" not in decoded:
-            raise AuthError(f"the 'auth' value in {source} does not decode to 'user:password'")
+            raise Unauthorized(f"the 'auth' value in {source} does not decode to 'user:password'")
         user, password = decoded.split(":", 1)
     cred = Credential(
         username=user or None,
@@ -198,7 +198,7 @@ class AuthFileKeychain:
     """Credentials from one docker ``config.json`` or containers ``auth.json`` file.
 
     A missing file resolves everything to anonymous; a malformed one raises
-    :class:`AuthError` naming the file. Lookup order for ``registry`` (and
+    :class:`Unauthorized` naming the file. Lookup order for ``registry`` (and
     ``repository``): ``credHelpers[registry]``, then ``credsStore`` (as docker
     does), then the most specific ``auths`` key (``host/repo/path`` prefixes
     first, then the host, Docker Hub aliases included).
@@ -217,15 +217,15 @@ class AuthFileKeychain:
         except FileNotFoundError:
             return {}
         except OSError as e:
-            raise AuthError(f"cannot read credentials file {self.label}: {e.strerror}") from None
+            raise Unauthorized(f"cannot read credentials file {self.label}: {e.strerror}") from None
         if not text.strip():
             return {}
         try:
             data = json.loads(text)
         except ValueError as e:
-            raise AuthError(f"credentials file {self.label} is not valid JSON (line {e.lineno})") from None  # type: ignore[attr-defined]
+            raise Unauthorized(f"credentials file {self.label} is not valid JSON (line {e.lineno})") from None  # type: ignore[attr-defined]
         if not isinstance(data, dict):
-            raise AuthError(f"credentials file {self.label} must contain a JSON object")
+            raise Unauthorized(f"credentials file {self.label} must contain a JSON object")
         return data
 
     def resolve(self, registry: str, repository: str | None = None) -> Credential:

@@ -42,7 +42,7 @@ class InvalidReference(OCIError):
     """
 
 
-class RegistryError(OCIError):
+class DistributionError(OCIError):
     """A registry answered with an error, or could not be reached after the configured retries.
 
     Attributes:
@@ -56,9 +56,9 @@ class RegistryError(OCIError):
         self.code = code
 
 
-class NotFound(RegistryError):
+class NotFound(DistributionError):
     """The registry has no such repository, manifest, tag or blob (HTTP 404)."""
 
 
-class AuthError(RegistryError):
+class Unauthorized(DistributionError):
     """The registry refused the credentials (or demanded some and none were found)."""

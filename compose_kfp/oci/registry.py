@@ -57,7 +57,7 @@ import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from compose_kfp.oci.auth import ANONYMOUS, Credential, Keychain, default_keychain
-from compose_kfp.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError
+from compose_kfp.oci.errors import Unauthorized, DigestMismatch, NotFound, DistributionError
 from compose_kfp.oci.image import (
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -105,7 +105,7 @@ _TOKEN_MARGIN = 10.0
 ProgressCallback = Callable[[str, int, int], None]
 
 
-class UploadInterrupted(RegistryError):
+class UploadInterrupted(DistributionError):
     """A blob upload failed after its retries and resumes; nothing was committed for it."""
 
 
@@ -425,27 +425,27 @@ class RegistryClient:
             return self.session.request(method, url, headers=headers, data=data, stream=stream,
                                         timeout=(self.timeout, self.timeout), allow_redirects=allow_redirects)
         except requests.exceptions.SSLError:
-            raise RegistryError(
+            raise DistributionError(
                 f"TLS verification of {self.registry} failed; put its CA certificate in "
                 f"/etc/containers/certs.d/{self.registry}/ca.crt (or pass a CA file)"
             ) from None
         except requests.exceptions.RetryError as e:
-            raise RegistryError(f"{self.registry}: {method} {self._shown(url)} kept failing after "
+            raise DistributionError(f"{self.registry}: {method} {self._shown(url)} kept failing after "
                                 f"{self.retries} retries ({type(e).__name__})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             if connection_refused(e):
-                raise RegistryError(f"cannot reach the registry {self.registry}: nothing is listening at "
+                raise DistributionError(f"cannot reach the registry {self.registry}: nothing is listening at "
                                     f"{self.scheme}://{self.registry} (connection refused on {method} "
                                     f"{self._shown(url)}); start the registry or fix the host and port") from None
             kind = "timed out" if isinstance(e, requests.exceptions.Timeout) or "timed out" in str(e).lower() \
                 else "connection failed"
-            raise RegistryError(f"cannot reach {self.registry}: {method} {self._shown(url)} {kind} "
+            raise DistributionError(f"cannot reach {self.registry}: {method} {self._shown(url)} {kind} "
                                 f"after {self.retries} retries") from None
 
     def ping(self) -> str | None:
         """``GET /v2/`` (spec: "Determining support"): learn how the registry wants to be authenticated.
 
-        Returns ``None`` (no auth), ``"basic"`` or ``"bearer"``. Raises :class:`RegistryError`
+        Returns ``None`` (no auth), ``"basic"`` or ``"bearer"``. Raises :class:`DistributionError`
         if the registry cannot be reached or does not speak the v2 API.
         """
         resp = self._raw("GET", self._url("/v2/"))
@@ -455,7 +455,7 @@ class RegistryClient:
             elif resp.status_code == 401:
                 scheme, params = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
                 if scheme not in ("basic", "bearer"):
-                    raise RegistryError(f"{self.registry} asks for unsupported authentication {scheme or '(none)'!r}",
+                    raise DistributionError(f"{self.registry} asks for unsupported authentication {scheme or '(none)'!r}",
                                         status=401)
                 challenge = _Challenge(scheme, params)
             else:
@@ -471,13 +471,13 @@ class RegistryClient:
     def _fetch_token(self, challenge: _Challenge, scopes: Sequence[str], repository: str | None) -> tuple[str, float]:
         realm = challenge.params.get("realm")
         if not realm:
-            raise RegistryError(f"{self.registry} sent a Bearer challenge without a realm", status=401)
+            raise DistributionError(f"{self.registry} sent a Bearer challenge without a realm", status=401)
         cred = self._credential(repository)
         service = challenge.params.get("service")
         if cred.registry_token:
             return cred.registry_token, time.time() + 300
         if not cred.anonymous and not self._may_send_secret(realm):
-            raise AuthError(f"refusing to send credentials for {self.registry} over plain HTTP to the token "
+            raise Unauthorized(f"refusing to send credentials for {self.registry} over plain HTTP to the token "
                             f"service {urllib.parse.urlsplit(realm).netloc}", status=401)
         if cred.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token,
@@ -497,7 +497,7 @@ class RegistryClient:
             if resp.status_code in (401, 403):
                 raise self._refused(cred, resp.status_code)
             if resp.status_code != 200:
-                raise RegistryError(f"the token service of {self.registry} answered HTTP {resp.status_code}",
+                raise DistributionError(f"the token service of {self.registry} answered HTTP {resp.status_code}",
                                     status=resp.status_code)
             try:
                 body = resp.json()
@@ -506,17 +506,17 @@ class RegistryClient:
             except (ValueError, AttributeError, TypeError):
                 token = None
             if not token:
-                raise RegistryError(f"the token service of {self.registry} returned no token", status=resp.status_code)
+                raise DistributionError(f"the token service of {self.registry} returned no token", status=resp.status_code)
         return token, time.time() + max(expires_in - _TOKEN_MARGIN, expires_in / 2)
 
-    def _refused(self, cred: Credential, status: int) -> AuthError:
+    def _refused(self, cred: Credential, status: int) -> Unauthorized:
         if cred.anonymous:
-            return AuthError(
+            return Unauthorized(
                 f"{self.registry} requires credentials and none were found for it; log in with "
                 f"`podman login {self.auth_registry}` / `docker login {self.auth_registry}`, or set "
                 f"COMPOSE_KFP_USERNAME and COMPOSE_KFP_PASSWORD", status=status)
         who = f" for user {cred.username!r}" if cred.username else ""
-        return AuthError(f"{self.registry} refused the credentials{who} from {cred.source}; "
+        return Unauthorized(f"{self.registry} refused the credentials{who} from {cred.source}; "
                          "check the user name and password or token", status=status)
 
     def _token(self, scopes: Sequence[str], repository: str | None, *, stale: str | None = None) -> str:
@@ -555,7 +555,7 @@ class RegistryClient:
             if cred.anonymous:
                 raise self._refused(cred, 401)
             if not self._may_send_secret(url):
-                raise AuthError(f"refusing to send credentials to {self.registry} over plain HTTP; "
+                raise Unauthorized(f"refusing to send credentials to {self.registry} over plain HTTP; "
                                 "use HTTPS for registries that are not on this machine", status=401)
             raw = f"{cred.username or ''}:{cred.password or cred.identity_token or ''}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
@@ -566,7 +566,7 @@ class RegistryClient:
 
         With Bearer auth this asks for ``pull`` (and ``push``) on ``repo`` and ``pull`` on each
         ``mount_from`` repository in one token request, so parallel steps share it. No-op for
-        Basic auth or an open registry. Raises :class:`AuthError` if the token service refuses.
+        Basic auth or an open registry. Raises :class:`Unauthorized` if the token service refuses.
         """
         self._ensure_pinged()
         if self._challenge is not None and self._challenge.scheme == "bearer":
@@ -607,12 +607,12 @@ class RegistryClient:
                 continue
             cred = self._credential(repository)
             if params.get("error") == "insufficient_scope" and not cred.anonymous:
-                raise AuthError(f"{self.registry} denied {cred.source} access to {', '.join(scopes)}; check that "
+                raise Unauthorized(f"{self.registry} denied {cred.source} access to {', '.join(scopes)}; check that "
                                 "the account may read (and, to push, write) this repository", status=401)
             raise self._refused(cred, 401)
         raise AssertionError("unreachable")
 
-    def _error(self, resp: requests.Response, what: str) -> RegistryError:
+    def _error(self, resp: requests.Response, what: str) -> DistributionError:
         code = message = None
         try:
             errors = resp.json().get("errors") or []
@@ -626,8 +626,8 @@ class RegistryClient:
         if resp.status_code == 404:
             return NotFound(text, status=404, code=code)
         if resp.status_code in (401, 403):
-            return AuthError(text, status=resp.status_code, code=code)
-        return RegistryError(text, status=resp.status_code, code=code)
+            return Unauthorized(text, status=resp.status_code, code=code)
+        return DistributionError(text, status=resp.status_code, code=code)
 
     @staticmethod
     def _pull(repo: str) -> list[str]:
@@ -654,7 +654,7 @@ class RegistryClient:
                 raise self._error(resp, f"GET manifest {repo}:{ref}")
             data = resp.raw.read(_MAX_MANIFEST + 1, decode_content=True)
             if len(data) > _MAX_MANIFEST:
-                raise RegistryError(f"{self.registry}: manifest {repo}:{ref} is larger than {_MAX_MANIFEST} bytes")
+                raise DistributionError(f"{self.registry}: manifest {repo}:{ref} is larger than {_MAX_MANIFEST} bytes")
             media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
             header_digest = resp.headers.get("Docker-Content-Digest")
         digest = self._check_manifest_digest(repo, ref, data, header_digest)
@@ -705,7 +705,7 @@ class RegistryClient:
 
         ``ref`` is a tag or the manifest's own digest. Returns the sha256 digest of ``data``.
         Raises :class:`DigestMismatch` if ``ref`` is a digest ``data`` does not hash to, and
-        :class:`RegistryError` (code ``MANIFEST_BLOB_UNKNOWN``...) when the registry rejects it.
+        :class:`DistributionError` (code ``MANIFEST_BLOB_UNKNOWN``...) when the registry rejects it.
         """
         digest = _sha256(data)
         if ":" in ref and _digest_of(data, ref.split(":", 1)[0]) != ref:
@@ -818,7 +818,7 @@ class RegistryClient:
                                 requests.exceptions.Timeout, urllib3.exceptions.HTTPError, OSError):
                             failures += 1
                             if failures > self.retries:
-                                raise RegistryError(f"{self.registry}: download of blob {repo}@{digest} kept "
+                                raise DistributionError(f"{self.registry}: download of blob {repo}@{digest} kept "
                                                     f"breaking off after {done} bytes") from None
                             log.debug("download of %s broke off at %d bytes; resuming", digest, done)
                             self._sleep(failures, None)
@@ -846,7 +846,7 @@ class RegistryClient:
         try:
             resp = self._send("POST", f"/v2/{repo}/blobs/uploads/?{query}",
                               scopes=self._push(repo) + [f"repository:{from_repo}:pull"], repository=repo)
-        except AuthError as e:
+        except Unauthorized as e:
             log.debug("cannot mount %s from %s into %s: %s", digest, from_repo, repo, e)
             return False
         with resp:
@@ -894,7 +894,7 @@ class RegistryClient:
         """``PATCH <upload URL>`` with ``Content-Range: <first>-<last>`` (spec §Pushing a blob in chunks).
 
         Returns the response (the caller reads ``Location`` from a 202); raises only on
-        transport failure after connect retries (:class:`RegistryError`).
+        transport failure after connect retries (:class:`DistributionError`).
         """
         headers = {"Content-Type": "application/octet-stream",
                    "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
@@ -904,7 +904,7 @@ class RegistryClient:
         """``PUT <upload URL>?digest=<digest>`` (spec §Pushing blobs: closing the upload / monolithic upload).
 
         ``data`` is the whole blob for a monolithic upload, empty after chunks. Raises
-        :class:`RegistryError` (``DIGEST_INVALID`` when the bytes do not hash to ``digest``).
+        :class:`DistributionError` (``DIGEST_INVALID`` when the bytes do not hash to ``digest``).
         """
         parts = urllib.parse.urlsplit(location)
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True) + [("digest", digest)]
@@ -952,11 +952,11 @@ class RegistryClient:
             with source.open() as f:
                 data = f.read()
             if len(data) != total:
-                raise RegistryError(f"blob {digest} has {len(data)} bytes, expected {total}")
+                raise DistributionError(f"blob {digest} has {len(data)} bytes, expected {total}")
             try:
                 self.finish_upload(repo, location, digest, data)
-            except RegistryError as e:
-                if isinstance(e, AuthError) or not self.blob_exists(repo, digest):
+            except DistributionError as e:
+                if isinstance(e, Unauthorized) or not self.blob_exists(repo, digest):
                     raise
             if progress:
                 progress(digest, total, total)
@@ -969,13 +969,13 @@ class RegistryClient:
                     f.seek(offset)
                 chunk = f.read(min(self.chunk_size, total - offset))
                 if not chunk:
-                    raise RegistryError(f"blob {digest} ended after {offset} bytes, expected {total}")
+                    raise DistributionError(f"blob {digest} ended after {offset} bytes, expected {total}")
                 retry_after, why = None, ""
                 try:
                     resp = self.patch_chunk(repo, location, offset, chunk)
-                except AuthError:
+                except Unauthorized:
                     raise
-                except RegistryError as e:
+                except DistributionError as e:
                     why = str(e)
                 else:
                     with resp:
@@ -1013,9 +1013,9 @@ class RegistryClient:
             try:
                 self.finish_upload(repo, location, digest)
                 return digest
-            except AuthError:
+            except Unauthorized:
                 raise
-            except RegistryError:
+            except DistributionError:
                 if self.blob_exists(repo, digest):
                     return digest
                 if attempt > self.retries:
@@ -1069,7 +1069,7 @@ def _referenced(manifest: bytes) -> list[tuple[str, int]]:
         items = [doc["config"]] + list(doc.get("layers") or [])
         return [(d["digest"], int(d.get("size", -1))) for d in items]
     except (ValueError, KeyError, TypeError) as e:
-        raise RegistryError(f"manifest is not a valid image manifest ({type(e).__name__}: {e})") from None
+        raise DistributionError(f"manifest is not a valid image manifest ({type(e).__name__}: {e})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1078,7 +1078,7 @@ class _Absent:
     size: int
 
     def open(self) -> BinaryIO:
-        raise RegistryError(f"blob {self.digest} is referenced by the manifest but was not given, is not in the "
+        raise DistributionError(f"blob {self.digest} is referenced by the manifest but was not given, is not in the "
                             "repository and could not be mounted")
 
 
@@ -1118,7 +1118,7 @@ def push_image(client: RegistryClient, repo: str, tags: Sequence[str], manifest_
     digest, then each tag in ``tags``. If anything fails before the manifest is written, no tag
     is touched, so a tag never names an image with missing blobs. Layers referenced by the
     manifest but absent from ``layer_sources`` (base layers) must already be in ``repo`` or be
-    mountable, else :class:`RegistryError`. Raises :class:`DigestMismatch` if ``config`` is not
+    mountable, else :class:`DistributionError`. Raises :class:`DigestMismatch` if ``config`` is not
     the blob the manifest names.
     """
     mounts = [mount_from] if isinstance(mount_from, str) else list(mount_from or ())
@@ -1137,10 +1137,10 @@ def push_index(client: RegistryClient, repo: str, tags: Sequence[str], index_byt
     """Push a multi-platform index: each image (blobs, then manifest by digest), then the index by digest, then tags.
 
     Every manifest the index lists must be among ``images`` or already in ``repo``; otherwise
-    :class:`RegistryError` is raised before the index is written. Returns the index digest.
+    :class:`DistributionError` is raised before the index is written. Returns the index digest.
     """
     if media_type not in _INDEX_TYPES:
-        raise RegistryError(f"{media_type!r} is not an index media type")
+        raise DistributionError(f"{media_type!r} is not an index media type")
     mounts = [mount_from] if isinstance(mount_from, str) else list(mount_from or ())
     client.authorize(repo, push=True, mount_from=mounts)
     pushed = set()
@@ -1150,10 +1150,10 @@ def push_index(client: RegistryClient, repo: str, tags: Sequence[str], index_byt
     try:
         listed = [m["digest"] for m in json.loads(index_bytes).get("manifests") or []]
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise RegistryError("index is not valid JSON with a 'manifests' list") from None
+        raise DistributionError("index is not valid JSON with a 'manifests' list") from None
     for d in listed:
         if d not in pushed and client.head_manifest(repo, d) is None:
-            raise RegistryError(f"the index lists manifest {d}, which was not given and is not in {repo}")
+            raise DistributionError(f"the index lists manifest {d}, which was not given and is not in {repo}")
     digest = client.put_manifest(repo, _sha256(index_bytes), index_bytes, media_type)
     for tag in tags:
         client.put_manifest(repo, tag, index_bytes, media_type)

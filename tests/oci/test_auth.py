@@ -19,7 +19,7 @@ from compose_kfp.oci.auth import (
     StaticKeychain,
     default_keychain,
 )
-from compose_kfp.oci.errors import AuthError
+from compose_kfp.oci.errors import Unauthorized
 
 CANARY = "canary-s3cr3t-" + "91b7d2"  # must never show up in output, logs, reprs or messages
 
@@ -133,22 +133,22 @@ def test_missing_and_failing_helpers_raise_without_leaking(tmp_path, helper_bin,
     cfg = write_json(tmp_path / "config.json", {"credHelpers": {"a.example.com": "broken", "b.example.com": "absent"}})
     kc = AuthFileKeychain(cfg)
     with caplog.at_level(logging.DEBUG):
-        with pytest.raises(AuthError) as exc:
+        with pytest.raises(Unauthorized) as exc:
             kc.resolve("a.example.com")
     assert "docker-credential-broken" in str(exc.value) and "exit status 3" in str(exc.value)
     assert CANARY not in str(exc.value) and CANARY not in caplog.text
-    with pytest.raises(AuthError, match="docker-credential-absent.*not on PATH"):
+    with pytest.raises(Unauthorized, match="docker-credential-absent.*not on PATH"):
         kc.resolve("b.example.com")
 
 
 def test_malformed_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"auths": {"x.io": {"auth": "' + CANARY + '"')
-    with pytest.raises(AuthError, match="bad.json is not valid JSON") as exc:
+    with pytest.raises(Unauthorized, match="bad.json is not valid JSON") as exc:
         AuthFileKeychain(bad).resolve("x.io")
     assert CANARY not in str(exc.value)
     notuser = write_json(tmp_path / "c.json", {"auths": {"x.io": {"auth": b64(CANARY)}}})
-    with pytest.raises(AuthError, match="does not decode to 'user:password'") as exc:
+    with pytest.raises(Unauthorized, match="does not decode to 'user:password'") as exc:
         AuthFileKeychain(notuser).resolve("x.io")
     assert CANARY not in str(exc.value)
     assert AuthFileKeychain(tmp_path / "missing.json").resolve("x.io") is ANONYMOUS

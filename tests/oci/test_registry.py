@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from compose_kfp.oci.auth import AuthFileKeychain, Credential, StaticKeychain
-from compose_kfp.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError
+from compose_kfp.oci.errors import Unauthorized, DigestMismatch, NotFound, DistributionError
 from compose_kfp.oci.registry import (
     MANIFEST_ACCEPT,
     BytesBlob,
@@ -122,13 +122,13 @@ def test_wrong_credentials_are_refused(request, unique_repo, caplog, capsys):
         server = request.getfixturevalue(name)
         with caplog.at_level(logging.DEBUG):
             client = client_for(server, password="wrong-" + BASIC_PASSWORD)
-            with pytest.raises(AuthError) as exc:
+            with pytest.raises(Unauthorized) as exc:
                 client.blob_exists(unique_repo, "sha256:" + "0" * 64)
         message = str(exc.value)
         assert server.host in message and "refused the credentials" in message and "'tester'" in message
         assert BASIC_PASSWORD not in message + caplog.text + repr(client) + str(capsys.readouterr())
         anonymous = RegistryClient(server.host, StaticKeychain({}))
-        with pytest.raises(AuthError, match=rf"{server.host} requires credentials and none were found"):
+        with pytest.raises(Unauthorized, match=rf"{server.host} requires credentials and none were found"):
             anonymous.head_manifest(unique_repo, "latest")
 
 
@@ -170,7 +170,7 @@ def test_expired_token_is_refreshed_once(registry_token, unique_repo):
     assert len(tokens.issued) - before == 2
     tokens.expire_next = 2  # expired twice in a row: refreshed only once, then a clear error
     client3 = client_for(registry_token)
-    with pytest.raises(AuthError, match="refused the credentials"):
+    with pytest.raises(Unauthorized, match="refused the credentials"):
         client3.get_manifest(unique_repo, "t")
     tokens.expire_next = 0
 
@@ -253,13 +253,13 @@ def test_corrupted_blob_and_manifest_are_detected(registry, unique_repo, tmp_pat
 def test_push_refuses_incomplete_images(registry, unique_repo):
     client = client_for(registry)
     manifest, config, layers = small_image(unique_repo)
-    with pytest.raises(RegistryError, match="referenced by the manifest but was not given"):
+    with pytest.raises(DistributionError, match="referenced by the manifest but was not given"):
         push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config, layers[:1])
     with pytest.raises(DigestMismatch, match="config"):
         push_image(client, unique_repo, ["t"], manifest, OCI_MANIFEST, config + b" ", layers)
     assert client.head_manifest(unique_repo, "t") is None
     # the registry itself also refuses a manifest whose blobs are missing
-    with pytest.raises(RegistryError) as exc:
+    with pytest.raises(DistributionError) as exc:
         client.put_manifest(unique_repo, "t", manifest, OCI_MANIFEST)
     assert exc.value.code == "MANIFEST_BLOB_UNKNOWN"
 
@@ -304,7 +304,7 @@ def test_push_index(server, unique_repo):
         assert client.get_manifest(unique_repo, entry["digest"])[2] == entry["digest"]
     bad = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
                       "manifests": [{**entries[0], "digest": "sha256:" + "2" * 64}]}).encode()
-    with pytest.raises(RegistryError, match="not given and is not in"):
+    with pytest.raises(DistributionError, match="not given and is not in"):
         push_index(client, unique_repo, ["bad"], bad, OCI_INDEX, [])
     assert client.head_manifest(unique_repo, "bad") is None
 
@@ -335,7 +335,7 @@ def test_no_credentials_over_plain_http_to_remote_hosts(registry_basic, unique_r
         client = RegistryClient(proxy.host, StaticKeychain({proxy.host: Credential("tester", BASIC_PASSWORD)}),
                                 insecure=True)
         with caplog.at_level(logging.DEBUG):
-            with pytest.raises(AuthError, match="refusing to send credentials .* over plain HTTP"):
+            with pytest.raises(Unauthorized, match="refusing to send credentials .* over plain HTTP"):
                 client.head_manifest(unique_repo, "latest")
         assert proxy.records() and all(r.authorization is None for r in proxy.records())
         assert BASIC_PASSWORD not in caplog.text
@@ -423,10 +423,10 @@ def test_tls_with_certs_d_folder(registry_tls, unique_repo, tmp_path):
                               ca_file=certs["ca"], client_cert=(str(certs["client_cert"]), str(certs["client_key"])))
     assert explicit.head_manifest(unique_repo, "tls")[1] == digest
     # unknown CA: a clear TLS error that says where the CA certificate goes
-    with pytest.raises(RegistryError, match=r"TLS verification of 127\.0\.0\.1:\d+ failed.*certs\.d"):
+    with pytest.raises(DistributionError, match=r"TLS verification of 127\.0\.0\.1:\d+ failed.*certs\.d"):
         RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[], retries=0).ping()
     # trusted CA but no client certificate: the handshake is refused
-    with pytest.raises(RegistryError):
+    with pytest.raises(DistributionError):
         RegistryClient(registry_tls.host, StaticKeychain({}), insecure=False, ca_dirs=[], ca_file=certs["ca"],
                        retries=0).ping()
 
@@ -444,7 +444,7 @@ def test_refused_connection_fails_at_once_and_says_nothing_listens():
     host = f"127.0.0.1:{_closed_port()}"
     client = RegistryClient(host, StaticKeychain({}), retries=5, backoff=0.5)  # defaults would wait ~18 s
     started = time.monotonic()
-    with pytest.raises(RegistryError) as exc:
+    with pytest.raises(DistributionError) as exc:
         client.head_manifest("team/app", "v1")
     assert time.monotonic() - started < 1.0  # not retried with backoff
     message = str(exc.value)
@@ -457,7 +457,7 @@ def test_refused_connection_is_told_from_a_reset(registry, fault_proxy):
 
     proxy = fault_proxy(registry)
     proxy.add(Fault("GET", r"/v2/", "reset", times=-1))
-    with pytest.raises(RegistryError) as exc:
+    with pytest.raises(DistributionError) as exc:
         RegistryClient(proxy.host, StaticKeychain({}), retries=2, backoff=0.01).ping()
     assert "after 2 retries" in str(exc.value) and "nothing is listening" not in str(exc.value)
     assert len(proxy.records("GET", r"/v2/")) == 3  # a reset is still retried

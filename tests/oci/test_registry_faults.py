@@ -14,7 +14,7 @@ import time
 import pytest
 
 from compose_kfp.oci.auth import Credential, StaticKeychain
-from compose_kfp.oci.errors import RegistryError
+from compose_kfp.oci.errors import DistributionError
 from compose_kfp.oci.registry import RegistryClient, UploadInterrupted, push_image
 from tests.fixtures.registry import BASIC_PASSWORD, Fault, image_json, tar_layer
 
@@ -109,9 +109,9 @@ def test_slow_response_past_the_timeout_is_retried(registry, fault_proxy, unique
     [
         (Fault("PATCH", UPLOADS, "status", status=503, times=-1), UploadInterrupted),
         (Fault("PATCH", UPLOADS, "reset_midway", times=-1), UploadInterrupted),
-        (Fault("PUT", r"/manifests/sha256:", "status", status=500, times=-1), RegistryError),
-        (Fault("PUT", r"/manifests/v1", "reset", times=-1), RegistryError),
-        (Fault("HEAD", r"/blobs/", "delay", delay=1.0, times=-1), RegistryError),
+        (Fault("PUT", r"/manifests/sha256:", "status", status=500, times=-1), DistributionError),
+        (Fault("PUT", r"/manifests/v1", "reset", times=-1), DistributionError),
+        (Fault("HEAD", r"/blobs/", "delay", delay=1.0, times=-1), DistributionError),
     ],
     ids=["patch-503", "patch-reset", "manifest-500", "tag-reset", "head-timeout"],
 )

@@ -1,0 +1,258 @@
+"""The rendered outputs of a project: component YAML files, the Argo Workflow, the KFP pipeline package.
+
+- :func:`render_outputs`: every output, each image pinned as ``repository@sha256:...``
+  (``<output_dir>/components/<step>.yaml``, ``<output_dir>/workflow.yaml`` for the ``argo``
+  target, ``<output_dir>/pipeline.yaml`` for the ``kfp`` target), as bytes; writes nothing.
+- :func:`rendered_digests`: their sha256 (what a plan compares with the files on disk), memoized
+  in the state folder.
+- :func:`check_output_writable` / :func:`write_rendered`: the writes (atomic), used by apply.
+- :func:`render_from_lock`: ``compose-kfp render``, with the digests recorded in kfp.lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from compose_kfp.build.lock import lock_component_images, lock_images
+from compose_kfp.build.statedir import ProjectState
+from compose_kfp.errors import RenderError
+from compose_kfp.oci.blobs import atomic_write
+
+if TYPE_CHECKING:
+    from compose_kfp.manifest.project import Project
+
+log = logging.getLogger(__name__)
+
+#: Rendered file names under ``render.output_dir``.
+WORKFLOW_FILE = "workflow.yaml"
+KFP_PIPELINE_FILE = "pipeline.yaml"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _sha(data: bytes) -> str:
+    """sha256 hex of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def digests_of(files: Mapping[str, bytes]) -> dict[str, str]:
+    """sha256 hex of each file of ``files`` (path -> bytes, from :func:`render_outputs`), by the same path."""
+    return {k: _sha(v) for k, v in files.items()}
+
+
+def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, bytes]:
+    """Render every output of ``project`` with steps pinned to ``images`` (step -> ``repo@sha256:...``): every
+    function step must be there; a component-file step found there gets that image instead of its own.
+
+    Returns:
+        path relative to the project folder -> file bytes: ``<output_dir>/components/<step>.yaml`` for each
+        step, ``<output_dir>/workflow.yaml`` (target ``argo``) and ``<output_dir>/pipeline.yaml`` (target
+        ``kfp``) when kfp.toml has a ``[pipeline]``.
+
+    Raises:
+        RenderError: a template or the KFP compiler failed; ConfigError: the graph cannot be resolved.
+    """
+    from compose_kfp.pipeline.graph import resolve_graph
+    from compose_kfp.pipeline.render.component import component_path, render_component
+
+    manifest, root = project.manifest, project.root
+    out_dir = project.loaded.output_dir
+    templates = (root / manifest.render.templates) if manifest.render.templates else None
+    specs = {}
+    for name, spec in project.components.items():
+        if manifest.steps[name].function and name not in images:
+            raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
+        if name in images:
+            spec = dataclasses.replace(spec, image=images[name])
+        specs[name] = spec
+    files: dict[str, bytes] = {}
+    texts: dict[str, str] = {}
+    for name, spec in specs.items():
+        text = render_component(spec, templates_dir=templates)
+        texts[name] = text
+        files[_rel(component_path(out_dir, name), root)] = text.encode("utf-8")
+    if manifest.pipeline is not None and manifest.pipeline.tasks:
+        pinned = {name: spec.image for name, spec in specs.items() if spec.image}
+        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned)
+        if "argo" in manifest.render.targets:
+            from compose_kfp.pipeline.render.workflow import render_workflow
+
+            files[_rel(out_dir / WORKFLOW_FILE, root)] = render_workflow(graph, manifest).encode("utf-8")
+        if "kfp" in manifest.render.targets:
+            from compose_kfp.pipeline.render.kfp import render_kfp_pipeline
+
+            with tempfile.TemporaryDirectory(prefix="compose-kfp-render-") as tmp:
+                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE)
+                files[_rel(out_dir / KFP_PIPELINE_FILE, root)] = Path(out).read_bytes()
+    return files
+
+
+def _render_inputs_key(project: Project, images: Mapping[str, str]) -> str:
+    """A digest of everything :func:`render_outputs` depends on: the validated manifest (overrides applied),
+    the step components (already introspected by ``load_project``), the pinned images, the user's template
+    folder (file names and contents), and the versions of compose-kfp, Jinja and (target ``kfp``) the KFP SDK."""
+    import importlib.metadata
+    import json as _json
+
+    from compose_kfp import __version__
+
+    h = hashlib.sha256()
+    h.update(project.manifest.model_dump_json(warnings=False).encode())
+    h.update(repr(sorted(project.components.items())).encode())
+    h.update(_json.dumps(sorted(images.items())).encode())
+    h.update(str(project.loaded.output_dir).encode())
+    versions = [__version__, importlib.metadata.version("jinja2")]
+    if "kfp" in project.manifest.render.targets:
+        versions.append(importlib.metadata.version("kfp"))
+    h.update(repr(versions).encode())
+    if project.manifest.render.templates:
+        folder = project.root / project.manifest.render.templates
+        for f in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            if f.is_file():
+                h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    from compose_kfp.pipeline.render import TEMPLATES_DIR
+
+    for f in sorted(TEMPLATES_DIR.glob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def rendered_digests(project: Project, images: Mapping[str, str]) -> dict[str, str]:
+    """sha256 hex of each file :func:`render_outputs` would write, by relative path.
+
+    Memoized in ``.compose-kfp/cache/render/<inputs key>.json`` (see :func:`_render_inputs_key`), so a
+    no-op ``plan`` does not compile templates or run the KFP compiler again. When the state folder cannot be
+    written (a read-only checkout), the digests are computed without being cached.
+    """
+    import json as _json
+
+    state = ProjectState(project.root)
+    path = state.dir / "cache" / "render" / f"{_render_inputs_key(project, images)}.json"
+    try:
+        cached = _json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, dict):
+            return {str(k): str(v) for k, v in cached.items()}
+    except (OSError, ValueError):
+        pass
+    digests = {k: _sha(v) for k, v in render_outputs(project, images).items()}
+    try:
+        atomic_write(path, _json.dumps(digests, sort_keys=True).encode())
+    except OSError as e:  # a read-only checkout: plan works, only without this cache
+        log.debug("not caching rendered digests in %s: %s", path, e)
+    return digests
+
+
+def rendered_names(project: Project) -> list[str]:
+    """The paths (relative to the project folder, POSIX) :func:`render_outputs` writes: a component file per step
+    in step order, then the workflow and the KFP pipeline package when kfp.toml has a ``[pipeline]``. Reads
+    nothing."""
+    from compose_kfp.pipeline.render.component import component_path
+
+    manifest, root, out_dir = project.manifest, project.root, project.loaded.output_dir
+    names = [_rel(component_path(out_dir, n), root) for n in project.components]
+    if manifest.pipeline is not None and manifest.pipeline.tasks:
+        if "argo" in manifest.render.targets:
+            names.append(_rel(out_dir / WORKFLOW_FILE, root))
+        if "kfp" in manifest.render.targets:
+            names.append(_rel(out_dir / KFP_PIPELINE_FILE, root))
+    return names
+
+
+def managed_prefixes(project: Project) -> list[str]:
+    """Folder prefixes (relative, ending in ``/``) whose files rendering owns: a file there that is no longer
+    rendered is removed (the components folder)."""
+    from compose_kfp.pipeline.render.component import COMPONENTS_DIR
+
+    return [_rel(project.loaded.output_dir / COMPONENTS_DIR, project.root) + "/"]
+
+
+def _output_error(project: Project, error: OSError, path: Path | str | None = None) -> RenderError:
+    """A :class:`RenderError` for a file-system ``error`` while writing under ``render.output_dir``."""
+    where = Path(path) if path is not None else Path(error.filename) if error.filename else project.loaded.output_dir
+    return RenderError(f"render.output_dir ({_rel(project.loaded.output_dir, project.root)}): cannot write "
+                       f"{_rel(where, project.root)}: {error.strerror or error}. The output folder must be a "
+                       "writable folder: fix its permissions, or set render.output_dir in kfp.toml (or "
+                       "COMPOSE_KFP_OUTPUT_DIR) to another one.")
+
+
+def check_output_writable(project: Project, files: Sequence[str]) -> None:
+    """Make sure the rendered files ``files`` (paths relative to the project folder) can be written: create
+    their folders and create and remove a probe file in each. Used by apply before anything is sent, so an
+    unwritable output folder fails before the registry or kfp.lock change.
+
+    Raises:
+        RenderError: a folder cannot be created or written (names ``render.output_dir`` and the path).
+    """
+    for folder in sorted({(project.root / rel).parent for rel in files}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise _output_error(project, e, folder) from None
+
+
+def write_rendered(project: Project, files: Mapping[str, bytes]) -> list[str]:
+    """Write ``files`` (from :func:`render_outputs`) atomically, and delete component files of steps that no
+    longer exist. Returns the paths written or removed (relative, sorted); unchanged files are not touched.
+
+    Raises:
+        RenderError: a file cannot be written or removed (read-only folder, a path under a regular file); the
+            message names ``render.output_dir`` and the path. Files written before the failure stay written.
+    """
+    root = project.root
+    touched = []
+    for rel, data in sorted(files.items()):
+        path = root / rel
+        try:
+            if path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        try:
+            atomic_write(path, data)
+        except OSError as e:
+            raise _output_error(project, e, path) from None
+        touched.append(rel)
+    from compose_kfp.pipeline.render.component import COMPONENTS_DIR
+
+    comp_dir = project.loaded.output_dir / COMPONENTS_DIR
+    if comp_dir.is_dir():
+        for path in sorted(comp_dir.glob("*.yaml")):
+            rel = _rel(path, root)
+            if rel not in files:
+                try:
+                    path.unlink()
+                except OSError as e:
+                    raise _output_error(project, e, path) from None
+                touched.append(rel)
+    return sorted(touched)
+
+
+def render_from_lock(project: Project) -> list[str]:
+    """``compose-kfp render``: render the outputs with the image digests recorded in kfp.lock; build and push nothing.
+
+    Returns the paths written (relative to the project folder).
+
+    Raises:
+        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
+    """
+    return write_rendered(project, render_outputs(project, {**lock_images(project),
+                                                            **lock_component_images(project)}))
+
+
+__all__ = ["KFP_PIPELINE_FILE", "WORKFLOW_FILE", "check_output_writable", "digests_of", "managed_prefixes",
+           "render_from_lock", "render_outputs", "rendered_digests", "rendered_names", "write_rendered"]

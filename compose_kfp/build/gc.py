@@ -286,19 +286,19 @@ def _base_configs(platforms: tuple[str, ...], lock: Mapping[str, Any] | None, st
             if isinstance(plat.get("base_layers"), int):
                 counts.setdefault(p, plat["base_layers"])
     best: dict[str, tuple[int, str]] = {}
-    for name, size, mtime in _small_blobs(state):
+    for name, mtime in _small_blobs(state):
         if name in keep.blobs:
             continue
         try:
-            raw = _read_inside(state, ("blobs", "sha256", name), _CONFIG_MAX)
-            if not raw.startswith(b"{"):
+            if _read_inside(state, ("blobs", "sha256", name), 1) != b"{":  # a layer: not read further
                 continue
-            doc = json.loads(raw)
+            doc = json.loads(_read_inside(state, ("blobs", "sha256", name), _CONFIG_MAX))
         except (OSError, ValueError):
             continue
-        if not isinstance(doc, dict) or not isinstance((doc.get("rootfs") or {}).get("diff_ids"), list):
+        rootfs = doc.get("rootfs") if isinstance(doc, dict) else None
+        if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
             continue
-        n = len(doc["rootfs"]["diff_ids"])
+        n = len(rootfs["diff_ids"])
         for p in platforms:
             os_, _, rest = p.partition("/")
             arch = rest.partition("/")[0]
@@ -309,7 +309,8 @@ def _base_configs(platforms: tuple[str, ...], lock: Mapping[str, Any] | None, st
         keep.blobs.add(name)
 
 
-def _small_blobs(state: ProjectState) -> Iterator[tuple[str, int, int]]:
+def _small_blobs(state: ProjectState) -> Iterator[tuple[str, int]]:
+    """``(hex, mtime_ns)`` of the regular blob files up to :data:`_CONFIG_MAX` bytes (links are not looked at)."""
     try:
         fd = _open_dir_chain(state.dir, ("blobs", "sha256"))
     except OSError:
@@ -321,7 +322,7 @@ def _small_blobs(state: ProjectState) -> Iterator[tuple[str, int, int]]:
                     continue
                 st = de.stat(follow_symlinks=False)
                 if stat.S_ISREG(st.st_mode) and st.st_size <= _CONFIG_MAX:
-                    yield de.name, st.st_size, st.st_mtime_ns
+                    yield de.name, st.st_mtime_ns
     finally:
         os.close(fd)
 

@@ -195,6 +195,17 @@ def _local_base(reference: str, platforms: Sequence[str], state: ProjectState) -
     return out
 
 
+def docker_archive_key(path: str) -> str | None:
+    """The ``cache/archives`` key (64 hex) of the ``docker save`` archive at ``path`` (absolute) as it is now:
+    sha256 of its path, size, mtime (ns) and inode, so a rewritten archive gets a new key. ``None`` when the
+    file cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()).hexdigest()
+
+
 def _docker_archive(path: str, state: ProjectState) -> Any:
     """A ``docker save`` archive imported into the project's blob store, once per archive version.
 
@@ -204,11 +215,9 @@ def _docker_archive(path: str, state: ProjectState) -> Any:
     """
     from compose_kfp.oci.layout import LocalImage, read_docker_archive
 
-    try:
-        st = os.stat(path)
-    except OSError:
+    key = docker_archive_key(path)
+    if key is None:
         raise ConfigError(f"image.base: docker-archive:{path}: no such file") from None
-    key = hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()).hexdigest()
     record = state.dir / "cache" / "archives" / f"{key}.json"
     store = state.store
     try:

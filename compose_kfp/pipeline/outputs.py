@@ -98,7 +98,7 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
     return files
 
 
-def _render_inputs_key(project: Project, images: Mapping[str, str]) -> str:
+def render_inputs_key(project: Project, images: Mapping[str, str]) -> str:
     """A digest of everything :func:`render_outputs` depends on: the validated manifest (overrides applied),
     the step components (already introspected by ``load_project``), the pinned images, the user's template
     folder (file names and contents), and the versions of compose-kfp, Jinja and (target ``kfp``) the KFP SDK."""
@@ -132,14 +132,14 @@ def _render_inputs_key(project: Project, images: Mapping[str, str]) -> str:
 def rendered_digests(project: Project, images: Mapping[str, str]) -> dict[str, str]:
     """sha256 hex of each file :func:`render_outputs` would write, by relative path.
 
-    Memoized in ``.compose-kfp/cache/render/<inputs key>.json`` (see :func:`_render_inputs_key`), so a
+    Memoized in ``.compose-kfp/cache/render/<inputs key>.json`` (see :func:`render_inputs_key`), so a
     no-op ``plan`` does not compile templates or run the KFP compiler again. When the state folder cannot be
     written (a read-only checkout), the digests are computed without being cached.
     """
     import json as _json
 
     state = ProjectState(project.root)
-    path = state.dir / "cache" / "render" / f"{_render_inputs_key(project, images)}.json"
+    path = state.dir / "cache" / "render" / f"{render_inputs_key(project, images)}.json"
     try:
         cached = _json.loads(path.read_text(encoding="utf-8"))
         if isinstance(cached, dict):

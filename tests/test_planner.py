@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
 import pytest
 
 from compose_kfp.build.images import desired_images
-from compose_kfp.build.spec import ImageSpec, LayerSpec, image_env
-from compose_kfp.build.state import BaseState, CurrentImage, LayerState, Observed, PlatformImageState
-from compose_kfp.oci.image import Manifest, append
+from compose_kfp.build.spec import LayerSpec, image_env
+from compose_kfp.build.state import CurrentImage, LayerState, Observed, PlatformImageState
+from compose_kfp.oci.image import Manifest
 from compose_kfp.planner import (
     Plan,
     assemble,
@@ -22,62 +21,17 @@ from compose_kfp.planner import (
     plan_files,
 )
 from compose_kfp.schema import Manifest as KfpManifest
-
-
-def d(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class _L:
-    media_type: str
-    digest: str
-    diff_id: str
-    size: int
-
-
-GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-def base_state(platform: str = "linux/amd64", version: str = "1", registry: str | None = "reg:5000") -> BaseState:
-    """A one-layer base image, as observe would report it."""
-    layer = _L(GZ, d("base-layer-" + version), d("base-diff-" + version), 1000)
-    m, c = append(None, None, [layer], env=["PATH=/usr/bin", "PYTHON_VERSION=3.11.7"], platform=platform)
-    return BaseState("reg:5000/base:v1", platform, digest=m.digest, top_digest=m.digest,
-                     manifest=m.raw_bytes().decode(), config=c.raw_bytes().decode(), registry=registry,
-                     repository="base")
-
-
-def image_spec(**kw) -> ImageSpec:
-    layers = (LayerSpec("runtime", "runtime"), LayerSpec("deps", "requirements", requirements="/p/req.txt"),
-              LayerSpec("src", "paths", includes=(("/p/src", "/app/src"),)))
-    values = dict(name="main", steps=("train",), repository="reg:5000/app", base="reg:5000/base:v1",
-                  platforms=("linux/amd64",), layers=layers, env=(("MODE", "a"),))
-    values.update(kw)
-    return ImageSpec(**values)
-
-
-def layer_state(name: str, kind: str, version: str = "1", size: int = 100,
-                files: tuple = ()) -> LayerState:
-    return LayerState(name, kind, key=d(f"key-{name}-{version}"), digest=d(f"{name}-{version}"),
-                      diff_id=d(f"diff-{name}-{version}"), size=size, media_type=GZ, files=files)
-
-
-SRC_FILES_1 = (("app/src/a.py", 10, 1), ("app/src/b.py", 20, 1))
-SRC_FILES_2 = (("app/src/a.py", 11, 2), ("app/src/b.py", 20, 1), ("app/src/c.py", 5, 2))
-
-
-def layers_v(src: str = "1", deps: str = "1", files=SRC_FILES_1) -> tuple[LayerState, ...]:
-    return (layer_state("runtime", "runtime", size=2000), layer_state("deps", "requirements", deps, size=50000),
-            layer_state("src", "paths", src, size=300, files=files))
-
-
-def observed(layers=None, current=None, remote=frozenset(), tags=None, base=None, records=None,
-             same_registry=True) -> Observed:
-    base = base or base_state()
-    return Observed(bases={"linux/amd64": base}, layers={("main", "linux/amd64"): layers or layers_v()},
-                    current=current or {}, remote_blobs=frozenset(remote), tags=tags or {},
-                    file_records=records or {}, same_registry=same_registry)
+from tests.fixtures.planning import (
+    GZ,
+    SRC_FILES_1,
+    SRC_FILES_2,
+    base_state,
+    d,
+    _L,
+    image_spec,
+    layers_v,
+    observed,
+)
 
 
 def current_from(p: Plan) -> dict[str, CurrentImage]:

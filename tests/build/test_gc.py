@@ -227,10 +227,10 @@ def test_gc_waits_for_the_project_lock(project_factory, registry):
 
 
 def test_gc_keeps_a_docker_archive_base_import(project_factory, registry):
-    from tests.test_apply import _docker_save
+    from tests.fixtures.oci_tools import write_docker_save
 
     root = project_factory(base="docker-archive:base.tar")
-    _docker_save(root / "base.tar", {"etc/os-release": b"ID=archive\n"})
+    write_docker_save(root / "base.tar", {"etc/os-release": b"ID=archive\n"})
     _apply(root)
     archives = sorted((root / ".compose-kfp" / "cache" / "archives").glob("*.json"))
     assert len(archives) == 1

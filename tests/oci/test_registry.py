@@ -22,7 +22,7 @@ from compose_kfp.oci.registry import (
     push_image,
     push_index,
 )
-from tests.fixtures.registry import BASIC_PASSWORD, Fault, FaultProxy, image_json, tar_layer
+from tests.fixtures.registry import BASIC_PASSWORD, Fault, FaultProxy, closed_port, image_json, tar_layer
 
 pytestmark = pytest.mark.registry
 
@@ -431,17 +431,10 @@ def test_tls_with_certs_d_folder(registry_tls, unique_repo, tmp_path):
                        retries=0).ping()
 
 
-def _closed_port() -> int:
-    """A loopback TCP port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_refused_connection_fails_at_once_and_says_nothing_listens():
     import time
 
-    host = f"127.0.0.1:{_closed_port()}"
+    host = f"127.0.0.1:{closed_port()}"
     client = RegistryClient(host, StaticKeychain({}), retries=5, backoff=0.5)  # defaults would wait ~18 s
     started = time.monotonic()
     with pytest.raises(DistributionError) as exc:

@@ -40,8 +40,8 @@ from compose_kfp.build.requirements import (
 from compose_kfp.build.spec import BIN_DIR, SITE_PACKAGES, merge_image_env
 from compose_kfp.errors import BuildError, ConfigError
 from compose_kfp.oci.blobs import BlobStore
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_REQUIREMENTS = REPO / "examples" / "iris" / "requirements.txt"
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: small pure-Python wheels from PyPI; wheel ships a console script

@@ -20,8 +20,8 @@ import pytest
 
 from compose_kfp.runtime import RUNTIME_ENV, RUNTIME_PREFIX, runtime_files
 from compose_kfp.runtime import marshal
+from tests.fixtures.paths import DATA
 
-DATA = Path(__file__).parent / "data"
 
 
 def _find_python38() -> str | None:

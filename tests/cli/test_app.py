@@ -15,46 +15,13 @@ import pytest
 from compose_kfp import cli, errors
 from compose_kfp.manifest import docs, load
 from compose_kfp.oci import errors as oci_errors
-
-REPO = Path(__file__).resolve().parents[1]
-
-VALID = '''\
-[project]
-name = "demo"
-
-[image]
-base = "python:3.11-slim"
-repository = "oci:build/image"
-
-[steps.double]
-function = "src/steps.py:double"
-
-[pipeline]
-params = { x = 2 }
-
-[pipeline.tasks.double]
-step = "double"
-args.x = { param = "x" }
-'''
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
+from tests.fixtures.cli import VALID, run
+from tests.fixtures.paths import REPO
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "steps.py").write_text('def double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n')
-    (tmp_path / "kfp.toml").write_text(VALID)
-    return tmp_path
+def project(cli_project) -> Path:
+    return cli_project
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,8 @@ from compose_kfp.steps.introspect import function_component
 from compose_kfp.pipeline.render import make_environment, render_template
 from compose_kfp.pipeline.render.component import component_path, render_component
 from compose_kfp.pipeline.render.filters import quote_string, to_yaml
+from tests.fixtures.paths import DATA, REPO
 
-DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).resolve().parents[1]
 IMAGE = "localhost:5000/examples/typed@sha256:" + "0123456789abcdef" * 4
 
 TRICKY_STRINGS = [

@@ -11,6 +11,7 @@ from compose_kfp.steps.component import InputSpec, OutputSpec
 from compose_kfp.errors import StepError
 from compose_kfp.steps.introspect import RETURN_OUTPUT, function_component, parse_docstring
 from compose_kfp.runtime.signature import analyze_source
+from tests.fixtures.paths import EXAMPLES as EXAMPLES_DIR
 
 
 def component(tmp_path: Path, source: str, function: str = "step", *, file: str = "src/steps.py"):
@@ -395,7 +396,7 @@ def test_imports_under_if_type_checking_and_try_are_seen():
 
 
 def test_iris_example_interfaces():
-    root = Path(__file__).resolve().parents[1] / "examples" / "iris"
+    root = EXAMPLES_DIR / "iris"
     if not (root / "src" / "iris.py").is_file():
         pytest.skip("examples/iris not present")
     load = function_component(root, "src/iris.py:load_data", step_name="load")

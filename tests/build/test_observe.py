@@ -6,9 +6,14 @@ import time
 
 import pytest
 
-from tests.oci.test_registry import _closed_port
-from tests.test_cli import run
-from tests.test_user_reports import project  # noqa: F401 (the fixture: a project on `scratch`, oci: destination)
+from tests.fixtures.cli import run
+from tests.fixtures.registry import closed_port as _closed_port
+
+
+@pytest.fixture
+def project(scratch_project):
+    """The one-step project on `scratch` (oci: destination)."""
+    return scratch_project
 
 
 @pytest.mark.parametrize("flag, key, value", [

@@ -26,8 +26,9 @@ from tests.fixtures.pipeline_graphs import (
     manifest_from_toml,
     scenario_graph,
 )
+from tests.fixtures.paths import EXAMPLES as EXAMPLES_DIR
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*/kfp.toml"))
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*/kfp.toml"))
 
 #: THIRD_PARTY without its `if` on an inputValue (KFP v2 only supports isPresent conditions).
 KFP_THIRD_PARTY = dataclasses.replace(THIRD_PARTY, args=THIRD_PARTY.args[:-1])

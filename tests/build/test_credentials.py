@@ -17,7 +17,7 @@ from compose_kfp.oci.auth import ANONYMOUS
 from compose_kfp.oci.errors import Unauthorized
 from compose_kfp.schema import AuthConfig
 from tests.fixtures.project import write_project
-from tests.test_cli import run
+from tests.fixtures.cli import run
 
 CANARY = "canary-pw-" + "5d1e0c"
 DEST = "registry.example.com:5000"

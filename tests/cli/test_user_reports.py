@@ -11,19 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import VALID, run  # run: cli.main in-process -> (exit code, stdout, stderr)
-
-# test_cli's project, on top of `scratch` so that apply needs no registry (image: oci:build/image).
-MANIFEST = VALID.replace('base = "python:3.11-slim"', 'base = "scratch"')
-assert 'base = "scratch"' in MANIFEST
+from tests.fixtures.cli import SCRATCH_MANIFEST as MANIFEST
+from tests.fixtures.cli import run  # run: cli.main in-process -> (exit code, stdout, stderr)
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "steps.py").write_text('def double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n')
-    (tmp_path / "kfp.toml").write_text(MANIFEST)
-    return tmp_path
+def project(scratch_project) -> Path:
+    return scratch_project
 
 
 @pytest.mark.parametrize("key", ["repository", "base"])

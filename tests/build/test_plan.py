@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.test_cli import run
+from tests.fixtures.cli import run
 
 H = "sha256:" + "cd" * 32
 

@@ -23,6 +23,7 @@ from compose_kfp.oci.reference import Reference
 from compose_kfp.oci.registry import RegistryClient
 from compose_kfp.planner import Plan, format_plan
 from compose_kfp.manifest.project import load_project
+from tests.fixtures.oci_tools import write_docker_save
 from tests.fixtures.project import manifest_puts, push_base_image, uploads
 
 pytestmark = pytest.mark.registry
@@ -461,35 +462,9 @@ def test_docker_format_images_plan_by_layer_name(project_factory, registry):
     assert {ly.name: ly.action for ly in p.image("main").platforms[0].layers} == expected
 
 
-def _docker_save(path, files: dict[str, bytes]) -> None:
-    """Write a legacy ``docker save`` archive of a one-layer linux/amd64 image with ``files``."""
-    import hashlib
-    import io
-    import tarfile
-
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    layer_bytes = layer.getvalue()
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "config": {"Env": ["PYTHON_VERSION=3.11.7"]},
-                         "rootfs": {"type": "layers",
-                                    "diff_ids": ["sha256:" + hashlib.sha256(layer_bytes).hexdigest()]}}).encode()
-    with tarfile.open(path, "w") as t:
-        for name, data in (("l1/layer.tar", layer_bytes), ("config.json", config),
-                           ("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["tiny:1"],
-                                                          "Layers": ["l1/layer.tar"]}]).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-
-
 def test_docker_archive_base(project_factory, registry, tmp_path):
     root = project_factory(base="docker-archive:base.tar")
-    _docker_save(root / "base.tar", {"etc/os-release": b"ID=archive\n"})
+    write_docker_save(root / "base.tar", {"etc/os-release": b"ID=archive\n"})
     result = _apply(root)
     plat = result.plan.image("main").platforms[0]
     assert plat.recipe.family == "docker" and len(result.uploaded) == 5  # base layer, 3 layers, config

@@ -30,9 +30,10 @@ from tests.fixtures.pipeline_graphs import (
     manifest_from_toml,
     scenario_graph,
 )
+from tests.fixtures.paths import EXAMPLES as EXAMPLES_DIR
+from tests.fixtures.paths import GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*/kfp.toml"))
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*/kfp.toml"))
 
 
 def render(name: str) -> tuple[str, object]:

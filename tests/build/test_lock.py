@@ -9,7 +9,7 @@ import pytest
 from compose_kfp.errors import ConfigError, StaleError
 from compose_kfp.build.lock import check_frozen, diff_locks, dumps, lock_from_plan, read_lock, write_lock
 from compose_kfp.planner import plan
-from tests.test_planner import image_spec, layers_v, observed
+from tests.fixtures.planning import image_spec, layers_v, observed
 
 
 def _lock():

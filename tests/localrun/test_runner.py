@@ -426,7 +426,7 @@ def test_param_values_must_fit_the_default_type(tmp_path, name, good, bad, kind)
 def test_cli_run_checks_param_types_and_warns_about_a_stale_image(tmp_path):
     from compose_kfp.localrun.project import stale_layers
     from compose_kfp.manifest.project import load_project
-    from tests.test_cli import VALID, run
+    from tests.fixtures.cli import VALID, run
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "steps.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")

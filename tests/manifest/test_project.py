@@ -12,8 +12,8 @@ from compose_kfp.errors import ConfigError, StepError
 from compose_kfp.manifest.load import load_manifest
 from compose_kfp.manifest.project import Project, load_project
 from compose_kfp.manifest.scaffold import SkippedStep, detect_steps, ignore_state_dir, scaffold_manifest
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 SOURCE = '''\
 from typing import NamedTuple

@@ -1,6 +1,6 @@
 """A `user:password@` prefix in an image reference is refused everywhere without echoing the secret.
 
-Runs the real command line in-process (``tests.test_cli.run``) with a canary password in ``image.repository``,
+Runs the real command line in-process (``tests.fixtures.cli.run``) with a canary password in ``image.repository``,
 ``image.base``, ``--repository`` and ``--base``, for ``validate`` and ``plan``; nothing reaches a registry
 because the reference is refused while the manifest is loaded.
 """
@@ -11,8 +11,14 @@ import pytest
 
 from compose_kfp.oci.errors import InvalidReference
 from compose_kfp.oci.reference import Reference, has_userinfo, redact_userinfo
-from tests.test_cli import run
-from tests.test_user_reports import MANIFEST, project  # noqa: F401 (project: the fixture, on `scratch`)
+from tests.fixtures.cli import SCRATCH_MANIFEST as MANIFEST
+from tests.fixtures.cli import run
+
+
+@pytest.fixture
+def project(scratch_project):
+    """The one-step project on `scratch` (oci: destination)."""
+    return scratch_project
 
 CANARY = "hunter2CANARY"
 D = "sha256:" + "ab" * 32

@@ -90,7 +90,8 @@ from compose_kfp.oci.blobs import BlobStore
 from compose_kfp.oci.image import ImageConfig, Index, Manifest, Platform, parse_manifest, select_platform
 from compose_kfp.oci.layer import Layer
 from compose_kfp.oci.reference import Reference
-from compose_kfp.oci.registry import RegistryClient, is_loopback
+from compose_kfp.oci.registry import RegistryClient
+from compose_kfp.oci.transport import is_loopback
 from compose_kfp.oci.unpack import remove_tree, unpack_image
 from compose_kfp.steps.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
 

@@ -5,11 +5,11 @@ Shaped after go-containerregistry's ``pkg/v1/remote/transport``: the protocol st
 gets each request to the registry and back.
 
 * ``requests`` with a pooled :class:`~requests.adapters.HTTPAdapter` and urllib3
-  :class:`~urllib3.util.Retry`: connection errors (except a refused connection,
-  which fails at once: nothing listens there), timeouts and HTTP 408, 429,
-  500, 502, 503, 504 are retried with exponential backoff and jitter, honouring
-  ``Retry-After`` (capped at :data:`MAX_RETRY_AFTER` seconds), at most
-  ``retries`` times. ``PATCH`` (not idempotent) is not retried by urllib3: a
+  :class:`~urllib3.util.Retry`: connection errors (except a refused connection
+  and a host name that does not resolve, which fail at once: asking again gets
+  the same answer), timeouts and HTTP 408, 429, 500, 502, 503, 504 are retried
+  with exponential backoff and jitter, honouring ``Retry-After`` (capped at
+  :data:`MAX_RETRY_AFTER` seconds), at most ``retries`` times. ``PATCH`` (not idempotent) is not retried by urllib3: a
   failed chunk is resumed by asking the upload URL how far it got.
 * Auth from the ``WWW-Authenticate`` challenge of ``GET /v2/``: Basic, or Bearer
   tokens fetched from the realm (with credentials, an identity token, or
@@ -37,11 +37,12 @@ import os
 import pathlib
 import random
 import re
+import socket
 import ssl
 import threading
 import time
 import urllib.parse
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import requests
 import requests.adapters
@@ -55,6 +56,7 @@ __all__ = [
     "Transport",
     "is_loopback",
     "connection_refused",
+    "name_not_resolved",
     "parse_www_authenticate",
     "DEFAULT_TIMEOUT",
     "DEFAULT_RETRIES",
@@ -116,25 +118,42 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def connection_refused(error: BaseException | None) -> bool:
-    """Whether ``error`` (a requests/urllib3 exception, walked through its causes) is a refused TCP connection:
-    nothing listens at the address, so retrying with backoff would only delay the same answer."""
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and every exception it wraps: ``__cause__``, ``__context__``, urllib3's ``reason``, ``args``."""
     todo, seen = [error], set()
     while todo:
         e = todo.pop()
         if not isinstance(e, BaseException) or id(e) in seen:  # ``reason`` can be a str (SSLError)
             continue
         seen.add(id(e))
-        if isinstance(e, ConnectionRefusedError):
-            return True
+        yield e
         todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
         todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-    return False
+
+
+def connection_refused(error: BaseException | None) -> bool:
+    """Whether ``error`` (a requests/urllib3 exception, walked through its causes) is a refused TCP connection:
+    nothing listens at the address, so retrying with backoff would only delay the same answer."""
+    return any(isinstance(e, ConnectionRefusedError) for e in _causes(error))
+
+
+#: ``getaddrinfo`` answers that mean the name has no address (RFC 3493 EAI_* codes); ``EAI_AGAIN``
+#: (temporary failure, e.g. a DNS server that did not answer) is not among them and is retried.
+_UNRESOLVED = frozenset(getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL")
+                        if hasattr(socket, name))
+
+
+def name_not_resolved(error: BaseException | None) -> bool:
+    """Whether ``error`` (a requests/urllib3 exception, walked through its causes) is a host name that does
+    not resolve (``socket.gaierror`` with ``EAI_NONAME``, ``EAI_NODATA`` or ``EAI_FAIL``): asking again
+    would get the same answer, so it is not retried."""
+    return any(isinstance(e, socket.gaierror) and e.errno in _UNRESOLVED for e in _causes(error))
 
 
 class _CappedRetry(Retry):
     """urllib3 Retry whose ``Retry-After`` sleeps are capped at :data:`MAX_RETRY_AFTER` seconds and that does not
-    retry a refused connection (resets, timeouts and retryable statuses are still retried)."""
+    retry a refused connection or a host name that does not resolve (resets, timeouts, temporary DNS failures
+    and retryable statuses are still retried)."""
 
     def get_retry_after(self, response):  # type: ignore[override]
         value = super().get_retry_after(response)
@@ -142,7 +161,7 @@ class _CappedRetry(Retry):
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None,  # type: ignore[override]
                   _stacktrace=None):
-        if error is not None and connection_refused(error):
+        if error is not None and (connection_refused(error) or name_not_resolved(error)):
             raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
@@ -312,7 +331,8 @@ class Transport:
         Returns the response whatever its status (the caller closes it). Raises
         :class:`RegistryError` when no answer came: TLS verification failed, nothing
         listens at the address (at once, not retried), or the connection kept failing or
-        timing out after ``retries`` retries.
+        timing out after ``retries`` retries. A refused connection and a host name that
+        does not resolve fail at once, with a message saying so.
         """
         try:
             return self.session.request(method, url, headers=headers, data=data, stream=stream,
@@ -330,6 +350,11 @@ class Transport:
                 raise RegistryError(f"cannot reach the registry {self.registry}: nothing is listening at "
                                     f"{self.scheme}://{self.registry} (connection refused on {method} "
                                     f"{self.shown(url)}); start the registry or fix the host and port") from None
+            if name_not_resolved(e):
+                host = urllib.parse.urlsplit(url).hostname or self.registry
+                raise RegistryError(f"cannot reach the registry {self.registry}: the host name {host} does not "
+                                    f"resolve (name lookup failed on {method} {self.shown(url)}); check the "
+                                    "spelling of the host name") from None
             kind = "timed out" if isinstance(e, requests.exceptions.Timeout) or "timed out" in str(e).lower() \
                 else "connection failed"
             raise RegistryError(f"cannot reach {self.registry}: {method} {self.shown(url)} {kind} "

@@ -89,7 +89,7 @@ from compose_kfp.localrun.rootfs import ImageStore, RegistryOptions, image_user
 from compose_kfp.pipeline.graph import Task, TaskGraph, literal_text
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.reference import Reference
-from compose_kfp.oci.registry import is_loopback
+from compose_kfp.oci.transport import is_loopback
 from compose_kfp.oci.unpack import remove_tree
 from compose_kfp.steps.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
 

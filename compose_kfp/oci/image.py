@@ -580,21 +580,31 @@ def format_created(value: str | _dt.datetime | int | None = None) -> str:
 
 
 def merge_env(base: Sequence[str] | None, env: Mapping[str, str] | Sequence[str] | None) -> list[str]:
-    """``KEY=VALUE`` list: ``base`` with each key of ``env`` replaced in place or appended (in ``env`` order)."""
+    """``KEY=VALUE`` list (an image config's ``Env``): ``base`` with each key of ``env`` replaced in place or appended.
+
+    ``env`` is a mapping or ``KEY=VALUE`` / ``KEY`` strings (``KEY`` means ``KEY=``). A key
+    already in the list has its first entry replaced where it stands; a new key is
+    appended, in ``env`` order; a key given twice in ``env`` ends with its last value.
+    Linear in ``len(base) + len(env)``. Raises :class:`ImageError` for an empty key or
+    one containing ``=``.
+    """
     result = list(base or [])
     if not env:
         return result
+    where: dict[str, int] = {}  # key -> index of its first entry in ``result``
+    for i, existing in enumerate(result):
+        where.setdefault(existing.split("=", 1)[0], i)
     items = env.items() if isinstance(env, Mapping) else (e.split("=", 1) if "=" in e else (e, "") for e in env)
     for key, value in items:
         if not key or "=" in key:
             raise ImageError(f"invalid environment variable name {key!r}")
         entry = f"{key}={value}"
-        for i, existing in enumerate(result):
-            if existing.split("=", 1)[0] == key:
-                result[i] = entry
-                break
-        else:
+        i = where.get(key)
+        if i is None:
+            where[key] = len(result)
             result.append(entry)
+        else:
+            result[i] = entry
     return result
 
 

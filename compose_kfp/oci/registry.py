@@ -5,24 +5,11 @@ Shaped after go-containerregistry's ``remote/write.go``: for each blob
 digest, and only then the tags, so that a tag never points at an image whose
 blobs are not all in the registry.
 
-Transport:
-
-* ``requests`` with a pooled :class:`~requests.adapters.HTTPAdapter` and urllib3
-  :class:`~urllib3.util.Retry`: connection errors (except a refused connection,
-  which fails at once: nothing listens there), timeouts and HTTP 408, 429,
-  500, 502, 503, 504 are retried with exponential backoff and jitter, honouring
-  ``Retry-After`` (capped at :data:`MAX_RETRY_AFTER` seconds), at most
-  ``retries`` times. ``PATCH`` (not idempotent) is not retried by urllib3: a
-  failed chunk is resumed by asking the upload URL how far it got.
-* Auth from the ``WWW-Authenticate`` challenge of ``GET /v2/``: Basic, or Bearer
-  tokens fetched from the realm (with credentials, an identity token, or
-  anonymously), cached per scope until they expire, and refreshed once when a
-  request is answered 401 in the middle of an operation.
-* TLS with the system CAs plus the per-registry certificate folders docker and
-  podman use (``<dir>/<host[:port]>/*.crt`` CA files, ``*.cert``/``*.key``
-  client pairs; dirs in :data:`DEFAULT_CERT_DIRS`), or explicit paths. Plain
-  HTTP only for loopback hosts (``insecure=None``) or when ``insecure=True``;
-  credentials are never sent over plain HTTP to a non-loopback host.
+Each step builds its request (path, token scopes, headers), sends it through a
+:class:`~compose_kfp.oci.transport.Transport` (session, TLS, retries, the auth
+challenge and token cache, error answers mapped to :mod:`compose_kfp.oci.errors`)
+and reads the answer. Steps that resume rather than repeat (chunked uploads that
+ask the upload URL how far they got, downloads continued with ``Range``) are here.
 
 Secrets never reach a log line, an exception message or ``repr()``.
 
@@ -32,31 +19,24 @@ total_bytes: int)`` and may be called from worker threads.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import dataclasses
 import hashlib
 import io
-import ipaddress
 import json
 import logging
 import os
 import pathlib
-import random
 import re
-import ssl
 import tempfile
 import threading
-import time
 import urllib.parse
-from typing import BinaryIO, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import BinaryIO, Callable, Iterable, Protocol, Sequence
 
 import requests
-import requests.adapters
 import urllib3.exceptions
-from urllib3.util.retry import Retry
 
-from compose_kfp.oci.auth import ANONYMOUS, Credential, Keychain, default_keychain
+from compose_kfp.oci.auth import Keychain, default_keychain
 from compose_kfp.oci.errors import Unauthorized, DigestMismatch, NotFound, DistributionError
 from compose_kfp.oci.image import (
     MEDIA_TYPE_DOCKER_MANIFEST,
@@ -65,6 +45,7 @@ from compose_kfp.oci.image import (
     MEDIA_TYPE_OCI_MANIFEST,
 )
 from compose_kfp.oci.reference import Reference, validate_digest
+from compose_kfp.oci.transport import DEFAULT_RETRIES, DEFAULT_TIMEOUT, RETRY_STATUSES, Transport
 
 __all__ = [
     "RegistryClient",
@@ -76,8 +57,6 @@ __all__ = [
     "push_index",
     "MANIFEST_ACCEPT",
     "DEFAULT_CHUNK_SIZE",
-    "DEFAULT_CERT_DIRS",
-    "RETRY_STATUSES",
     "UploadInterrupted",
 ]
 
@@ -88,19 +67,10 @@ MANIFEST_ACCEPT: tuple[str, ...] = (
     MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST)
 _INDEX_TYPES = frozenset({MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST})
 
+#: Bytes per upload ``PATCH``; blobs up to this size are uploaded with one ``PUT``.
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_RETRIES = 5
-MAX_RETRY_AFTER = 60.0
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-DEFAULT_CERT_DIRS: tuple[str, ...] = (
-    "/etc/containers/certs.d",
-    "/etc/docker/certs.d",
-    "~/.config/containers/certs.d",
-)
 _READ_BLOCK = 1024 * 1024
 _MAX_MANIFEST = 8 * 1024 * 1024
-_TOKEN_MARGIN = 10.0
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -166,41 +136,6 @@ class FileBlob:
         return open(self.path, "rb")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Challenge:
-    scheme: str  # "basic" or "bearer"
-    params: Mapping[str, str]
-
-
-_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
-
-
-def parse_www_authenticate(header: str) -> tuple[str, dict[str, str]]:
-    """Parse one ``WWW-Authenticate`` challenge into (lowercase scheme, params). ``("", {})`` if empty."""
-    header = (header or "").strip()
-    if not header:
-        return "", {}
-    scheme, _, rest = header.partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
-              for m in _CHALLENGE_PARAM.finditer(rest)}
-    return scheme.lower(), params
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (with or without ``:port`` / brackets)."""
-    h = host
-    if h.startswith("["):
-        h = h[1:h.find("]")]
-    elif h.count(":") == 1:
-        h = h.split(":", 1)[0]
-    if h.lower() == "localhost" or h.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
 def _iter_available(resp: requests.Response) -> Iterable[bytes]:
     """The body in blocks of what has arrived (``read1``), so that a transfer that breaks off
     keeps every byte received before the break (``iter_content`` would drop a partial block)."""
@@ -219,50 +154,6 @@ def _digest_of(data: bytes, algo: str) -> str:
     return f"{algo}:" + hashlib.new(algo, data).hexdigest()
 
 
-def connection_refused(error: BaseException | None) -> bool:
-    """Whether ``error`` (a requests/urllib3 exception, walked through its causes) is a refused TCP connection:
-    nothing listens at the address, so retrying with backoff would only delay the same answer."""
-    todo, seen = [error], set()
-    while todo:
-        e = todo.pop()
-        if not isinstance(e, BaseException) or id(e) in seen:  # ``reason`` can be a str (SSLError)
-            continue
-        seen.add(id(e))
-        if isinstance(e, ConnectionRefusedError):
-            return True
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-    return False
-
-
-class _CappedRetry(Retry):
-    """urllib3 Retry whose ``Retry-After`` sleeps are capped at :data:`MAX_RETRY_AFTER` seconds and that does not
-    retry a refused connection (resets, timeouts and retryable statuses are still retried)."""
-
-    def get_retry_after(self, response):  # type: ignore[override]
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, MAX_RETRY_AFTER)
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None,  # type: ignore[override]
-                  _stacktrace=None):
-        if error is not None and connection_refused(error):
-            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-
-def _scope_key(scopes: Iterable[str]) -> dict[str, frozenset[str]]:
-    out: dict[str, set[str]] = {}
-    for s in scopes:
-        kind, _, rest = s.partition(":")
-        name, _, actions = rest.rpartition(":")
-        out.setdefault(f"{kind}:{name}", set()).update(a for a in actions.split(",") if a)
-    return {k: frozenset(v) for k, v in out.items()}
-
-
-def _covers(have: dict[str, frozenset[str]], need: dict[str, frozenset[str]]) -> bool:
-    return all(k in have and v <= have[k] for k, v in need.items())
-
-
 class RegistryClient:
     """Speaks the distribution API to one registry.
 
@@ -271,7 +162,8 @@ class RegistryClient:
         keychain: resolves credentials; default :func:`~compose_kfp.oci.auth.default_keychain`.
         insecure: ``None`` (default): plain HTTP for loopback hosts, HTTPS otherwise; ``True``: plain HTTP;
             ``False``: always HTTPS.
-        ca_dirs: certificate folders to look in for ``<dir>/<registry>/`` (default :data:`DEFAULT_CERT_DIRS`).
+        ca_dirs: certificate folders to look in for ``<dir>/<registry>/``
+            (default :data:`~compose_kfp.oci.transport.DEFAULT_CERT_DIRS`).
         ca_file: an extra CA bundle (PEM) trusted in addition to the system CAs.
         client_cert: ``(cert_path, key_path)`` for TLS client authentication.
         timeout: seconds to wait to connect and between bytes of a response.
@@ -280,6 +172,9 @@ class RegistryClient:
         chunk_size: bytes per ``PATCH``; blobs up to this size are uploaded with one ``PUT``.
         auth_registry: the host credentials are looked up under (default ``registry``;
             pass ``docker.io`` when talking to ``registry-1.docker.io``).
+
+    Everything but ``chunk_size`` configures the :class:`~compose_kfp.oci.transport.Transport`
+    (``self.transport``) the steps send their requests through.
 
     The client is safe to use from several threads (one pooled session, a locked token cache).
     """
@@ -303,27 +198,27 @@ class RegistryClient:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1 byte")
         self.registry = registry
-        self.auth_registry = auth_registry or ("docker.io" if registry == "registry-1.docker.io" else registry)
-        self.keychain = keychain if keychain is not None else default_keychain()
-        self.loopback = is_loopback(registry)
-        self.insecure = insecure
-        self.scheme = "http" if (insecure or (insecure is None and self.loopback)) else "https"
-        self.base_url = f"{self.scheme}://{registry}"
-        self.timeout = timeout
         self.retries = retries
-        self.backoff = backoff
         self.chunk_size = chunk_size
+        self.transport = Transport(
+            registry, keychain if keychain is not None else default_keychain(), insecure=insecure,
+            ca_dirs=ca_dirs, ca_file=ca_file, client_cert=client_cert, timeout=timeout, retries=retries,
+            backoff=backoff, auth_registry=auth_registry, user_agent=user_agent)
         self._lock = threading.Lock()
-        self._fetch_lock = threading.Lock()
-        self._challenge: _Challenge | None = None
-        self._pinged = False
-        self._tokens: list[tuple[dict[str, frozenset[str]], str, float]] = []
-        self._creds: dict[str | None, Credential] = {}
         self._pending_uploads: dict[tuple[str, str], str] = {}
-        self.session = self._make_session(ca_dirs, ca_file, client_cert, user_agent)
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """``<scheme>://<registry>``: ``http`` for loopback (or ``insecure=True``), else ``https``."""
+        return self.transport.base_url
+
+    @property
+    def auth_registry(self) -> str:
+        """The host credentials are looked up under (``docker.io`` for ``registry-1.docker.io``)."""
+        return self.transport.auth_registry
 
     @classmethod
     def for_reference(cls, ref: "Reference | str", keychain: Keychain | None = None, **options) -> "RegistryClient":
@@ -332,68 +227,9 @@ class RegistryClient:
         ref = Reference.parse(ref) if isinstance(ref, str) else ref
         return cls(ref.api_host, keychain, auth_registry=ref.registry, **options)
 
-    # ------------------------------------------------------------------ transport
-
-    def _ssl_context(self, ca_dirs, ca_file, client_cert) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        bases = DEFAULT_CERT_DIRS if ca_dirs is None else ca_dirs
-        for base in bases:
-            d = pathlib.Path(os.path.expanduser(str(base))) / self.registry.replace("[", "").replace("]", "")
-            d2 = pathlib.Path(os.path.expanduser(str(base))) / self.registry
-            for folder in {d, d2}:
-                if not folder.is_dir():
-                    continue
-                for crt in sorted(folder.glob("*.crt")):
-                    log.debug("trusting CA %s for %s", crt, self.registry)
-                    ctx.load_verify_locations(cafile=str(crt))
-                if client_cert is None:
-                    for cert in sorted(folder.glob("*.cert")):
-                        key = cert.with_suffix(".key")
-                        if key.exists():
-                            log.debug("using client certificate %s for %s", cert, self.registry)
-                            ctx.load_cert_chain(str(cert), str(key))
-                            break
-        if ca_file:
-            ctx.load_verify_locations(cafile=str(ca_file))
-        if client_cert:
-            ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
-        return ctx
-
-    def _make_session(self, ca_dirs, ca_file, client_cert, user_agent) -> requests.Session:
-        retry = _CappedRetry(
-            total=self.retries,
-            connect=self.retries,
-            read=self.retries,
-            status=self.retries,
-            other=0,
-            allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "POST"}),
-            status_forcelist=RETRY_STATUSES,
-            backoff_factor=self.backoff,
-            backoff_jitter=self.backoff,
-            backoff_max=MAX_RETRY_AFTER,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            raise_on_redirect=False,
-        )
-        ctx = self._ssl_context(ca_dirs, ca_file, client_cert) if self.scheme == "https" else None
-
-        class _Adapter(requests.adapters.HTTPAdapter):
-            def init_poolmanager(self, *args, **kwargs):  # noqa: D401 - requests hook
-                if ctx is not None:
-                    kwargs["ssl_context"] = ctx
-                super().init_poolmanager(*args, **kwargs)
-
-        session = requests.Session()
-        adapter = _Adapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers["User-Agent"] = user_agent
-        session.auth = lambda r: r  # never pick up ~/.netrc credentials implicitly
-        return session
-
     def close(self) -> None:
         """Close pooled connections."""
-        self.session.close()
+        self.transport.close()
 
     def __enter__(self) -> "RegistryClient":
         return self
@@ -401,46 +237,7 @@ class RegistryClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _url(self, path_or_url: str) -> str:
-        return urllib.parse.urljoin(self.base_url + "/", path_or_url)
-
-    @staticmethod
-    def _shown(url: str) -> str:
-        """A URL as it may appear in messages: path only, no query (upload state)."""
-        return urllib.parse.urlsplit(url).path
-
-    def _credential(self, repository: str | None) -> Credential:
-        with self._lock:
-            if repository not in self._creds:
-                self._creds[repository] = self.keychain.resolve(self.auth_registry, repository)
-            return self._creds[repository]
-
-    def _may_send_secret(self, url: str) -> bool:
-        parts = urllib.parse.urlsplit(url)
-        return parts.scheme == "https" or is_loopback(parts.netloc)
-
-    def _raw(self, method: str, url: str, *, headers=None, data=None, stream=False,
-             allow_redirects=True) -> requests.Response:
-        try:
-            return self.session.request(method, url, headers=headers, data=data, stream=stream,
-                                        timeout=(self.timeout, self.timeout), allow_redirects=allow_redirects)
-        except requests.exceptions.SSLError:
-            raise DistributionError(
-                f"TLS verification of {self.registry} failed; put its CA certificate in "
-                f"/etc/containers/certs.d/{self.registry}/ca.crt (or pass a CA file)"
-            ) from None
-        except requests.exceptions.RetryError as e:
-            raise DistributionError(f"{self.registry}: {method} {self._shown(url)} kept failing after "
-                                f"{self.retries} retries ({type(e).__name__})") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            if connection_refused(e):
-                raise DistributionError(f"cannot reach the registry {self.registry}: nothing is listening at "
-                                    f"{self.scheme}://{self.registry} (connection refused on {method} "
-                                    f"{self._shown(url)}); start the registry or fix the host and port") from None
-            kind = "timed out" if isinstance(e, requests.exceptions.Timeout) or "timed out" in str(e).lower() \
-                else "connection failed"
-            raise DistributionError(f"cannot reach {self.registry}: {method} {self._shown(url)} {kind} "
-                                f"after {self.retries} retries") from None
+    # ------------------------------------------------------------------ version check and auth
 
     def ping(self) -> str | None:
         """``GET /v2/`` (spec: "Determining support"): learn how the registry wants to be authenticated.
@@ -448,118 +245,7 @@ class RegistryClient:
         Returns ``None`` (no auth), ``"basic"`` or ``"bearer"``. Raises :class:`DistributionError`
         if the registry cannot be reached or does not speak the v2 API.
         """
-        resp = self._raw("GET", self._url("/v2/"))
-        with resp:
-            if resp.status_code == 200:
-                challenge = None
-            elif resp.status_code == 401:
-                scheme, params = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
-                if scheme not in ("basic", "bearer"):
-                    raise DistributionError(f"{self.registry} asks for unsupported authentication {scheme or '(none)'!r}",
-                                        status=401)
-                challenge = _Challenge(scheme, params)
-            else:
-                raise self._error(resp, "GET /v2/ (API version check)")
-        with self._lock:
-            self._challenge, self._pinged = challenge, True
-        return challenge.scheme if challenge else None
-
-    def _ensure_pinged(self) -> None:
-        if not self._pinged:
-            self.ping()
-
-    def _fetch_token(self, challenge: _Challenge, scopes: Sequence[str], repository: str | None) -> tuple[str, float]:
-        realm = challenge.params.get("realm")
-        if not realm:
-            raise DistributionError(f"{self.registry} sent a Bearer challenge without a realm", status=401)
-        cred = self._credential(repository)
-        service = challenge.params.get("service")
-        if cred.registry_token:
-            return cred.registry_token, time.time() + 300
-        if not cred.anonymous and not self._may_send_secret(realm):
-            raise Unauthorized(f"refusing to send credentials for {self.registry} over plain HTTP to the token "
-                            f"service {urllib.parse.urlsplit(realm).netloc}", status=401)
-        if cred.identity_token:
-            form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token,
-                    "client_id": "compose-kfp", "scope": " ".join(scopes)}
-            if service:
-                form["service"] = service
-            resp = self._raw("POST", realm, data=form)
-        else:
-            query = [("scope", s) for s in scopes] + ([("service", service)] if service else [])
-            url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
-            headers = {}
-            if cred.username or cred.password:
-                raw = f"{cred.username or ''}:{cred.password or ''}".encode()
-                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-            resp = self._raw("GET", url, headers=headers)
-        with resp:
-            if resp.status_code in (401, 403):
-                raise self._refused(cred, resp.status_code)
-            if resp.status_code != 200:
-                raise DistributionError(f"the token service of {self.registry} answered HTTP {resp.status_code}",
-                                    status=resp.status_code)
-            try:
-                body = resp.json()
-                token = body.get("token") or body.get("access_token")
-                expires_in = float(body.get("expires_in") or 60)
-            except (ValueError, AttributeError, TypeError):
-                token = None
-            if not token:
-                raise DistributionError(f"the token service of {self.registry} returned no token", status=resp.status_code)
-        return token, time.time() + max(expires_in - _TOKEN_MARGIN, expires_in / 2)
-
-    def _refused(self, cred: Credential, status: int) -> Unauthorized:
-        if cred.anonymous:
-            return Unauthorized(
-                f"{self.registry} requires credentials and none were found for it; log in with "
-                f"`podman login {self.auth_registry}` / `docker login {self.auth_registry}`, or set "
-                f"COMPOSE_KFP_USERNAME and COMPOSE_KFP_PASSWORD", status=status)
-        who = f" for user {cred.username!r}" if cred.username else ""
-        return Unauthorized(f"{self.registry} refused the credentials{who} from {cred.source}; "
-                         "check the user name and password or token", status=status)
-
-    def _token(self, scopes: Sequence[str], repository: str | None, *, stale: str | None = None) -> str:
-        """A cached token covering ``scopes``; ``stale`` (a token the registry just refused) is never returned."""
-        need = _scope_key(scopes)
-
-        def cached() -> str | None:
-            now = time.time()
-            with self._lock:
-                self._tokens = [t for t in self._tokens if t[2] > now and t[1] != stale]
-                for have, token, _exp in self._tokens:
-                    if _covers(have, need):
-                        return token
-            return None
-
-        if (token := cached()) is not None:
-            return token
-        with self._fetch_lock:  # one fetch at a time: parallel uploads share the token
-            if (token := cached()) is not None:
-                return token
-            challenge = self._challenge
-            assert challenge is not None
-            token, expiry = self._fetch_token(challenge, scopes, repository)
-            with self._lock:
-                self._tokens = [t for t in self._tokens if not _covers(need, t[0])]
-                self._tokens.append((need, token, expiry))
-        return token
-
-    def _auth_header(self, url: str, scopes: Sequence[str], repository: str | None,
-                     stale: str | None) -> dict[str, str]:
-        challenge = self._challenge
-        if challenge is None:
-            return {}
-        if challenge.scheme == "basic":
-            cred = self._credential(repository)
-            if cred.anonymous:
-                raise self._refused(cred, 401)
-            if not self._may_send_secret(url):
-                raise Unauthorized(f"refusing to send credentials to {self.registry} over plain HTTP; "
-                                "use HTTPS for registries that are not on this machine", status=401)
-            raw = f"{cred.username or ''}:{cred.password or cred.identity_token or ''}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        return {"Authorization": "Bearer " + self._token(scopes, repository, stale=stale)}
+        return self.transport.ping()
 
     def authorize(self, repo: str, *, push: bool = False, mount_from: Sequence[str] = ()) -> None:
         """Ping if needed and fetch one token up front for everything an operation on ``repo`` needs.
@@ -568,66 +254,9 @@ class RegistryClient:
         ``mount_from`` repository in one token request, so parallel steps share it. No-op for
         Basic auth or an open registry. Raises :class:`Unauthorized` if the token service refuses.
         """
-        self._ensure_pinged()
-        if self._challenge is not None and self._challenge.scheme == "bearer":
-            scopes = (self._push(repo) if push else self._pull(repo)) + \
-                [f"repository:{src}:pull" for src in mount_from if src != repo]
-            self._token(scopes, repo)
-
-    def _send(self, method: str, url: str, *, scopes: Sequence[str], repository: str | None,
-              headers: Mapping[str, str] | None = None, data=None, stream: bool = False) -> requests.Response:
-        """Send one authenticated request; on a 401 refresh the token once and resend."""
-        self._ensure_pinged()
-        url = self._url(url)
-        stale = None
-        for attempt in (0, 1):
-            hdrs = dict(headers or {})
-            hdrs.update(self._auth_header(url, scopes, repository, stale))
-            if attempt == 0 and hdrs.get("Authorization", "").startswith("Bearer "):
-                stale = hdrs["Authorization"][7:]
-            log.debug("%s %s", method, self._shown(url))
-            resp = self._raw(method, url, headers=hdrs, data=data, stream=stream)
-            if resp.status_code != 401:
-                return resp
-            scheme, params = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
-            resp.close()
-            if attempt == 0 and scheme == "bearer" and self._challenge and self._challenge.scheme == "bearer":
-                log.debug("%s answered 401 (%s); fetching a new token", self.registry, params.get("error", "no error"))
-                with self._lock:
-                    self._challenge = _Challenge("bearer", {**self._challenge.params,
-                                                             **{k: v for k, v in params.items() if k != "scope"}})
-                continue
-            if scheme == "bearer" and self._challenge is None and attempt == 0:
-                with self._lock:
-                    self._challenge = _Challenge("bearer", params)
-                continue
-            if scheme == "basic" and self._challenge is None and attempt == 0:
-                with self._lock:
-                    self._challenge = _Challenge("basic", params)
-                continue
-            cred = self._credential(repository)
-            if params.get("error") == "insufficient_scope" and not cred.anonymous:
-                raise Unauthorized(f"{self.registry} denied {cred.source} access to {', '.join(scopes)}; check that "
-                                "the account may read (and, to push, write) this repository", status=401)
-            raise self._refused(cred, 401)
-        raise AssertionError("unreachable")
-
-    def _error(self, resp: requests.Response, what: str) -> DistributionError:
-        code = message = None
-        try:
-            errors = resp.json().get("errors") or []
-            if errors:
-                code, message = errors[0].get("code"), errors[0].get("message")
-        except (ValueError, AttributeError, TypeError):
-            pass
-        detail = f" {code}" if code else ""
-        detail += f": {message}" if message else ""
-        text = f"{self.registry}: {what} failed: HTTP {resp.status_code}{detail}"
-        if resp.status_code == 404:
-            return NotFound(text, status=404, code=code)
-        if resp.status_code in (401, 403):
-            return Unauthorized(text, status=resp.status_code, code=code)
-        return DistributionError(text, status=resp.status_code, code=code)
+        scopes = (self._push(repo) if push else self._pull(repo)) + \
+            [f"repository:{src}:pull" for src in mount_from if src != repo]
+        self.transport.authorize(scopes, repo)
 
     @staticmethod
     def _pull(repo: str) -> list[str]:
@@ -647,11 +276,11 @@ class RegistryClient:
         ``Docker-Content-Digest`` header when there is one; a mismatch raises
         :class:`DigestMismatch`. Raises :class:`NotFound` for an unknown repository or manifest.
         """
-        resp = self._send("GET", f"/v2/{repo}/manifests/{ref}", scopes=self._pull(repo), repository=repo,
-                          headers={"Accept": ", ".join(accept)}, stream=True)
+        resp = self.transport.send("GET", f"/v2/{repo}/manifests/{ref}", scopes=self._pull(repo), repository=repo,
+                                   headers={"Accept": ", ".join(accept)}, stream=True)
         with resp:
             if resp.status_code != 200:
-                raise self._error(resp, f"GET manifest {repo}:{ref}")
+                raise self.transport.error(resp, f"GET manifest {repo}:{ref}")
             data = resp.raw.read(_MAX_MANIFEST + 1, decode_content=True)
             if len(data) > _MAX_MANIFEST:
                 raise DistributionError(f"{self.registry}: manifest {repo}:{ref} is larger than {_MAX_MANIFEST} bytes")
@@ -685,13 +314,13 @@ class RegistryClient:
         If the registry omits ``Docker-Content-Digest`` the manifest is fetched to compute it.
         Any other error status raises.
         """
-        resp = self._send("HEAD", f"/v2/{repo}/manifests/{ref}", scopes=self._pull(repo), repository=repo,
-                          headers={"Accept": ", ".join(accept)})
+        resp = self.transport.send("HEAD", f"/v2/{repo}/manifests/{ref}", scopes=self._pull(repo), repository=repo,
+                                   headers={"Accept": ", ".join(accept)})
         with resp:
             if resp.status_code == 404:
                 return None
             if resp.status_code != 200:
-                raise self._error(resp, f"HEAD manifest {repo}:{ref}")
+                raise self.transport.error(resp, f"HEAD manifest {repo}:{ref}")
             digest = resp.headers.get("Docker-Content-Digest")
             media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
             size = int(resp.headers.get("Content-Length") or -1)
@@ -710,11 +339,11 @@ class RegistryClient:
         digest = _sha256(data)
         if ":" in ref and _digest_of(data, ref.split(":", 1)[0]) != ref:
             raise DigestMismatch(f"manifest for {repo}@{ref} hashes to {digest}")
-        resp = self._send("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo), repository=repo,
-                          headers={"Content-Type": media_type}, data=data)
+        resp = self.transport.send("PUT", f"/v2/{repo}/manifests/{ref}", scopes=self._push(repo), repository=repo,
+                                   headers={"Content-Type": media_type}, data=data)
         with resp:
             if resp.status_code not in (200, 201, 202):
-                raise self._error(resp, f"PUT manifest {repo}:{ref}")
+                raise self.transport.error(resp, f"PUT manifest {repo}:{ref}")
             echoed = resp.headers.get("Docker-Content-Digest")
         if echoed and echoed.startswith("sha256:") and echoed != digest:
             raise DigestMismatch(f"{self.registry} stored manifest {repo}:{ref} as {echoed}, expected {digest}")
@@ -732,11 +361,11 @@ class RegistryClient:
             if head is None:
                 raise NotFound(f"{self.registry}: manifest {repo}:{ref} not found", status=404)
             ref = head[1]
-        resp = self._send("DELETE", f"/v2/{repo}/manifests/{ref}", scopes=[f"repository:{repo}:delete"],
-                          repository=repo)
+        resp = self.transport.send("DELETE", f"/v2/{repo}/manifests/{ref}", scopes=[f"repository:{repo}:delete"],
+                                   repository=repo)
         with resp:
             if resp.status_code not in (200, 202):
-                raise self._error(resp, f"DELETE manifest {repo}@{ref}")
+                raise self.transport.error(resp, f"DELETE manifest {repo}@{ref}")
 
     def list_tags(self, repo: str, page_size: int | None = None) -> list[str]:
         """``GET /v2/<repo>/tags/list`` (spec §Listing Tags), following ``Link: <...>; rel="next"`` pages.
@@ -747,10 +376,10 @@ class RegistryClient:
         url = f"/v2/{repo}/tags/list" + (f"?n={page_size}" if page_size else "")
         tags: list[str] = []
         while url:
-            resp = self._send("GET", url, scopes=self._pull(repo), repository=repo)
+            resp = self.transport.send("GET", url, scopes=self._pull(repo), repository=repo)
             with resp:
                 if resp.status_code != 200:
-                    raise self._error(resp, f"list tags of {repo}")
+                    raise self.transport.error(resp, f"list tags of {repo}")
                 tags.extend(resp.json().get("tags") or [])
                 link = resp.headers.get("Link", "")
             m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
@@ -764,13 +393,13 @@ class RegistryClient:
 
         True on 200, False on 404; any other answer raises (never taken as "missing").
         """
-        resp = self._send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo), repository=repo)
+        resp = self.transport.send("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo), repository=repo)
         with resp:
             if resp.status_code == 200:
                 return True
             if resp.status_code == 404:
                 return False
-            raise self._error(resp, f"HEAD blob {repo}@{digest}")
+            raise self.transport.error(resp, f"HEAD blob {repo}@{digest}")
 
     def get_blob(self, repo: str, digest: str, dest_path: str | os.PathLike[str], expected_size: int | None = None,
                  progress: ProgressCallback | None = None) -> int:
@@ -796,15 +425,15 @@ class RegistryClient:
             with os.fdopen(fd, "wb") as out:
                 while True:
                     headers = {"Range": f"bytes={done}-"} if done else {}
-                    resp = self._send("GET", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo),
-                                      repository=repo, headers=headers, stream=True)
+                    resp = self.transport.send("GET", f"/v2/{repo}/blobs/{digest}", scopes=self._pull(repo),
+                                               repository=repo, headers=headers, stream=True)
                     with resp:
                         if resp.status_code == 200 and done:
                             out.seek(0)
                             out.truncate()
                             h, done = hashlib.new(algo), 0
                         elif resp.status_code not in (200, 206):
-                            raise self._error(resp, f"GET blob {repo}@{digest}")
+                            raise self.transport.error(resp, f"GET blob {repo}@{digest}")
                         if total < 0 and resp.status_code == 200 and resp.headers.get("Content-Length"):
                             total = int(resp.headers["Content-Length"])
                         try:
@@ -821,7 +450,7 @@ class RegistryClient:
                                 raise DistributionError(f"{self.registry}: download of blob {repo}@{digest} kept "
                                                     f"breaking off after {done} bytes") from None
                             log.debug("download of %s broke off at %d bytes; resuming", digest, done)
-                            self._sleep(failures, None)
+                            self.transport.sleep(failures, None)
                             continue
                     break
             got = f"{algo}:" + h.hexdigest()
@@ -844,8 +473,8 @@ class RegistryClient:
         """
         query = urllib.parse.urlencode({"mount": digest, "from": from_repo})
         try:
-            resp = self._send("POST", f"/v2/{repo}/blobs/uploads/?{query}",
-                              scopes=self._push(repo) + [f"repository:{from_repo}:pull"], repository=repo)
+            resp = self.transport.send("POST", f"/v2/{repo}/blobs/uploads/?{query}",
+                                       scopes=self._push(repo) + [f"repository:{from_repo}:pull"], repository=repo)
         except Unauthorized as e:
             log.debug("cannot mount %s from %s into %s: %s", digest, from_repo, repo, e)
             return False
@@ -855,20 +484,20 @@ class RegistryClient:
                 return True
             if resp.status_code == 202 and resp.headers.get("Location"):
                 with self._lock:
-                    self._pending_uploads[(repo, digest)] = self._url(resp.headers["Location"])
+                    self._pending_uploads[(repo, digest)] = self.transport.url(resp.headers["Location"])
                 return False
             if resp.status_code in (401, 403, 404):
                 return False
-            raise self._error(resp, f"mount blob {digest} from {from_repo} into {repo}")
+            raise self.transport.error(resp, f"mount blob {digest} from {from_repo} into {repo}")
 
     def start_upload(self, repo: str) -> str:
         """``POST /v2/<repo>/blobs/uploads/`` (spec §Pushing blobs): open an upload session; returns its URL."""
-        resp = self._send("POST", f"/v2/{repo}/blobs/uploads/", scopes=self._push(repo), repository=repo,
-                          headers={"Content-Length": "0"})
+        resp = self.transport.send("POST", f"/v2/{repo}/blobs/uploads/", scopes=self._push(repo), repository=repo,
+                                   headers={"Content-Length": "0"})
         with resp:
             if resp.status_code != 202 or not resp.headers.get("Location"):
-                raise self._error(resp, f"start upload to {repo}")
-            return self._url(resp.headers["Location"])
+                raise self.transport.error(resp, f"start upload to {repo}")
+            return self.transport.url(resp.headers["Location"])
 
     def upload_status(self, repo: str, location: str) -> tuple[int, str] | None:
         """``GET <upload URL>`` (spec §Getting an upload's status): how many bytes the registry holds.
@@ -876,19 +505,19 @@ class RegistryClient:
         Returns ``(offset, upload URL to continue with)``, or ``None`` when the session is gone
         or unusable (404 ``BLOB_UPLOAD_UNKNOWN``, 400 ``BLOB_UPLOAD_INVALID``, 416).
         """
-        resp = self._send("GET", location, scopes=self._push(repo), repository=repo)
+        resp = self.transport.send("GET", location, scopes=self._push(repo), repository=repo)
         with resp:
             if resp.status_code in (400, 404, 416):
                 return None
             if resp.status_code not in (200, 204):
-                raise self._error(resp, f"upload status for {repo}")
+                raise self.transport.error(resp, f"upload status for {repo}")
             rng = resp.headers.get("Range", "")
             m = re.fullmatch(r"(?:bytes=)?0-(-?\d+)", rng.strip())
             end = int(m.group(1)) if m else -1
             # The distribution registry reports "0-0" both for an empty session and for one byte;
             # 0 is far more likely, and if wrong the next PATCH gets 416 and the upload restarts.
             offset = end + 1 if end > 0 else 0
-            return offset, self._url(resp.headers.get("Location") or location)
+            return offset, self.transport.url(resp.headers.get("Location") or location)
 
     def patch_chunk(self, repo: str, location: str, offset: int, chunk: bytes) -> requests.Response:
         """``PATCH <upload URL>`` with ``Content-Range: <first>-<last>`` (spec §Pushing a blob in chunks).
@@ -898,7 +527,8 @@ class RegistryClient:
         """
         headers = {"Content-Type": "application/octet-stream",
                    "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
-        return self._send("PATCH", location, scopes=self._push(repo), repository=repo, headers=headers, data=chunk)
+        return self.transport.send("PATCH", location, scopes=self._push(repo), repository=repo, headers=headers,
+                                   data=chunk)
 
     def finish_upload(self, repo: str, location: str, digest: str, data: bytes = b"") -> None:
         """``PUT <upload URL>?digest=<digest>`` (spec §Pushing blobs: closing the upload / monolithic upload).
@@ -910,24 +540,10 @@ class RegistryClient:
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True) + [("digest", digest)]
         url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
         headers = {"Content-Type": "application/octet-stream"}
-        resp = self._send("PUT", url, scopes=self._push(repo), repository=repo, headers=headers, data=data)
+        resp = self.transport.send("PUT", url, scopes=self._push(repo), repository=repo, headers=headers, data=data)
         with resp:
             if resp.status_code not in (201, 204):
-                raise self._error(resp, f"commit blob {digest} to {repo}")
-
-    def _sleep(self, attempt: int, retry_after: float | None) -> None:
-        if retry_after is not None:
-            delay = min(retry_after, MAX_RETRY_AFTER)
-        else:
-            delay = min(self.backoff * (2 ** (attempt - 1)), MAX_RETRY_AFTER) + random.uniform(0, self.backoff)
-        time.sleep(delay)
-
-    @staticmethod
-    def _retry_after(resp: requests.Response) -> float | None:
-        value = resp.headers.get("Retry-After")
-        if value and value.strip().isdigit():
-            return float(value)
-        return None
+                raise self.transport.error(resp, f"commit blob {digest} to {repo}")
 
     def upload_blob(self, repo: str, source: BlobSource, progress: ProgressCallback | None = None) -> str:
         """Upload ``source`` into ``repo`` and commit it under ``source.digest``; returns the digest.
@@ -980,22 +596,22 @@ class RegistryClient:
                 else:
                     with resp:
                         if resp.status_code in (202, 204):
-                            location = self._url(resp.headers.get("Location") or location)
+                            location = self.transport.url(resp.headers.get("Location") or location)
                             offset += len(chunk)
                             failures = 0
                             if progress:
                                 progress(digest, offset, total)
                             continue
                         if resp.status_code not in RETRY_STATUSES | {400, 404, 416}:
-                            raise self._error(resp, f"upload chunk of {digest} to {repo}")
+                            raise self.transport.error(resp, f"upload chunk of {digest} to {repo}")
                         why = f"HTTP {resp.status_code}"
-                        retry_after = self._retry_after(resp)
+                        retry_after = self.transport.retry_after(resp)
                 failures += 1
                 if failures > self.retries:
                     raise UploadInterrupted(f"{self.registry}: upload of blob {digest} to {repo} failed at byte "
                                             f"{offset} of {total} after {self.retries} retries ({why})")
                 log.debug("chunk at %d of %s failed (%s); asking the registry how far it got", offset, digest, why)
-                self._sleep(failures, retry_after)
+                self.transport.sleep(failures, retry_after)
                 status = self.upload_status(repo, location) if seekable else None
                 if status is None:
                     log.debug("upload session for %s is gone; starting over", digest)
@@ -1020,7 +636,7 @@ class RegistryClient:
                     return digest
                 if attempt > self.retries:
                     raise
-                self._sleep(attempt, None)
+                self.transport.sleep(attempt, None)
         return digest
 
     def ensure_blob(self, repo: str, source: BlobSource, mount_from: Sequence[str] = (),

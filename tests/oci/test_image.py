@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -217,3 +220,31 @@ def test_to_bytes_is_canonical_and_copies_forget_raw(corpus):
     changed = base_m.model_copy(update={"annotations": {"x": "y"}})
     assert changed.raw_bytes() == changed.to_bytes() != base_m.raw_bytes()
     assert I.merge_env(["A=1", "B=2"], ["B=3", "C"]) == ["A=1", "B=3", "C="]
+
+
+def test_merge_env_replaces_first_entry_in_place_and_appends_new_keys_in_order():
+    base = ["A=1", "B=2", "A=3", "C"]
+    assert I.merge_env(base, ["A=x", "C=y", "D", "D=z"]) == ["A=x", "B=2", "A=3", "C=y", "D=z"]
+    assert base == ["A=1", "B=2", "A=3", "C"]  # not modified
+    assert I.merge_env(None, {"E": "1", "F": ""}) == ["E=1", "F="]
+    assert I.merge_env(["A=1"], None) == ["A=1"]
+    with pytest.raises(ImageError, match="invalid environment variable name"):
+        I.merge_env([], {"": "x"})
+
+
+def test_merge_env_with_100k_keys():
+    # issue 20 item 7: was quadratic (100k keys took 11 minutes); the result must not change.
+    # In a child process: these lists take ~50 MB, and a child's ru_maxrss starts at its parent's peak,
+    # which would count against the memory bound of test_layer.py's large-layer test.
+    code = (
+        "from compose_kfp.oci.image import merge_env\n"
+        "base = [f'K{i}=base' for i in range(50_000)]\n"
+        "env = {f'K{i}': f'v{i}' for i in range(25_000, 125_000)}\n"
+        "expected = [f'K{i}=base' for i in range(25_000)] + [f'K{i}=v{i}' for i in range(25_000, 125_000)]\n"
+        "assert merge_env(base, env) == expected\n"
+        "assert merge_env(None, env) == [f'K{i}=v{i}' for i in range(25_000, 125_000)]\n"
+        "print('ok')\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert (proc.returncode, proc.stdout) == (0, "ok\n"), proc.stderr

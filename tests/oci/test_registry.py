@@ -446,7 +446,7 @@ def test_refused_connection_fails_at_once_and_says_nothing_listens():
 
 
 def test_refused_connection_is_told_from_a_reset(registry, fault_proxy):
-    from compose_kfp.oci.registry import connection_refused
+    from compose_kfp.oci.transport import connection_refused
 
     proxy = fault_proxy(registry)
     proxy.add(Fault("GET", r"/v2/", "reset", times=-1))

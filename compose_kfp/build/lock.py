@@ -35,14 +35,15 @@ when the lock the run would write differs from the committed one.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from compose_kfp.build.images import desired_images
 from compose_kfp.build.pins import component_images
+from compose_kfp.build.staging import StagedFiles
 from compose_kfp.errors import BuildError, ConfigError, StaleError
-from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.oci.reference import Reference
 from compose_kfp.planner import Plan
 
@@ -129,22 +130,60 @@ def dumps(lock: Mapping[str, Any]) -> str:
     return json.dumps(lock, indent=2, sort_keys=True) + "\n"
 
 
+def _write_error(path: Path, error: OSError) -> BuildError:
+    """The :class:`BuildError` for ``error`` while writing kfp.lock at ``path`` (a full disk said as such)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = f"no space left on device writing {path}: free some space"
+    else:
+        what = f"cannot write {path}: {error.strerror or error}"
+    return BuildError(f"{LOCK_NAME}: {what}. The previous {LOCK_NAME} is unchanged; make the file and its folder "
+                      "writable and run `compose-kfp apply` again (it will write the lock without sending anything "
+                      "again).")
+
+
+def stage_lock(root: Path | str, lock: Mapping[str, Any]) -> StagedFiles:
+    """Write the text of ``lock`` in full (fsync-ed) to a temporary file next to ``kfp.lock``, for
+    :func:`commit_lock` to move into place; kfp.lock itself is not touched yet. Apply stages the lock before any
+    tag is written, so a full disk fails while nothing is tagged.
+
+    Raises:
+        BuildError: the temporary file cannot be written (read-only folder, disk full: "no space left on
+            device"); the message names kfp.lock and the path. Nothing is left behind.
+    """
+    path = lock_path(root)
+    staged = StagedFiles()
+    try:
+        staged.add(path, dumps(lock).encode("utf-8"))
+    except OSError as e:
+        raise _write_error(path, e) from None
+    return staged
+
+
+def commit_lock(root: Path | str, staged: StagedFiles) -> Path:
+    """Rename the lock staged by :func:`stage_lock` over ``kfp.lock`` (atomic: readers see the old file or the
+    new); return its path.
+
+    Raises:
+        BuildError: the rename failed (an immutable kfp.lock, say); the previous kfp.lock is unchanged and the
+            temporary file removed.
+    """
+    path = lock_path(root)
+    try:
+        staged.commit()
+    except OSError as e:
+        raise _write_error(path, e) from None
+    return path
+
+
 def write_lock(root: Path | str, lock: Mapping[str, Any]) -> Path:
-    """Write ``kfp.lock`` atomically (:func:`compose_kfp.oci.blobs.atomic_write`: temporary file in the same
-    folder, fsync, rename; the temporary file is removed when any step fails); return its path.
+    """Write ``kfp.lock`` atomically (:func:`stage_lock`: temporary file in the same folder, fsync; then
+    :func:`commit_lock`: rename; the temporary file is removed when any step fails); return its path.
 
     Raises:
         BuildError: the file cannot be written (read-only folder, immutable file, disk full); the message
             names kfp.lock, the path and the system's reason. The previous kfp.lock is left as it was.
     """
-    path = lock_path(root)
-    try:
-        atomic_write(path, dumps(lock).encode("utf-8"))
-    except OSError as e:
-        raise BuildError(f"{LOCK_NAME}: cannot write {path}: {e.strerror or e}. The previous {LOCK_NAME} is "
-                         f"unchanged; make the file and its folder writable and run `compose-kfp apply` again "
-                         "(it will write the lock without sending anything again).") from None
-    return path
+    return commit_lock(root, stage_lock(root, lock))
 
 
 def diff_locks(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
@@ -238,5 +277,6 @@ def lock_component_images(project: Project) -> dict[str, str]:
     return out
 
 
-__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "diff_locks", "dumps", "lock_component_images",
-           "lock_from_plan", "lock_images", "lock_path", "read_lock", "write_lock"]
+__all__ = ["LOCK_NAME", "LOCK_VERSION", "check_frozen", "commit_lock", "diff_locks", "dumps",
+           "lock_component_images", "lock_from_plan", "lock_images", "lock_path", "read_lock", "stage_lock",
+           "write_lock"]

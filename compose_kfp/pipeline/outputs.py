@@ -323,10 +323,18 @@ def write_rendered(project: Project, files: Mapping[str, bytes]) -> list[str]:
 def render_from_lock(project: Project) -> list[str]:
     """``compose-kfp render``: render the outputs with the image digests recorded in kfp.lock; build and push nothing.
 
-    Returns the paths written (relative to the project folder).
+    Returns the paths written (relative to the project folder). Every digest used is checked first, as far as
+    that can be done without the network (:func:`~compose_kfp.build.lock.read_lock`: its form and the lock's
+    structure; :func:`~compose_kfp.build.lock.lock_images`: a single-platform image's digest against the
+    manifest digest recorded beside it, an ``oci:`` layout's blob), so an edited digest is refused here rather
+    than failing at the pull.
 
     Raises:
-        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
+        StaleError: there is no kfp.lock, it lacks an image a function step needs, or the ``oci:`` layout does
+            not hold the locked image (run ``apply``).
+        ConfigError: kfp.lock is damaged: not UTF-8 JSON, a wrong type, a malformed digest, an image digest that
+            is not its recorded manifest's (names kfp.lock, the line and the key).
+        RenderError: as :func:`write_rendered` (then no file was changed).
     """
     return write_rendered(project, render_outputs(project, {**lock_images(project),
                                                             **lock_component_images(project)}))

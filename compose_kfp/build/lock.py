@@ -282,12 +282,11 @@ def dumps(lock: Mapping[str, Any]) -> str:
 def _write_error(path: Path, error: OSError) -> BuildError:
     """The :class:`BuildError` for ``error`` while writing kfp.lock at ``path`` (a full disk said as such)."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        what = f"no space left on device writing {path}: free some space"
+        what, fix = f"no space left on device writing {path}: free some space", "free some space"
     else:
-        what = f"cannot write {path}: {error.strerror or error}"
-    return BuildError(f"{LOCK_NAME}: {what}. The previous {LOCK_NAME} is unchanged; make the file and its folder "
-                      "writable and run `compose-kfp apply` again (it will write the lock without sending anything "
-                      "again).")
+        what, fix = f"cannot write {path}: {error.strerror or error}", "make the file and its folder writable"
+    return BuildError(f"{LOCK_NAME}: {what}. The previous {LOCK_NAME} is unchanged; {fix} and run `compose-kfp "
+                      "apply` again (it will write the lock without sending anything again).")
 
 
 def stage_lock(root: Path | str, lock: Mapping[str, Any]) -> StagedFiles:

@@ -17,6 +17,8 @@ Reading and writing:
   read by observation and written by apply; ``registries_for``.
 - :mod:`.pins`: third-party component images pinned by digest.
 - :mod:`.lock`: ``kfp.lock`` (format, reading, writing, ``--frozen``) and the digests it records.
+- :mod:`.staging`: two-phase writes (``StagedFiles``: stage before the tags, rename after) and file-name
+  limits (``name_max``, ``check_name_fits``).
 - :mod:`.observe`: the observation: every read planning needs, in one place.
 - :mod:`.plan`: ``plan_project``: one complete plan (observe -> pin -> plan -> rendered digests -> lock).
 - :mod:`.projectlock`: one ``apply`` at a time per project.

@@ -16,11 +16,14 @@ Under the project file lock (:mod:`compose_kfp.build.projectlock`; a second appl
    (:meth:`~compose_kfp.build.destination.Destination.write_image`: blobs the destination lacks,
    the config, each manifest, the index for several platforms, and only then the tags: the content tag
    (:func:`compose_kfp.planner.content_tag`) and ``image.tags``; a tag never names an incomplete image);
-5. writes the rendered files (:func:`compose_kfp.pipeline.outputs.write_rendered`), then ``kfp.lock``
-   (each atomically: temporary file, rename), so that a failure to write the files leaves kfp.lock
-   describing the previous state and the next plan shows the change again. Whether the output folder and
-   kfp.lock's folder can be written is checked before step 2, so an unwritable folder fails before anything
-   is sent.
+5. renders every output into bytes and, before the first tag of step 4, stages the changed ones and the new
+   ``kfp.lock``: each written in full to a temporary file beside its target
+   (:func:`compose_kfp.pipeline.outputs.stage_rendered`, :func:`compose_kfp.build.lock.stage_lock`), so a full
+   disk ("no space left on device") fails with nothing tagged and no file changed; after the tags the staged
+   files are renamed into place, the rendered files first and ``kfp.lock`` last, so that a failure to move the
+   files leaves kfp.lock describing the previous state and the next plan shows the change again. Whether the
+   output folder and kfp.lock's folder can be written, and whether every output's name fits the file system
+   (``PC_NAME_MAX``), is checked before step 2, so those fail before anything is sent.
 
 Progress goes through a callback ``progress(event, name, done_bytes, total_bytes)``;
 events: ``build`` (a layer being tarred and compressed; name = layer), ``install``
@@ -51,7 +54,7 @@ from compose_kfp.build.registries import Registries, registry_ref
 from compose_kfp.build.spec import ImageSpec
 from compose_kfp.build.state import BaseState
 from compose_kfp.build.statedir import ProjectState
-from compose_kfp.errors import BuildError, Interrupted, StaleError, from_oci
+from compose_kfp.errors import BuildError, Interrupted, RenderError, StaleError, from_oci
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.image import ACCEPT_MANIFESTS
 from compose_kfp.oci.layer import Layer, write_layer
@@ -60,7 +63,7 @@ from compose_kfp.pipeline.outputs import (
     digests_of,
     render_outputs,
     rendered_names,
-    write_rendered,
+    stage_rendered,
 )
 from compose_kfp.planner import ImagePlan, LayerChange, Plan, PlatformPlan, format_plan
 
@@ -135,8 +138,10 @@ def apply_plan(project: Project, plan: Plan, *, registries: Registries | None = 
         StaleError: the base or a destination tag moved since the plan; a layer's files changed since
             the plan; ``frozen`` and kfp.lock would change.
         BuildError, RegistryError, AuthError, RenderError: as the steps fail (RenderError, naming
-            ``render.output_dir``, before anything is sent when the output folder cannot be written).
-            Tags are only written once every blob and manifest of the image is in place.
+            ``render.output_dir``, before anything is sent when the output folder cannot be written or a
+            file name is too long; before anything is tagged when the disk is full).
+            Tags are only written once every blob and manifest of the image is in place, and every output
+            is staged.
         Interrupted: Ctrl-C; the message says what was done (nothing tagged, or which tags were set). Worker
             threads still sending a blob are left running (not waited for); see ``cli.main``.
     """
@@ -211,19 +216,38 @@ def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: 
         lock_mod.check_frozen(root, old_lock, new_lock)
     write_lock = new_lock is not None and (old_lock is None or lock_mod.dumps(old_lock) != lock_mod.dumps(new_lock))
 
-    for ip in resolved.images:
-        if ip.status == "unchanged":
-            continue
-        dest_of(ip.repository).write_image(ip, state, rec, progress, pushed_blobs)
-
-    # Rendered files first, kfp.lock last: if writing the files fails, kfp.lock still describes the previous
-    # state, so the next plan shows the change again (and apply finishes it without sending anything again).
-    written = write_rendered(project, rendered)
-    if write_lock:
-        lock_mod.write_lock(root, new_lock)  # type: ignore[arg-type]
+    # Every output is written in full (beside its target) before the first tag: a full disk or a bad name fails
+    # now, with nothing tagged and no file changed. After the tags only renames are left.
+    try:
+        staged = stage_rendered(project, rendered)
+    except RenderError as e:
+        raise RenderError(f"{e} {_NOTHING_TAGGED}") from None
+    staged_lock = None
+    try:
+        if write_lock:
+            try:
+                staged_lock = lock_mod.stage_lock(root, new_lock)  # type: ignore[arg-type]
+            except BuildError as e:
+                raise BuildError(f"{e} {_NOTHING_TAGGED}") from None
+        for ip in resolved.images:
+            if ip.status == "unchanged":
+                continue
+            dest_of(ip.repository).write_image(ip, state, rec, progress, pushed_blobs)
+        # Rendered files first, kfp.lock last: if moving the files into place fails, kfp.lock still describes the
+        # previous state, so the next plan shows the change again (and apply finishes it without sending again).
+        written = staged.commit()
+        if staged_lock is not None:
+            lock_mod.commit_lock(root, staged_lock)
+    finally:
+        staged.discard()
+        if staged_lock is not None:
+            staged_lock.discard()
     return ApplyResult(plan=resolved, uploaded=tuple(rec.uploaded), mounted=tuple(rec.mounted),
                        manifests=tuple(rec.manifests), tags=tuple(rec.tags), built=tuple(rec.built),
                        files=tuple(written), lock_written=write_lock)
+
+
+_NOTHING_TAGGED = "Nothing was tagged; kfp.lock and the rendered files are unchanged."
 
 
 def _check_lock_writable(root: Path) -> None:

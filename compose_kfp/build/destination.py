@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import errno
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -252,7 +253,26 @@ class LayoutDestination(Destination):
     def write_image(self, ip: ImagePlan, state: ProjectState, rec: Recorder, progress: Progress | None,
                     pushed: set[str]) -> None:
         """The layout is created if needed; blobs are copied from the project's blob store (base layers from the
-        local base or fetched), then ``index.json`` names the image once everything is in place."""
+        local base or fetched), then ``index.json`` names the image once everything is in place.
+
+        Raises:
+            RegistryError: also for a file-system error in the layout folder (a full disk said as such: "no
+                space left on device"); ``index.json`` is written last, so no tag names a partial image.
+        """
+        tagged = len(rec.tags)
+        try:
+            self._write_image(ip, state, rec, progress, pushed)
+        except OSError as e:
+            where = e.filename or self.path
+            what = (f"no space left on device writing {where}: free some space" if e.errno in
+                    (errno.ENOSPC, errno.EDQUOT) else f"cannot write {where}: {e.strerror or e}")
+            done = rec.tags[tagged:]
+            raise RegistryError(f"image.repository ({ip.repository}): {what}. " + (
+                f"Tagged before the failure (each names a complete image): {', '.join(done)}." if done else
+                "No tag of this image was written.")) from None
+
+    def _write_image(self, ip: ImagePlan, state: ProjectState, rec: Recorder, progress: Progress | None,
+                     pushed: set[str]) -> None:
         from compose_kfp.oci.blobs import BlobStore
         from compose_kfp.oci.layout import OCILayout
 

@@ -1,5 +1,5 @@
 """Checks of a validated ``kfp.toml`` that need more than one key: files that must exist,
-names that tasks refer to, cycles in the task graph.
+names that tasks refer to, cycles in the task graph, names too long for the output folder.
 
 They report through a callback or :class:`~compose_kfp.manifest.problems.Problems`
 (key path, message) and raise nothing themselves; :func:`compose_kfp.manifest.load.load_manifest`
@@ -8,6 +8,7 @@ runs them and raises the collected problems as one :class:`~compose_kfp.errors.C
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -64,6 +65,25 @@ def check_files(manifest: Manifest, root: Path, problems: "Problems", *, check_l
                              f"layer {layer.name!r} is already a layer of [image]; give it another name")
     if manifest.render.templates:
         must_exist(("render", "templates"), manifest.render.templates, "dir")
+
+
+def check_output_names(manifest: Manifest, root: Path, report: Callable[[tuple, str], None]) -> None:
+    """Report (``report(("steps", name), message)``) each step whose component file name,
+    ``<step>.yaml`` in ``<render.output_dir>/components/``, is longer than the file system of the output
+    folder (or of its nearest existing ancestor) allows for a name (``PC_NAME_MAX`` bytes, 255 when it does not
+    say), so that ``validate`` refuses it rather than ``apply`` failing after the build. Task names name no file.
+    """
+    from compose_kfp.build.staging import name_max  # stdlib only; the limit of the file system at hand
+
+    folder = (root / Path(manifest.render.output_dir).expanduser()) / "components"
+    limit = name_max(folder)
+    for name in manifest.steps:
+        size = len(os.fsencode(f"{name}.yaml"))
+        if size > limit:
+            report(("steps", name), f"step name of {len(name)} characters is too long: its component file "
+                                    f"components/<step>.yaml would have a name of {size} bytes, and the file "
+                                    f"system of render.output_dir allows {limit}; use a step name of at most "
+                                    f"{limit - len('.yaml')} characters")
 
 
 def check_references(manifest: Manifest, report: Callable[[tuple, str], None]) -> None:

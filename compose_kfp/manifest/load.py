@@ -26,7 +26,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ValidationError
 
 from compose_kfp.errors import ConfigError
-from compose_kfp.manifest.checks import check_files, check_references
+from compose_kfp.manifest.checks import check_files, check_output_names, check_references
 from compose_kfp.manifest.keys import KeyIndex, dotted
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
 from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, flatten_annotation, looks_secret
@@ -174,7 +174,8 @@ def load_manifest(
     Order of work: TOML parsing; literal secrets refused (before anything could echo them);
     overrides applied; model validation; default layers (``requirements.txt`` if present,
     then ``data/``, then ``src/``, relative to the file's folder) when ``[[image.layers]]``
-    is absent; files named by layers and steps must exist; task references
+    is absent; files named by layers and steps must exist; each step's component file name must fit the
+    file system of ``render.output_dir``; task references
     (``step``, ``param``, ``task``, ``after``) must name existing entries and the task
     graph must have no cycle.
 
@@ -229,6 +230,7 @@ def load_manifest(
         log.debug("no [[image.layers]] in %s; using the defaults %s", shown, [l.name for l in defaults])
         manifest = manifest.model_copy(update={"image": manifest.image.model_copy(update={"layers": defaults})})
     check_files(manifest, root, problems, check_layers=not layers_defaulted)
+    check_output_names(manifest, root, problems.add)
     check_references(manifest, problems.add)
     problems.raise_if_any()
     return LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,

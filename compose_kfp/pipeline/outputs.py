@@ -5,13 +5,16 @@
   target, ``<output_dir>/pipeline.yaml`` for the ``kfp`` target), as bytes; writes nothing.
 - :func:`rendered_digests`: their sha256 (what a plan compares with the files on disk), memoized
   in the state folder.
-- :func:`check_output_writable` / :func:`write_rendered`: the writes (atomic), used by apply.
+- :func:`check_output_writable` (before anything is sent), :func:`stage_rendered` (before anything is
+  tagged: every changed file written in full beside its target) and :meth:`StagedOutputs.commit` (after the
+  tags: renames only); :func:`write_rendered` is both.
 - :func:`render_from_lock`: ``compose-kfp render``, with the digests recorded in kfp.lock.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from compose_kfp.build.lock import lock_component_images, lock_images
+from compose_kfp.build.staging import StagedFiles, check_name_fits
 from compose_kfp.build.statedir import ProjectState
 from compose_kfp.errors import RenderError
 from compose_kfp.oci.blobs import atomic_write
@@ -179,22 +183,40 @@ def managed_prefixes(project: Project) -> list[str]:
 
 
 def _output_error(project: Project, error: OSError, path: Path | str | None = None) -> RenderError:
-    """A :class:`RenderError` for a file-system ``error`` while writing under ``render.output_dir``."""
+    """A :class:`RenderError` for a file-system ``error`` while writing under ``render.output_dir``: a full disk
+    (``ENOSPC``, ``EDQUOT``) and a name too long (``ENAMETOOLONG``) are said as such; anything else (permissions,
+    a path under a regular file, a read-only file system) asks for a writable folder."""
     where = Path(path) if path is not None else Path(error.filename) if error.filename else project.loaded.output_dir
-    return RenderError(f"render.output_dir ({_rel(project.loaded.output_dir, project.root)}): cannot write "
-                       f"{_rel(where, project.root)}: {error.strerror or error}. The output folder must be a "
-                       "writable folder: fix its permissions, or set render.output_dir in kfp.toml (or "
-                       "COMPOSE_KFP_OUTPUT_DIR) to another one.")
+    shown, out = _rel(where, project.root), _rel(project.loaded.output_dir, project.root)
+    elsewhere = "or set render.output_dir in kfp.toml (or COMPOSE_KFP_OUTPUT_DIR) to another one"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RenderError(f"render.output_dir ({out}): no space left on device writing {shown}: free some "
+                           f"space, {elsewhere.replace('another one', 'a folder on another disk')}.")
+    if error.errno == errno.ENAMETOOLONG:
+        reason = error.strerror or "File name too long"
+        return RenderError(f"render.output_dir ({out}): cannot write {shown}: {reason}. Use a shorter name (a "
+                           f"component file is named after its step: components/<step>.yaml), {elsewhere}.")
+    return RenderError(f"render.output_dir ({out}): cannot write {shown}: {error.strerror or error}. The output "
+                       f"folder must be a writable folder: fix its permissions, {elsewhere}.")
 
 
 def check_output_writable(project: Project, files: Sequence[str]) -> None:
-    """Make sure the rendered files ``files`` (paths relative to the project folder) can be written: create
-    their folders and create and remove a probe file in each. Used by apply before anything is sent, so an
-    unwritable output folder fails before the registry or kfp.lock change.
+    """Make sure the rendered files ``files`` (paths relative to the project folder) can be written: each name
+    fits the file system (:func:`~compose_kfp.build.staging.check_name_fits`: ``PC_NAME_MAX`` bytes, the whole
+    path under ``PC_PATH_MAX``), and each folder can be created and takes a probe file (created and removed).
+    Used by apply before anything is sent, so an unwritable output folder or a name too long fails before the
+    registry or kfp.lock change. (Free space cannot be known before rendering; apply stages the rendered files
+    before anything is tagged instead: :func:`stage_rendered`.)
 
     Raises:
-        RenderError: a folder cannot be created or written (names ``render.output_dir`` and the path).
+        RenderError: a name is too long, or a folder cannot be created or written (names ``render.output_dir``
+            and the path).
     """
+    for rel in files:
+        try:
+            check_name_fits(project.root / rel)
+        except OSError as e:
+            raise _output_error(project, e, project.root / rel) from None
     for folder in sorted({(project.root / rel).parent for rel in files}):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -205,54 +227,119 @@ def check_output_writable(project: Project, files: Sequence[str]) -> None:
             raise _output_error(project, e, folder) from None
 
 
-def write_rendered(project: Project, files: Mapping[str, bytes]) -> list[str]:
-    """Write ``files`` (from :func:`render_outputs`) atomically, and delete component files of steps that no
-    longer exist. Returns the paths written or removed (relative, sorted); unchanged files are not touched.
+@dataclasses.dataclass
+class StagedOutputs:
+    """Rendered files written in full beside their targets (:class:`~compose_kfp.build.staging.StagedFiles`),
+    not yet in place; :meth:`commit` moves them in and removes the component files no longer rendered.
+
+    Attributes:
+        project: the project they belong to.
+        changed: paths (relative, sorted) that :meth:`commit` writes or removes; unchanged files are not staged.
+        staged: the temporary files.
+        removals: component files of steps that no longer exist.
+    """
+
+    project: Project
+    changed: list[str]
+    staged: StagedFiles
+    removals: list[Path]
+
+    def commit(self) -> list[str]:
+        """Rename every staged file into place, then remove :attr:`removals`; returns :attr:`changed`.
+
+        Raises:
+            RenderError: a rename or removal failed (the folder became read-only since staging); names
+                ``render.output_dir`` and the path.
+        """
+        try:
+            self.staged.commit()
+        except OSError as e:
+            raise _output_error(self.project, e) from None
+        for path in self.removals:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise _output_error(self.project, e, path) from None
+        return self.changed
+
+    def discard(self) -> None:
+        """Remove the staged temporary files; nothing in the output folder changes."""
+        self.staged.discard()
+
+
+def stage_rendered(project: Project, files: Mapping[str, bytes]) -> StagedOutputs:
+    """Stage ``files`` (from :func:`render_outputs`): every file whose bytes differ from what is on disk is
+    written in full to a temporary file in its target's folder; nothing in place changes yet. Component files
+    of steps that no longer exist are listed for removal. Apply calls this before any tag is written and
+    :meth:`StagedOutputs.commit` after the tags.
 
     Raises:
-        RenderError: a file cannot be written or removed (read-only folder, a path under a regular file); the
-            message names ``render.output_dir`` and the path. Files written before the failure stay written.
+        RenderError: a file cannot be staged: no space left on device (``ENOSPC``: "free some space"), a name
+            too long, an unwritable folder, a path under a regular file; names ``render.output_dir`` and the
+            path. Every temporary file made is removed: the output folder is as it was.
     """
-    root = project.root
-    touched = []
-    for rel, data in sorted(files.items()):
-        path = root / rel
-        try:
-            if path.read_bytes() == data:
-                continue
-        except OSError:
-            pass
-        try:
-            atomic_write(path, data)
-        except OSError as e:
-            raise _output_error(project, e, path) from None
-        touched.append(rel)
     from compose_kfp.pipeline.render.component import COMPONENTS_DIR
 
+    root = project.root
+    changed: list[str] = []
+    staged = StagedFiles()
+    with staged:
+        for rel, data in sorted(files.items()):
+            path = root / rel
+            try:
+                if path.read_bytes() == data:
+                    continue
+            except OSError:
+                pass
+            try:
+                staged.add(path, data)
+            except OSError as e:
+                raise _output_error(project, e, path) from None
+            changed.append(rel)
+    removals = []
     comp_dir = project.loaded.output_dir / COMPONENTS_DIR
     if comp_dir.is_dir():
         for path in sorted(comp_dir.glob("*.yaml")):
             rel = _rel(path, root)
             if rel not in files:
-                try:
-                    path.unlink()
-                except OSError as e:
-                    raise _output_error(project, e, path) from None
-                touched.append(rel)
-    return sorted(touched)
+                removals.append(path)
+                changed.append(rel)
+    return StagedOutputs(project, sorted(changed), staged, removals)
+
+
+def write_rendered(project: Project, files: Mapping[str, bytes]) -> list[str]:
+    """Write ``files`` (from :func:`render_outputs`) and delete component files of steps that no longer exist:
+    :func:`stage_rendered`, then :meth:`StagedOutputs.commit`. Returns the paths written or removed (relative,
+    sorted); unchanged files are not touched.
+
+    Raises:
+        RenderError: as :func:`stage_rendered` (then no file was changed) and :meth:`StagedOutputs.commit`.
+    """
+    return stage_rendered(project, files).commit()
 
 
 def render_from_lock(project: Project) -> list[str]:
     """``compose-kfp render``: render the outputs with the image digests recorded in kfp.lock; build and push nothing.
 
-    Returns the paths written (relative to the project folder).
+    Returns the paths written (relative to the project folder). Every digest used is checked first, as far as
+    that can be done without the network (:func:`~compose_kfp.build.lock.read_lock`: its form and the lock's
+    structure; :func:`~compose_kfp.build.lock.lock_images`: a single-platform image's digest against the
+    manifest digest recorded beside it, an ``oci:`` layout's blob), so an edited digest is refused here rather
+    than failing at the pull.
 
     Raises:
-        StaleError: there is no kfp.lock, or it lacks an image a function step needs (run ``apply``).
+        StaleError: there is no kfp.lock, it lacks an image a function step needs, or the ``oci:`` layout does
+            not hold the locked image (run ``apply``).
+        ConfigError: kfp.lock is damaged: not UTF-8 JSON, a wrong type, a malformed digest, an image digest that
+            is not its recorded manifest's (names kfp.lock, the line and the key).
+        RenderError: as :func:`write_rendered` (then no file was changed).
     """
     return write_rendered(project, render_outputs(project, {**lock_images(project),
                                                             **lock_component_images(project)}))
 
 
-__all__ = ["KFP_PIPELINE_FILE", "WORKFLOW_FILE", "check_output_writable", "digests_of", "managed_prefixes",
-           "render_from_lock", "render_outputs", "rendered_digests", "rendered_names", "write_rendered"]
+__all__ = ["KFP_PIPELINE_FILE", "WORKFLOW_FILE", "StagedOutputs", "check_output_writable", "digests_of",
+           "managed_prefixes", "render_from_lock", "render_outputs", "rendered_digests", "rendered_names",
+           "stage_rendered", "write_rendered"]

@@ -1,0 +1,1 @@
+"""Tests of compose_kfp.pipeline modules."""

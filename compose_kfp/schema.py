@@ -202,7 +202,8 @@ class AuthConfig(_Model):
 class PathMapping(_Model):
     """A path put into a layer at a chosen place: ``{ src = "data", dst = "/mnt/data" }``."""
 
-    src: str = Field(description="File or folder, relative to the folder of kfp.toml.")
+    src: str = Field(description="File or folder, relative to the folder of kfp.toml and inside it (symlinks "
+                                 "followed), or an absolute path to take it from elsewhere on purpose.")
     dst: str | None = Field(
         default=None,
         description="Absolute destination inside the image. Default: `src` under `image.workdir`.",

@@ -1,0 +1,124 @@
+"""The project fence: what ``kfp.toml`` names is read from inside the project.
+
+The project folder is the folder of ``kfp.toml``; "inside" is decided on real paths (``os.path.realpath``:
+every symlink along the path followed, ``..`` resolved), so a symlink that leads out counts as outside.
+
+- :func:`check_sources`: every file or folder ``kfp.toml`` names with a *relative* path (``[[image.layers]]``
+  and step ``layers`` ``paths`` entries, plain or ``{src, dst}``; ``rootfs``; ``requirements``; each step's
+  ``function`` file and ``component`` file; ``render.templates``; the default layers ``data/`` and ``src/``)
+  must resolve inside the project. An *absolute* path (``/var/cache/rootfs``, ``~/data``) is the explicit way to
+  take something from elsewhere: it is visible in kfp.toml, unlike a symlink committed next to it.
+
+**Why here and not in** :mod:`compose_kfp.oci.layer`: that module is a general image library, and like
+``docker build`` / ``COPY`` it follows a symlink given as an include (the caller named it) while refusing links
+deeper in a tree that lead out of it. Which folder is "the project" is known only here,
+at load time, so ``validate`` reports it before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from compose_kfp.manifest.problems import Problems
+from compose_kfp.schema import LayerConfig, Manifest
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or below it (both absolute, normalised)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _real(root: Path, written: str) -> str:
+    return os.path.realpath(root / Path(written).expanduser())
+
+
+def _is_absolute(written: str) -> bool:
+    return Path(written).expanduser().is_absolute()
+
+
+@dataclasses.dataclass(frozen=True)
+class Named:
+    """A file or folder kfp.toml names: its key path, the path as written, its real path, what it is."""
+
+    loc: tuple
+    written: str
+    real: str
+    what: str
+
+
+def named_paths(manifest: Manifest, root: Path, *, layers_defaulted: bool = False) -> Iterator[Named]:
+    """Every file or folder ``manifest`` names, in file order: ``[[image.layers]]`` (``paths`` entries, their
+    ``src`` for tables; ``requirements``; ``rootfs``), each step's ``function`` file, ``component`` file,
+    ``requirements`` and ``layers``, then ``render.templates``. Default layers (``layers_defaulted``) are named
+    at ``image.layers``. Real paths are against ``root``; nothing is required to exist."""
+    def layers(prefix: tuple, items: Sequence[LayerConfig], default: bool) -> Iterator[Named]:
+        for i, layer in enumerate(items):
+            here = prefix if default else prefix + (i,)
+            what = f"the default layer {layer.name!r}" if default else "a layer source"
+            for j, entry in enumerate(layer.paths):
+                src = entry if isinstance(entry, str) else entry.src
+                loc = here if default else here + ("paths", j) + (() if isinstance(entry, str) else ("src",))
+                yield Named(loc, src, _real(root, src), what)
+            if layer.requirements:
+                yield Named(here if default else here + ("requirements",), layer.requirements,
+                            _real(root, layer.requirements), "a requirements file")
+            if layer.rootfs:
+                yield Named(here + ("rootfs",), layer.rootfs, _real(root, layer.rootfs), "a rootfs folder")
+
+    yield from layers(("image", "layers"), manifest.image.layers or (), layers_defaulted)
+    for name, step in manifest.steps.items():
+        base = ("steps", name)
+        if step.function_file:
+            yield Named(base + ("function",), step.function_file, _real(root, step.function_file),
+                        f"the file of step {name!r}")
+        if step.component:
+            yield Named(base + ("component",), step.component, _real(root, step.component), "a component file")
+        if step.requirements:
+            yield Named(base + ("requirements",), step.requirements, _real(root, step.requirements),
+                        "a requirements file")
+        yield from layers(base + ("layers",), step.layers, False)
+    if manifest.render.templates:
+        yield Named(("render", "templates"), manifest.render.templates, _real(root, manifest.render.templates),
+                    "the templates folder")
+
+
+def _why_outside(root: Path, written: str, real: str) -> str:
+    """Which part of ``written`` (relative to ``root``) leads out: the first symlink along it, or ``..``."""
+    current = root
+    for part in Path(written).parts:
+        if part == "..":
+            break
+        current = current / part
+        if os.path.islink(current):
+            shown, target, real = current.relative_to(root).as_posix(), os.readlink(current), os.path.realpath(current)
+            return f"{shown!r} is a symlink to {target}" + (f" ({real})" if real != target else "")
+    return f"{written!r} resolves to {real}"
+
+
+def check_sources(manifest: Manifest, root: Path, problems: Problems, *, layers_defaulted: bool = False
+                  ) -> set[tuple]:
+    """Add to ``problems`` each relative path kfp.toml names whose real path is outside the project ``root``
+    (module docstring). Returns the key paths reported (so a "not found" for the same key can be skipped)."""
+    root_real = os.path.realpath(root)
+    reported: set[tuple] = set()
+    for item in named_paths(manifest, root, layers_defaulted=layers_defaulted):
+        if _is_absolute(item.written) or inside(item.real, root_real):
+            continue
+        if item.loc == ("image", "layers"):
+            hint = ("list the layers in [[image.layers]] with an absolute source to take it from there on purpose: "
+                    f'{{ src = "{item.real}", dst = "..." }}')
+        elif "paths" in item.loc:
+            hint = f'give an absolute source to take it from there on purpose: {{ src = "{item.real}", dst = "..." }}'
+        else:
+            hint = f'write the absolute path ("{item.real}") to take it from there on purpose'
+        problems.add(item.loc, f"{_why_outside(root, item.written, item.real)}, outside the project folder "
+                               f"{root_real}: {item.what} must be inside the project (nothing outside it goes "
+                               f"into an image by accident). Move or copy it into the project, or {hint}")
+        reported.add(item.loc)
+    return reported
+
+
+__all__ = ["Named", "check_sources", "inside", "named_paths"]

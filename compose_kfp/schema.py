@@ -623,7 +623,9 @@ class PipelineConfig(_Model):
 class RenderSettings(_Model):
     """``[render]``: where and how outputs are rendered."""
 
-    output_dir: str = Field(default="build", description="Folder for rendered files, relative to kfp.toml.")
+    output_dir: str = Field(default="build", description="Folder for rendered files, relative to kfp.toml and "
+                            "inside the project folder (only `--output-dir` or `COMPOSE_KFP_OUTPUT_DIR` may name "
+                            "an absolute folder elsewhere).")
     templates: str | None = Field(default=None, description="Folder of templates that override the built-in ones.")
     targets: list[Literal["argo", "kfp"]] = Field(
         default_factory=lambda: ["argo"], description="What to render besides component files."

@@ -1,4 +1,4 @@
-"""The project fence: what ``kfp.toml`` names is read from inside the project.
+"""The project fence: what ``kfp.toml`` names is read from inside the project, outputs are written inside it.
 
 The project folder is the folder of ``kfp.toml``; "inside" is decided on real paths (``os.path.realpath``:
 every symlink along the path followed, ``..`` resolved), so a symlink that leads out counts as outside.
@@ -8,11 +8,16 @@ every symlink along the path followed, ``..`` resolved), so a symlink that leads
   ``function`` file and ``component`` file; ``render.templates``; the default layers ``data/`` and ``src/``)
   must resolve inside the project. An *absolute* path (``/var/cache/rootfs``, ``~/data``) is the explicit way to
   take something from elsewhere: it is visible in kfp.toml, unlike a symlink committed next to it.
+- :func:`check_output_dir`: ``render.output_dir`` must resolve inside the project when it comes from kfp.toml
+  (relative or absolute); from the command line (``--output-dir``) or ``COMPOSE_KFP_OUTPUT_DIR`` (values the
+  user gives, not the repository) an absolute path may be anywhere, a relative one must stay inside. In every
+  case the output folder is not the project folder, not a folder holding it, not in the state folder
+  ``.compose-kfp``, and holds nothing kfp.toml names (rendering writes and deletes files there).
 
 **Why here and not in** :mod:`compose_kfp.oci.layer`: that module is a general image library, and like
 ``docker build`` / ``COPY`` it follows a symlink given as an include (the caller named it) while refusing links
-deeper in a tree that lead out of it. Which folder is "the project" is known only here,
-at load time, so ``validate`` reports it before anything is built.
+deeper in a tree that lead out of it. Which folder is "the project", and which values a user typed rather than
+a repository committed, is known only here, at load time, so ``validate`` reports it before anything is built.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from compose_kfp.manifest.problems import Problems
+from compose_kfp.oci.layer import STATE_DIR
 from compose_kfp.schema import LayerConfig, Manifest
 
 
@@ -121,4 +127,44 @@ def check_sources(manifest: Manifest, root: Path, problems: Problems, *, layers_
     return reported
 
 
-__all__ = ["Named", "check_sources", "inside", "named_paths"]
+def check_output_dir(manifest: Manifest, root: Path, problems: Problems, sources: Mapping[str, str], *,
+                     layers_defaulted: bool = False) -> None:
+    """Add to ``problems`` (at ``render.output_dir``) an output folder that may not be written (module docstring):
+    outside the project when it comes from kfp.toml or is relative; the project folder itself or a folder
+    holding it; the state folder ``.compose-kfp`` or a folder in it; a folder holding a file kfp.toml names."""
+    written = manifest.render.output_dir
+    loc = ("render", "output_dir")
+    root_real = os.path.realpath(root)
+    real = _real(root, written)
+    typed = sources.get("render.output_dir") is not None  # the command line or the environment
+    fix = "use a folder of its own inside the project (the default is 'build')"
+    if not inside(real, root_real) and not (typed and _is_absolute(written)):
+        allowed = ("" if typed else " (a value in kfp.toml never points outside the project)")
+        problems.add(loc, f"{_why_outside(root, written, real)}, outside the project folder {root_real}: rendered "
+                          f"files are written inside the project only{allowed}; {fix}, or give an absolute path "
+                          "with --output-dir (or COMPOSE_KFP_OUTPUT_DIR) to write elsewhere")
+        return
+    if real == root_real:
+        problems.add(loc, f"{written!r} is the project folder itself; {fix}")
+        return
+    if inside(root_real, real):
+        problems.add(loc, f"{written!r} ({real}) holds the project folder and its kfp.toml; {fix}")
+        return
+    state = os.path.join(root_real, STATE_DIR)
+    if inside(real, state):
+        problems.add(loc, f"{written!r} is in the state folder {STATE_DIR}/, which compose-kfp manages "
+                          f"(`compose-kfp gc` prunes it); {fix}")
+        return
+    held = [item for item in named_paths(manifest, root, layers_defaulted=layers_defaulted)
+            if inside(item.real, real)]
+    if held:
+        first = held[0]
+        more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
+        key = ".".join(str(p) for p in first.loc)
+        shown = f"{first.written}/" if first.loc == ("image", "layers") else f"{key} = {first.written!r}"
+        problems.add(loc, f"{written!r} holds {first.what} ({shown}){more}: rendering writes "
+                          "and deletes files in the output folder (components/*.yaml) and `run --local` writes "
+                          f"runs/ there, so it may hold nothing kfp.toml names; {fix}")
+
+
+__all__ = ["Named", "check_output_dir", "check_sources", "inside", "named_paths"]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.checks import check_files, check_references
-from compose_kfp.manifest.fences import check_sources
+from compose_kfp.manifest.fences import check_output_dir, check_sources
 from compose_kfp.manifest.keys import KeyIndex, dotted
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
 from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, flatten_annotation, looks_secret
@@ -177,7 +177,7 @@ def load_manifest(
     then ``data/``, then ``src/``, relative to the file's folder) when ``[[image.layers]]``
     is absent; every relative path named must resolve (symlinks followed) inside the project
     folder (:mod:`.fences`); files named by layers and steps must exist;
-    task references
+    ``render.output_dir`` must be a folder compose-kfp may write; task references
     (``step``, ``param``, ``task``, ``after``) must name existing entries and the task
     graph must have no cycle.
 
@@ -185,7 +185,7 @@ def load_manifest(
         ConfigError: one message naming the file, the line, the key path and what was
             expected (several lines when there are several problems; the first in the
             file comes first). A secret value is never part of the message. A path outside the
-            project (a symlink leading out, ``..``) is one.
+            project (a symlink leading out, ``..``) or an output folder that may not be written is one.
     """
     file = find_manifest(path)
     shown = display_path(file)
@@ -234,6 +234,7 @@ def load_manifest(
         manifest = manifest.model_copy(update={"image": manifest.image.model_copy(update={"layers": defaults})})
     outside = check_sources(manifest, root, problems, layers_defaulted=layers_defaulted)
     check_files(manifest, root, problems, check_layers=not layers_defaulted, skip=outside)
+    check_output_dir(manifest, root, problems, sources, layers_defaulted=layers_defaulted)
     check_references(manifest, problems.add)
     problems.raise_if_any()
     return LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,

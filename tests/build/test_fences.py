@@ -1,5 +1,5 @@
-"""The project fence (issue 20, item 1; fault and security tests): nothing outside the project is read into an
-image.
+"""The project fence (issue 20, items 1-2; fault and security tests): nothing outside the project is read into an
+image or written.
 
 Every test runs the real command line in-process on a small project in ``tmp_path`` on top of ``scratch`` with an
 ``oci:build/image`` destination: nothing needs a registry.
@@ -202,3 +202,94 @@ def test_an_absolute_source_is_the_explicit_way_to_take_files_from_elsewhere(roo
     code, _, err = run("-C", str(root), "-q", "apply", "-y")
     assert code == 0, err
     assert layout_files(root)["opt/ext/secret.txt"] == SECRET
+
+
+# --------------------------------------------------------------------------- 2. the output folder
+
+
+@pytest.fixture
+def applied(root) -> Path:
+    code, _, err = run("-C", str(root), "-q", "apply", "-y")
+    assert code == 0, err
+    return root
+
+
+def test_render_output_dir_climbing_out_is_refused_and_nothing_is_written(applied, tmp_path):
+    target = tmp_path / "escaped" / "x"
+    code, out, err = run("-C", str(applied), "render", "--output-dir", "../escaped/x")
+    assert code == 1, err
+    assert err.startswith("error: kfp.toml (value from command line): render.output_dir: '../escaped/x' resolves "
+                          f"to {target}, outside the project folder"), err
+    assert not (tmp_path / "escaped").exists() and out == ""
+
+
+def test_render_output_dir_of_the_issue_climbing_to_etc_is_refused(applied):
+    """`render --output-dir ../../../../etc/x`, with as many `..` as it takes to reach /etc from the project."""
+    name = "compose-kfp-fence-test-x"
+    assert not Path("/etc", name).exists()
+    climb = "../" * len(applied.resolve().parts) + f"etc/{name}"
+    try:
+        code, _, err = run("-C", str(applied), "render", "--output-dir", climb)
+        assert code == 1 and "render.output_dir" in err and f"resolves to /etc/{name}" in err, err
+        assert not Path("/etc", name).exists()
+    finally:
+        if Path("/etc", name).is_dir():  # only if the fence failed: leave /etc as it was
+            import shutil
+
+            shutil.rmtree(Path("/etc", name))
+
+
+@pytest.mark.parametrize("value", ["../out", "ABS"])
+def test_render_output_dir_in_kfp_toml_never_leaves_the_project(root, tmp_path, value):
+    value = str(tmp_path / "out") if value == "ABS" else value
+    write(root, render=f'\n[render]\noutput_dir = "{value}"\n')
+    code, _, err = run("-C", str(root), "validate")
+    assert code == 1
+    assert err.startswith(f"error: kfp.toml:{line_of(root, 'output_dir =')}: render.output_dir: "), err
+    assert "a value in kfp.toml never points outside the project" in err
+    assert run("-C", str(root), "apply", "-y")[0] == 1
+    assert not (tmp_path / "out").exists() and not (root / "build").exists()
+
+
+def test_the_environment_may_name_an_absolute_folder_but_not_climb_out(applied, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPOSE_KFP_OUTPUT_DIR", "../env-out")
+    code, _, err = run("-C", str(applied), "render")
+    assert code == 1
+    assert "(value from environment variable COMPOSE_KFP_OUTPUT_DIR): render.output_dir: '../env-out'" in err
+    assert not (tmp_path / "env-out").exists()
+    monkeypatch.setenv("COMPOSE_KFP_OUTPUT_DIR", str(tmp_path / "env-out"))
+    code, out, err = run("-C", str(applied), "render")
+    assert code == 0, err
+    assert (tmp_path / "env-out" / "workflow.yaml").is_file()
+
+
+def test_an_absolute_output_dir_typed_on_the_command_line_may_be_elsewhere(applied, tmp_path):
+    code, out, err = run("-C", str(applied), "render", "--output-dir", str(tmp_path / "typed"))
+    assert code == 0, err
+    assert (tmp_path / "typed" / "components" / "double.yaml").is_file()
+
+
+@pytest.mark.parametrize("case", [".", ".compose-kfp", ".compose-kfp/out", "PARENT", "src", "LINK"])
+def test_output_dir_that_compose_kfp_may_not_write(applied, tmp_path, outside, case):
+    """Not the project folder, not a folder holding kfp.toml, not the state folder, not among the sources,
+    not a symlink out of the project."""
+    value = {"PARENT": str(tmp_path), "LINK": "gen"}.get(case, case)
+    if case == "LINK":
+        (applied / "gen").symlink_to(outside, target_is_directory=True)
+    expected = {".": "is the project folder itself", ".compose-kfp": "is in the state folder .compose-kfp/",
+                ".compose-kfp/out": "is in the state folder", "PARENT": "holds the project folder and its kfp.toml",
+                "src": "holds a layer source (image.layers.0.paths.0 = 'src')",
+                "LINK": f"'gen' is a symlink to {outside}"}[case]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    code, _, err = run("-C", str(applied), "render", "--output-dir", value)
+    assert code == 1, err
+    assert err.startswith("error: kfp.toml (value from command line): render.output_dir: ") and expected in err, err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    assert not (outside / "components").exists()
+
+
+def test_apply_with_an_output_dir_out_of_the_project_pushes_nothing(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPOSE_KFP_OUTPUT_DIR", "../pushed")
+    code, _, err = run("-C", str(root), "apply", "-y")
+    assert code == 1 and "render.output_dir" in err
+    assert not (root / "build").exists() and not (root / "kfp.lock").exists() and not (tmp_path / "pushed").exists()

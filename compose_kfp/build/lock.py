@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from compose_kfp.build.images import desired_images
+from compose_kfp.build import spec as spec_mod
 from compose_kfp.build.pins import component_images
 from compose_kfp.errors import BuildError, ConfigError, StaleError
 from compose_kfp.oci.blobs import atomic_write
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from compose_kfp.manifest.project import Project
 
 #: File name, next to kfp.toml.
-LOCK_NAME = "kfp.lock"
+LOCK_NAME = spec_mod.LOCK_NAME
 LOCK_VERSION = 1
 
 

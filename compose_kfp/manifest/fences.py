@@ -1,4 +1,5 @@
-"""The project fence: what ``kfp.toml`` names is read from inside the project, outputs are written inside it.
+"""The project fence: what ``kfp.toml`` names is read from inside the project, outputs are written inside it,
+and what compose-kfp writes is never read back as a layer input.
 
 The project folder is the folder of ``kfp.toml``; "inside" is decided on real paths (``os.path.realpath``:
 every symlink along the path followed, ``..`` resolved), so a symlink that leads out counts as outside.
@@ -13,6 +14,10 @@ every symlink along the path followed, ``..`` resolved), so a symlink that leads
   user gives, not the repository) an absolute path may be anywhere, a relative one must stay inside. In every
   case the output folder is not the project folder, not a folder holding it, not in the state folder
   ``.compose-kfp``, and holds nothing kfp.toml names (rendering writes and deletes files there).
+- :func:`owned_paths`: what compose-kfp writes in a project (the output folder, ``kfp.lock``, ``.compose-kfp``,
+  an ``oci:PATH`` destination layout); :func:`compose_kfp.build.images.desired_images` leaves these out of every
+  layer whose sources hold them (:func:`exclusions`), so an ``apply`` never changes the next plan's inputs.
+- :func:`output_warnings`: the output folder inside a layer's paths (left out, but worth knowing).
 
 **Why here and not in** :mod:`compose_kfp.oci.layer`: that module is a general image library, and like
 ``docker build`` / ``COPY`` it follows a symlink given as an include (the caller named it) while refusing links
@@ -25,11 +30,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from compose_kfp.build.spec import LOCK_NAME
 from compose_kfp.manifest.problems import Problems
 from compose_kfp.oci.layer import STATE_DIR
 from compose_kfp.schema import LayerConfig, Manifest
+
+#: ``image.repository`` prefix of a local OCI image layout destination.
+LAYOUT_PREFIX = "oci:"
 
 
 def inside(path: str, folder: str) -> bool:
@@ -167,4 +176,39 @@ def check_output_dir(manifest: Manifest, root: Path, problems: Problems, sources
                           f"runs/ there, so it may hold nothing kfp.toml names; {fix}")
 
 
-__all__ = ["Named", "check_output_dir", "check_sources", "inside", "named_paths"]
+def owned_paths(manifest: Manifest, root: Path | str) -> tuple[str, ...]:
+    """The real paths of what compose-kfp writes for the project at ``root``: ``render.output_dir``,
+    ``kfp.lock``, ``.compose-kfp`` and the folder of an ``oci:PATH`` ``image.repository``, in that order
+    (absolute, symlinks resolved; nothing needs to exist)."""
+    root = Path(root)
+    paths = [_real(root, manifest.render.output_dir), _real(root, LOCK_NAME), _real(root, STATE_DIR)]
+    if manifest.image.repository.startswith(LAYOUT_PREFIX):
+        paths.append(_real(root, manifest.image.repository[len(LAYOUT_PREFIX):]))
+    return tuple(dict.fromkeys(paths))
+
+
+def exclusions(sources: Iterable[str], owned: Iterable[str]) -> tuple[str, ...]:
+    """The paths of ``owned`` (real paths, :func:`owned_paths`) strictly below one of a layer's ``sources``
+    (real paths), sorted: what that layer leaves out. Empty for a layer whose sources hold none of them, so
+    its plan, key and digest are those it always had."""
+    real_sources = [os.path.realpath(s) for s in sources]
+    return tuple(sorted({o for o in owned for s in real_sources if o != s and inside(o, s)}))
+
+
+def output_warnings(manifest: Manifest, root: Path, where: Callable[[tuple], str]) -> tuple[str, ...]:
+    """Warnings (``FILE:LINE: KEY: text``, ``where(loc)`` giving ``FILE:LINE``) for each layer ``paths`` entry
+    whose folder holds the output folder: it is left out of that layer (:func:`exclusions`)."""
+    out_real = _real(root, manifest.render.output_dir)
+    warnings = []
+    for item in named_paths(manifest, root):
+        if "paths" in item.loc and out_real != item.real and inside(out_real, item.real):
+            key = ".".join(str(p) for p in item.loc)
+            warnings.append(f"{where(item.loc)}: {key}: {item.written!r} holds the output folder "
+                            f"{manifest.render.output_dir!r} (render.output_dir); it is left out of this layer, "
+                            "as kfp.lock and .compose-kfp/ are (outputs and state are never layer inputs). Keep "
+                            "the output folder outside the layer's paths to make that plain")
+    return tuple(warnings)
+
+
+__all__ = ["LAYOUT_PREFIX", "Named", "check_output_dir", "check_sources", "exclusions", "inside", "named_paths",
+           "output_warnings", "owned_paths"]

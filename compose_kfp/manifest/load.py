@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.checks import check_files, check_references
-from compose_kfp.manifest.fences import check_output_dir, check_sources
+from compose_kfp.manifest.fences import check_output_dir, check_sources, output_warnings
 from compose_kfp.manifest.keys import KeyIndex, dotted
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
 from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, flatten_annotation, looks_secret
@@ -88,6 +88,8 @@ class LoadedManifest:
         layers_defaulted: True when ``[[image.layers]]`` was absent and the defaults were used.
         sources: key path (``image.repository``) -> where a value other than kfp.toml came from
             (``environment variable COMPOSE_KFP_REPOSITORY`` or ``command line``).
+        warnings: ``FILE:LINE: KEY: text`` lines worth showing though nothing is wrong (a layer whose paths
+            hold the output folder, which is left out of it: :func:`compose_kfp.manifest.fences.output_warnings`).
     """
 
     path: Path
@@ -95,6 +97,7 @@ class LoadedManifest:
     manifest: Manifest
     layers_defaulted: bool = False
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def resolve(self, relative: str) -> Path:
         """``relative`` (a path written in kfp.toml, ``~`` expanded) made absolute against :attr:`root`."""
@@ -237,8 +240,10 @@ def load_manifest(
     check_output_dir(manifest, root, problems, sources, layers_defaulted=layers_defaulted)
     check_references(manifest, problems.add)
     problems.raise_if_any()
-    return LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,
-                          sources=sources)
+    loaded = LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,
+                            sources=sources)
+    warnings = output_warnings(manifest, root, loaded.where)
+    return dataclasses.replace(loaded, warnings=warnings) if warnings else loaded
 
 
 def default_layers(root: Path) -> list[LayerConfig]:

@@ -1,5 +1,5 @@
-"""The project fence (issue 20, items 1-2; fault and security tests): nothing outside the project is read into an
-image or written.
+"""The project fence (issue 20, items 1-3; fault and security tests): nothing outside the project is read into an
+image or written, and outputs and state are never layer inputs, so the plan settles after one apply.
 
 Every test runs the real command line in-process on a small project in ``tmp_path`` on top of ``scratch`` with an
 ``oci:build/image`` destination: nothing needs a registry.
@@ -293,3 +293,109 @@ def test_apply_with_an_output_dir_out_of_the_project_pushes_nothing(root, tmp_pa
     code, _, err = run("-C", str(root), "apply", "-y")
     assert code == 1 and "render.output_dir" in err
     assert not (root / "build").exists() and not (root / "kfp.lock").exists() and not (tmp_path / "pushed").exists()
+
+
+# --------------------------------------------------------------------------- 3. outputs and state never layer inputs
+
+
+def test_with_paths_dot_the_plan_settles_after_one_apply(root):
+    """The issue's case: paths = ["."] took in build/, kfp.lock and .compose-kfp/; plan --exit-code said 2 forever."""
+    write(root, layers='[[image.layers]]\nname = "app"\npaths = ["."]\n')
+    (root / ".kfpignore").write_text("!.compose-kfp/\n!build/\n")  # cannot bring outputs or state back
+    code, _, err = run("-C", str(root), "validate")
+    assert code == 0
+    line = line_of(root, 'paths = ["."]')
+    assert err.startswith(f"warning: kfp.toml:{line}: image.layers.0.paths.0: '.' holds the output folder 'build'")
+    assert run("-C", str(root), "-q", "apply", "-y")[0] == 0
+    code, out, err = run("-C", str(root), "plan", "--exit-code")
+    assert code == 0, out + err
+    assert run("-C", str(root), "-q", "apply", "-y")[0] == 0
+    assert run("-C", str(root), "plan", "--exit-code")[0] == 0
+    files = layout_files(root)
+    assert "app/src/steps.py" in files and "app/kfp.toml" in files and "app/.kfpignore" in files
+    assert not [f for f in files if f.startswith(("app/build", "app/kfp.lock", "app/.compose-kfp"))], sorted(files)
+
+
+def test_an_output_dir_inside_a_layer_is_left_out_of_it(root):
+    """`render.output_dir` inside a layer's folder: left out (with a warning), so the plan settles."""
+    write(root, render='\n[render]\noutput_dir = "src/build"\n')
+    code, _, err = run("-C", str(root), "validate")
+    assert code == 0 and "warning: kfp.toml:" in err and "image.layers.0.paths.0: 'src' holds the output folder" in err
+    assert run("-C", str(root), "-q", "apply", "-y")[0] == 0
+    assert (root / "src" / "build" / "workflow.yaml").is_file()
+    assert run("-C", str(root), "plan", "--exit-code")[0] == 0
+    assert not [f for f in layout_files(root) if f.startswith("app/src/build")]
+
+
+def test_an_output_dir_holding_a_layer_source_is_refused(root):
+    """`render.output_dir = "src"` where src is a layer: rendering would write (and delete) among the sources."""
+    write(root, render='\n[render]\noutput_dir = "src"\n')
+    code, _, err = run("-C", str(root), "validate")
+    assert code == 1
+    assert err.startswith(f"error: kfp.toml:{line_of(root, 'output_dir')}: render.output_dir: 'src' holds a layer "
+                          "source"), err
+
+
+def test_a_folder_named_build_below_a_layer_is_the_users_own(root):
+    """Exclusions are anchored at the project: src/build/ is not the output folder build/."""
+    (root / "src" / "build").mkdir()
+    (root / "src" / "build" / "mine.txt").write_text("mine\n")
+    assert run("-C", str(root), "-q", "apply", "-y")[0] == 0
+    assert layout_files(root)["app/src/build/mine.txt"] == b"mine\n"
+
+
+def test_layers_that_hold_no_output_are_specified_as_before(root):
+    """No exclusion for a layer whose sources hold no output: same spec, plan key and digest as before."""
+    from compose_kfp.build.images import desired_images
+    from compose_kfp.manifest.load import load_manifest
+    from compose_kfp.oci.layer import plan_layer
+
+    loaded = load_manifest(root, env={})
+    app = next(ly for ly in desired_images(loaded.manifest, root)[0].layers if ly.name == "app")
+    assert app.exclude == ()
+    src = str(root / "src")
+    assert plan_layer([(src, "/app/src")], context=root).key == \
+        plan_layer([(src, "/app/src")], context=root, exclude=[str(root / "build"), str(root / "kfp.lock")]).key
+
+
+def test_an_oci_destination_inside_a_layer_is_left_out(root):
+    write(root, layers='[[image.layers]]\nname = "app"\npaths = ["."]\n', image_extra="",
+          render='\n[render]\noutput_dir = "out"\n')
+    assert run("-C", str(root), "-q", "apply", "-y")[0] == 0
+    assert run("-C", str(root), "plan", "--exit-code")[0] == 0
+    assert not [f for f in layout_files(root) if f.startswith(("app/build", "app/out"))]
+
+
+def test_state_and_lock_constants_agree():
+    from compose_kfp.build import destination, lock, statedir
+    from compose_kfp.manifest import fences
+    from compose_kfp.oci import layer
+
+    assert lock.LOCK_NAME == "kfp.lock" and layer.STATE_DIR == statedir.STATE_DIR == ".compose-kfp"
+    assert fences.LAYOUT_PREFIX == destination.LAYOUT_PREFIX
+    assert os.path.basename(fences.owned_paths(load_manifest_for_constants(), Path("/p"))[1]) == "kfp.lock"
+
+
+def load_manifest_for_constants():
+    from compose_kfp.schema import Manifest
+
+    return Manifest.model_validate({"project": {"name": "x"}, "image": {"base": "scratch", "repository": "oci:o"}})
+
+
+def test_the_readme_lists_the_default_ignores():
+    from compose_kfp.oci.layer import DEFAULT_IGNORES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = readme.split("the default ignores (", 1)[1].split(";", 1)[0]
+    assert [p.strip().strip("`") for p in listed.split(",")] == list(DEFAULT_IGNORES)
+
+
+def test_a_folder_left_empty_by_exclusions_is_left_out(tmp_path):
+    from compose_kfp.oci.layer import plan_layer
+
+    (tmp_path / "a" / "only" / "out").mkdir(parents=True)
+    (tmp_path / "a" / "only" / "out" / "x").write_text("x")
+    (tmp_path / "a" / "keep").mkdir()
+    (tmp_path / "a" / "f").write_text("f")
+    plan = plan_layer([(str(tmp_path / "a"), "/app")], context=tmp_path, exclude=[str(tmp_path / "a/only/out")])
+    assert [e.path for e in plan.entries] == ["app", "app/f", "app/keep"]

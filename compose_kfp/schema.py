@@ -202,7 +202,8 @@ class AuthConfig(_Model):
 class PathMapping(_Model):
     """A path put into a layer at a chosen place: ``{ src = "data", dst = "/mnt/data" }``."""
 
-    src: str = Field(description="File or folder, relative to the folder of kfp.toml.")
+    src: str = Field(description="File or folder, relative to the folder of kfp.toml and inside it (symlinks "
+                                 "followed), or an absolute path to take it from elsewhere on purpose.")
     dst: str | None = Field(
         default=None,
         description="Absolute destination inside the image. Default: `src` under `image.workdir`.",
@@ -622,7 +623,9 @@ class PipelineConfig(_Model):
 class RenderSettings(_Model):
     """``[render]``: where and how outputs are rendered."""
 
-    output_dir: str = Field(default="build", description="Folder for rendered files, relative to kfp.toml.")
+    output_dir: str = Field(default="build", description="Folder for rendered files, relative to kfp.toml and "
+                            "inside the project folder (only `--output-dir` or `COMPOSE_KFP_OUTPUT_DIR` may name "
+                            "an absolute folder elsewhere).")
     templates: str | None = Field(default=None, description="Folder of templates that override the built-in ones.")
     targets: list[Literal["argo", "kfp"]] = Field(
         default_factory=lambda: ["argo"], description="What to render besides component files."

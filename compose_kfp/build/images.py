@@ -28,8 +28,14 @@ Config: the base image's ``Env``, then ``PYTHONPATH``/``PATH`` additions
 ``/opt/compose-kfp/bin`` when there is a dependency layer), then ``image.env``
 (wins). ``workdir``, ``labels`` and ``user`` come from ``[image]``.
 
-This module reads nothing but the manifest (no file system, no network): the
-observation of files happens in :mod:`compose_kfp.build.observe`. The value types
+Outputs and state are never layer inputs: a ``paths``/``rootfs`` layer whose sources hold the output
+folder, ``kfp.lock``, ``.compose-kfp`` or an ``oci:`` destination layout leaves them out
+(:attr:`~compose_kfp.build.spec.LayerSpec.exclude`, from :func:`compose_kfp.manifest.fences.exclusions`),
+so an ``apply`` never changes what the next plan reads. A layer whose sources hold none of them is
+specified as it always was (same key, same digest).
+
+This module reads nothing but the manifest and the real paths of what it names (no file content, no
+network): the observation of files happens in :mod:`compose_kfp.build.observe`. The value types
 (:class:`~compose_kfp.build.spec.ImageSpec`, :class:`~compose_kfp.build.spec.LayerSpec`) and the
 config ``Env`` rules are in :mod:`compose_kfp.build.spec`.
 """
@@ -42,6 +48,7 @@ from pathlib import Path
 from compose_kfp import runtime as runtime_mod
 from compose_kfp.build.spec import MAIN_IMAGE, RUNTIME_LAYER, ImageSpec, LayerSpec
 from compose_kfp.errors import ConfigError
+from compose_kfp.manifest.fences import exclusions, owned_paths
 from compose_kfp.schema import LayerConfig, Manifest, PathMapping
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,7 @@ def runtime_layer() -> LayerSpec:
     return LayerSpec(name=RUNTIME_LAYER, kind="runtime", files=files, where="(runtime)")
 
 
-def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str) -> LayerSpec:
+def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str, owned: tuple[str, ...] = ()) -> LayerSpec:
     def resolve(rel: str) -> str:
         return str((root / Path(rel).expanduser()).resolve())
 
@@ -61,7 +68,9 @@ def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str) -> Lay
         return LayerSpec(layer.name, "requirements", requirements=resolve(layer.requirements),
                          ignore=tuple(layer.ignore), where=where)
     if layer.rootfs:
-        return LayerSpec(layer.name, "rootfs", rootfs=resolve(layer.rootfs), ignore=tuple(layer.ignore), where=where)
+        rootfs = resolve(layer.rootfs)
+        return LayerSpec(layer.name, "rootfs", rootfs=rootfs, ignore=tuple(layer.ignore), where=where,
+                         exclude=exclusions([rootfs], owned))
     includes = []
     for i, entry in enumerate(layer.paths):
         if isinstance(entry, PathMapping):
@@ -77,7 +86,8 @@ def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str) -> Lay
                 )
             dst = workdir.rstrip("/") + "/" + rel.as_posix().strip("/")
         includes.append((resolve(src), dst))
-    return LayerSpec(layer.name, "paths", includes=tuple(includes), ignore=tuple(layer.ignore), where=where)
+    return LayerSpec(layer.name, "paths", includes=tuple(includes), ignore=tuple(layer.ignore), where=where,
+                     exclude=exclusions([src for src, _ in includes], owned))
 
 
 def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...]:
@@ -92,7 +102,8 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
     """
     root = Path(root).resolve()
     img = manifest.image
-    shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers[{i}]")
+    owned = owned_paths(manifest, root)
+    shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers[{i}]", owned)
                    for i, layer in enumerate(img.layers or ()))
     function_steps = [n for n, s in manifest.steps.items() if s.function]
     own = [n for n in function_steps if manifest.steps[n].requirements or manifest.steps[n].layers]
@@ -114,7 +125,7 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
             extra.append(LayerSpec(f"{name}-deps", "requirements",
                                    requirements=str((root / step.requirements).resolve()),
                                    where=f"steps.{name}.requirements"))
-        extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers[{i}]")
+        extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers[{i}]", owned)
                   for i, layer in enumerate(step.layers)]
         for layer in extra:
             if layer.name in shared_names:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from compose_kfp.build.destination import LAYOUT_PREFIX, layout_path
 from compose_kfp.build.images import desired_images
+from compose_kfp.build import spec as spec_mod
 from compose_kfp.build.pins import component_images
 from compose_kfp.build.staging import StagedFiles
 from compose_kfp.errors import BuildError, ConfigError, StaleError
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from compose_kfp.manifest.project import Project
 
 #: File name, next to kfp.toml.
-LOCK_NAME = "kfp.lock"
+LOCK_NAME = spec_mod.LOCK_NAME
 LOCK_VERSION = 1
 
 

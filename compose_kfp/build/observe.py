@@ -239,7 +239,8 @@ def _docker_archive(path: str, state: ProjectState) -> Any:
 def layer_plan(spec: LayerSpec, compression: str, root: Path) -> LayerPlan:
     """The :class:`LayerPlan` of a ``runtime``/``paths``/``rootfs`` layer (``lstat`` only).
 
-    ``root`` is the project folder: ``.kfpignore`` is read there.
+    ``root`` is the project folder: ``.kfpignore`` is read there. ``spec.exclude`` (what compose-kfp writes
+    below the sources: the output folder, ``kfp.lock``, ``.compose-kfp``) is left out.
 
     Raises:
         BuildError: a source is missing or unusable (the message names the kfp.toml key).
@@ -249,9 +250,11 @@ def layer_plan(spec: LayerSpec, compression: str, root: Path) -> LayerPlan:
             return plan_layer((), files=dict(spec.files), default_ignores=False, use_ignore_file=False,
                               compression=compression)
         if spec.kind == "rootfs":
-            return plan_layer([(spec.rootfs, "/")], rootfs=True, ignore=spec.ignore, compression=compression)
+            return plan_layer([(spec.rootfs, "/")], rootfs=True, ignore=spec.ignore, compression=compression,
+                              exclude=spec.exclude)
         if spec.kind == "paths":
-            return plan_layer(list(spec.includes), context=root, ignore=spec.ignore, compression=compression)
+            return plan_layer(list(spec.includes), context=root, ignore=spec.ignore, compression=compression,
+                              exclude=spec.exclude)
     except oci_errors.LayerError as e:
         raise BuildError(f"{spec.where} ({spec.name}): {e}") from None
     raise BuildError(f"{spec.where}: layer kind {spec.kind!r} has no file plan")
@@ -266,17 +269,23 @@ def input_fingerprint(spec: LayerSpec, compression: str, root: Path) -> str | No
     ``<root>/.kfpignore``, and the ``lstat`` fields (mode, size, mtime_ns, inode, links, owner) of every
     entry under each source, ignored ones included. Equal fingerprints mean :func:`layer_plan` would give the
     same key, so the (slower) plan can be skipped: one ``stat`` per file, no ignore matching, no sorting of the
-    whole tree. Any difference, even in an ignored file, only means the full plan runs.
+    whole tree. Any difference, even in an ignored file, only means the full plan runs. ``spec.exclude``
+    (when not empty, it is one of the options) is not walked, so what ``apply`` writes there (kfp.lock, the
+    output folder, ``.compose-kfp``) does not change the fingerprint.
     """
     from compose_kfp.oci import layer as layer_mod
 
     if spec.kind not in ("paths", "rootfs"):
         return None
     h = hashlib.sha256()
-    h.update(json.dumps({"kind": spec.kind, "includes": spec.includes, "rootfs": spec.rootfs,
-                         "ignore": spec.ignore, "compression": compression,
-                         "sde": os.environ.get("SOURCE_DATE_EPOCH"), "format": layer_mod.FORMAT_VERSION,
-                         "gzip": layer_mod.GZIP_IMPL, "root": str(root)}, sort_keys=True).encode())
+    options = {"kind": spec.kind, "includes": spec.includes, "rootfs": spec.rootfs,
+               "ignore": spec.ignore, "compression": compression,
+               "sde": os.environ.get("SOURCE_DATE_EPOCH"), "format": layer_mod.FORMAT_VERSION,
+               "gzip": layer_mod.GZIP_IMPL, "root": str(root)}
+    if spec.exclude:  # only then: the fingerprints of the other layers stay what they were
+        options["exclude"] = spec.exclude
+    h.update(json.dumps(options, sort_keys=True).encode())
+    excluded = frozenset(spec.exclude)
     try:
         h.update((root / layer_mod.IGNORE_FILE).read_bytes())
     except OSError:
@@ -284,6 +293,8 @@ def input_fingerprint(spec: LayerSpec, compression: str, root: Path) -> str | No
     sources = [spec.rootfs] if spec.kind == "rootfs" else [src for src, _ in spec.includes]
     for src in sources:
         real = os.path.realpath(src or "")
+        if real in excluded:
+            continue
         try:
             st = os.stat(real)
         except OSError:
@@ -300,6 +311,8 @@ def input_fingerprint(spec: LayerSpec, compression: str, root: Path) -> str | No
                 return None
             parts = []
             for de in entries:
+                if de.path in excluded:
+                    continue
                 est = de.stat(follow_symlinks=False)
                 parts.append(f"{de.path}\0{est.st_mode}\0{est.st_size}\0{est.st_mtime_ns}\0{est.st_ino}\0"
                              f"{est.st_nlink}\0{est.st_uid}\0{est.st_gid}\n")

@@ -21,6 +21,8 @@ from compose_kfp.oci.image import merge_env
 MAIN_IMAGE = "main"
 #: Name of the runtime layer.
 RUNTIME_LAYER = "runtime"
+#: The lock file ``apply`` writes next to ``kfp.toml`` (:mod:`compose_kfp.build.lock`).
+LOCK_NAME = "kfp.lock"
 #: Manifest layer annotation naming the ``kfp.toml`` layer a blob was built from.
 LAYER_NAME_ANNOTATION = "io.compose-kfp.layer"
 
@@ -54,6 +56,9 @@ class LayerSpec:
         requirements: for ``requirements``: the absolute requirements file.
         rootfs: for ``rootfs``: the absolute root file system folder (goes to ``/``).
         ignore: extra gitignore-style patterns.
+        exclude: absolute real paths below the sources that are left out whatever the patterns say: what
+            compose-kfp writes there (the output folder, ``kfp.lock``, ``.compose-kfp``, an ``oci:`` layout;
+            :func:`compose_kfp.manifest.fences.exclusions`). Usually empty.
         where: the key path in ``kfp.toml`` (``image.layers[1]``), for messages.
     """
 
@@ -65,6 +70,7 @@ class LayerSpec:
     rootfs: str | None = None
     ignore: tuple[str, ...] = ()
     where: str = ""
+    exclude: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +176,6 @@ def prepend_env(env: Sequence[str], var: str, entries: Sequence[str], *, default
     return out
 
 
-__all__ = ["BIN_DIR", "DEFAULT_PATH", "DEPS_ENV", "IMAGE_ROOT", "ImageSpec", "LAYER_NAME_ANNOTATION", "LayerKind",
-           "LayerSpec", "MAIN_IMAGE", "PYTHONPATH_ENTRIES", "RUNTIME_LAYER", "SITE_PACKAGES", "image_env", "labels_of",
+__all__ = ["BIN_DIR", "DEFAULT_PATH", "DEPS_ENV", "IMAGE_ROOT", "ImageSpec", "LAYER_NAME_ANNOTATION", "LOCK_NAME",
+           "LayerKind", "LayerSpec", "MAIN_IMAGE", "PYTHONPATH_ENTRIES", "RUNTIME_LAYER", "SITE_PACKAGES", "image_env", "labels_of",
            "merge_image_env", "prepend_env", "step_images"]

@@ -186,7 +186,8 @@ def render(
         "--target", help="What to render besides component files: argo (Argo Workflow) or kfp (KFP v2 pipeline "
         "package); repeatable. Default: render.targets of kfp.toml.")] = None,
     output_dir: Annotated[Optional[str], typer.Option(
-        "--output-dir", help="Override render.output_dir (relative to kfp.toml's folder).")] = None,
+        "--output-dir", help="Override render.output_dir: relative to kfp.toml's folder and inside it, or an "
+        "absolute folder anywhere.")] = None,
 ) -> None:
     """Render component files and the workflow from the digests in kfp.lock (builds and pushes nothing)."""
     from compose_kfp.pipeline.outputs import render_from_lock

@@ -72,9 +72,12 @@ def init(
 
 @app.command()
 def validate(ctx: typer.Context) -> None:
-    """Load kfp.toml, its step components and the task graph; print OK or the first problem."""
+    """Load kfp.toml, its step components and the task graph; print OK or the first problem (and any warning,
+    such as a layer whose paths hold the output folder, on stderr)."""
     settings = _settings(ctx)
     project = settings.project()
+    for warning in project.loaded.warnings:
+        settings.err.print(f"warning: {warning}", markup=False)
     manifest = project.manifest
     tasks = len(project.graph.tasks) if project.graph is not None else 0
     settings.out.print(

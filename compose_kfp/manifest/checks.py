@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Callable, Container, Literal, Mapping, Sequence
 
 from compose_kfp.manifest.problems import Problems, did_you_mean
 from compose_kfp.schema import LayerConfig, Manifest, ParamRef, TaskOutputRef
 
 
-def check_files(manifest: Manifest, root: Path, problems: "Problems", *, check_layers: bool) -> None:
+def check_files(manifest: Manifest, root: Path, problems: "Problems", *, check_layers: bool,
+                skip: Container[tuple] = ()) -> None:
     """Add to ``problems`` each file or folder named by the manifest that is missing under ``root``.
 
     Checked, in this order: the sources of ``[[image.layers]]`` (``paths`` entries, which may be
@@ -24,8 +25,11 @@ def check_files(manifest: Manifest, root: Path, problems: "Problems", *, check_l
     (the default layers are known to exist); each step's ``function`` file, ``component`` file,
     ``requirements`` file and own layers, and a step layer named like an ``[image]`` layer;
     ``render.templates`` (a folder). A missing name gets a "did you mean" from its folder's entries.
+    Key paths in ``skip`` (already reported as outside the project, :mod:`.fences`) are not checked.
     """
     def must_exist(loc: tuple, rel: str, kind: Literal["file", "dir", "any"]) -> None:
+        if loc in skip:
+            return
         p = (root / Path(rel).expanduser())
         ok = p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
         if ok:

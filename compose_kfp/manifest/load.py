@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.checks import check_files, check_output_names, check_references
+from compose_kfp.manifest.fences import check_output_dir, check_sources, output_warnings
 from compose_kfp.manifest.keys import KeyIndex, dotted
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
 from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, flatten_annotation, looks_secret
@@ -87,6 +88,8 @@ class LoadedManifest:
         layers_defaulted: True when ``[[image.layers]]`` was absent and the defaults were used.
         sources: key path (``image.repository``) -> where a value other than kfp.toml came from
             (``environment variable COMPOSE_KFP_REPOSITORY`` or ``command line``).
+        warnings: ``FILE:LINE: KEY: text`` lines worth showing though nothing is wrong (a layer whose paths
+            hold the output folder, which is left out of it: :func:`compose_kfp.manifest.fences.output_warnings`).
     """
 
     path: Path
@@ -94,6 +97,7 @@ class LoadedManifest:
     manifest: Manifest
     layers_defaulted: bool = False
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def resolve(self, relative: str) -> Path:
         """``relative`` (a path written in kfp.toml, ``~`` expanded) made absolute against :attr:`root`."""
@@ -174,15 +178,18 @@ def load_manifest(
     Order of work: TOML parsing; literal secrets refused (before anything could echo them);
     overrides applied; model validation; default layers (``requirements.txt`` if present,
     then ``data/``, then ``src/``, relative to the file's folder) when ``[[image.layers]]``
-    is absent; files named by layers and steps must exist; each step's component file name must fit the
-    file system of ``render.output_dir``; task references
+    is absent; every relative path named must resolve (symlinks followed) inside the project
+    folder (:mod:`.fences`); files named by layers and steps must exist;
+    ``render.output_dir`` must be a folder compose-kfp may write; each step's component file name must
+    fit the file system of ``render.output_dir``; task references
     (``step``, ``param``, ``task``, ``after``) must name existing entries and the task
     graph must have no cycle.
 
     Raises:
         ConfigError: one message naming the file, the line, the key path and what was
             expected (several lines when there are several problems; the first in the
-            file comes first). A secret value is never part of the message.
+            file comes first). A secret value is never part of the message. A path outside the
+            project (a symlink leading out, ``..``) or an output folder that may not be written is one.
     """
     file = find_manifest(path)
     shown = display_path(file)
@@ -229,12 +236,16 @@ def load_manifest(
         defaults = default_layers(root)
         log.debug("no [[image.layers]] in %s; using the defaults %s", shown, [l.name for l in defaults])
         manifest = manifest.model_copy(update={"image": manifest.image.model_copy(update={"layers": defaults})})
-    check_files(manifest, root, problems, check_layers=not layers_defaulted)
+    outside = check_sources(manifest, root, problems, layers_defaulted=layers_defaulted)
+    check_files(manifest, root, problems, check_layers=not layers_defaulted, skip=outside)
+    check_output_dir(manifest, root, problems, sources, layers_defaulted=layers_defaulted)
     check_output_names(manifest, root, problems.add)
     check_references(manifest, problems.add)
     problems.raise_if_any()
-    return LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,
-                          sources=sources)
+    loaded = LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,
+                            sources=sources)
+    warnings = output_warnings(manifest, root, loaded.where)
+    return dataclasses.replace(loaded, warnings=warnings) if warnings else loaded
 
 
 def default_layers(root: Path) -> list[LayerConfig]:

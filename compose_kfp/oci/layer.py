@@ -341,8 +341,11 @@ class _Collector:
     """Accumulates entries from includes, refusing what cannot go into a layer."""
 
     def __init__(self, *, rootfs: bool, preserve_owners: bool, spec: pathspec.PathSpec | None,
-                 context: pathlib.Path | None):
+                 context: pathlib.Path | None, exclude: Iterable[str] = ()):
         self.rootfs = rootfs
+        self.exclude = frozenset(os.path.realpath(p) for p in exclude)
+        self.emptied: set[str] = set()  # in-image folders that had an excluded child
+        self.roots: set[str] = set()  # in-image folders of the includes themselves
         self.preserve_owners = preserve_owners
         self.spec = spec
         self.context = context
@@ -416,6 +419,23 @@ class _Collector:
         raise LayerError(f"symlink {src} -> {target} points outside the included tree {abs_root}; "
                          "include the target too, or replace the link by a copy")
 
+    def drop_emptied(self) -> None:
+        """Leave out the folders that hold nothing but excluded paths (and folders above them emptied the same
+        way, up to an include's own folder): a folder made only to hold excluded outputs (``build/`` around an
+        ``oci:build/image`` layout) must not appear in the layer when it appears on disk."""
+        pending = set(self.emptied)
+        while pending:
+            d = max(pending, key=lambda p: (p.count("/"), p))
+            pending.discard(d)
+            entry = self.entries.get(d)
+            if not d or d in self.roots or entry is None or entry.kind != "dir":
+                continue
+            if any(p.startswith(d + "/") for p in self.entries):
+                continue
+            del self.entries[d]
+            del self.origin[d]
+            pending.add(posixpath.dirname(d))
+
     def _ignored(self, rel: str, is_dir: bool) -> bool:
         return self.spec is not None and self.spec.match_file(rel + "/" if is_dir else rel)
 
@@ -423,6 +443,8 @@ class _Collector:
     def include(self, inc: Include) -> None:
         abs_root = str(inc.src)
         real_root = os.path.realpath(abs_root)
+        if real_root in self.exclude:
+            return
         try:
             st = os.stat(real_root) if os.path.islink(abs_root) else os.lstat(abs_root)
         except FileNotFoundError:
@@ -448,6 +470,7 @@ class _Collector:
             if rel_root != "." and not self._ignored(pathlib.PurePath(rel_root).as_posix(), True):
                 prefix = pathlib.PurePath(rel_root).as_posix() + "/"
         dst_root_rel = _rel(inc.dst)
+        self.roots.add(dst_root_rel)
         if dst_root_rel:
             mode, uid, gid = self._mode_owner(st)
             self.add(Entry(dst_root_rel, "dir", mode, uid=uid, gid=gid,
@@ -462,6 +485,9 @@ class _Collector:
                 raise LayerError(f"{d}: permission denied while reading the folder") from None
             with it:
                 for de in it:
+                    if de.path in self.exclude:  # a real path: the walk starts at real_root, follows no link
+                        self.emptied.add(d_rel)
+                        continue
                     child_ign = ign_rel + de.name
                     is_dir = de.is_dir(follow_symlinks=False)
                     if spec_on and self._ignored(prefix + child_ign, is_dir):
@@ -482,7 +508,7 @@ def plan_layer(includes: Iterable[IncludeSpec] = (), *, context: str | os.PathLi
                default_ignores: bool | None = None, whiteouts: Iterable[str] = (), opaque: Iterable[str] = (),
                compression: Compression = "gzip", level: int | None = None,
                source_date_epoch: int | None = None, relative_root: str = "/",
-               preserve_owners: bool | None = None) -> LayerPlan:
+               preserve_owners: bool | None = None, exclude: Iterable[str] = ()) -> LayerPlan:
     """Plan a layer from local inputs without reading any file's content.
 
     Args:
@@ -506,6 +532,11 @@ def plan_layer(includes: Iterable[IncludeSpec] = (), *, context: str | os.PathLi
         source_date_epoch: mtime of every entry; default ``$SOURCE_DATE_EPOCH`` or 0.
         relative_root: in-image folder receiving plain relative includes.
         preserve_owners: keep numeric uid/gid (default: ``rootfs``).
+        exclude: local paths (files or folders; symlinks in them resolved) left out with everything below
+            them, whatever the ignore patterns say (``!pattern`` cannot bring them back); an include that is
+            itself excluded adds nothing, and a folder left empty only by exclusions is left out too. For what
+            the caller writes next to its inputs (build outputs, state).
+            Only the entries left out change the plan: an exclusion that matches nothing leaves the key as is.
 
     Returns:
         a :class:`LayerPlan`.
@@ -532,7 +563,7 @@ def plan_layer(includes: Iterable[IncludeSpec] = (), *, context: str | os.PathLi
     if use_file or defaults or ignore:
         spec = load_ignore_spec(ctx, ignore, use_ignore_file=use_file, default_ignores=defaults)
     col = _Collector(rootfs=rootfs, preserve_owners=rootfs if preserve_owners is None else preserve_owners,
-                     spec=spec, context=pathlib.Path(os.path.realpath(ctx)))
+                     spec=spec, context=pathlib.Path(os.path.realpath(ctx)), exclude=exclude)
     for spec_item in includes:
         col.include(Include.parse(spec_item, context=ctx, relative_root=relative_root))
     for dst, value in (files or {}).items():
@@ -545,6 +576,7 @@ def plan_layer(includes: Iterable[IncludeSpec] = (), *, context: str | os.PathLi
             col.add(Entry(_rel(dst), "data", 0o644, len(data), data=data), f"bytes for {dst}")
         else:
             col.include(Include.parse((value, dst), context=ctx, relative_root=relative_root))
+    col.drop_emptied()
     for target in whiteouts:
         _check_dst(target)
         rel = _rel(target)

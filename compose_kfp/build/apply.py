@@ -298,7 +298,7 @@ def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: Projec
         layer = write_layer(lp, store, cache=state.layer_cache,
                             progress=(lambda d, t: progress("build", ly.name, d, t)) if progress else None)
     if ly.after is not None and layer.digest != ly.after:
-        raise StaleError(f"{layer_spec.where} ({ly.name}): its files changed since the plan was made (planned "
+        raise StaleError(f"{layer_spec.where}: layer {ly.name!r}: its files changed since the plan was made (planned "
                          f"{ly.after}, built {layer.digest}); run `compose-kfp plan` again.")
     built[key] = layer
     return layer

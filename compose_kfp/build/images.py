@@ -72,7 +72,7 @@ def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str) -> Lay
             rel = Path(src)
             if rel.is_absolute() or ".." in rel.parts:
                 raise ConfigError(
-                    f"{where}.paths[{i}]: {src!r} is outside the project folder; give it a destination "
+                    f"{where}.paths.{i}: {src!r} is outside the project folder; give it a destination "
                     f'with {{ src = "{src}", dst = "/abs/path" }}'
                 )
             dst = workdir.rstrip("/") + "/" + rel.as_posix().strip("/")
@@ -92,7 +92,7 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
     """
     root = Path(root).resolve()
     img = manifest.image
-    shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers[{i}]")
+    shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers.{i}")
                    for i, layer in enumerate(img.layers or ()))
     function_steps = [n for n, s in manifest.steps.items() if s.function]
     own = [n for n in function_steps if manifest.steps[n].requirements or manifest.steps[n].layers]
@@ -114,7 +114,7 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
             extra.append(LayerSpec(f"{name}-deps", "requirements",
                                    requirements=str((root / step.requirements).resolve()),
                                    where=f"steps.{name}.requirements"))
-        extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers[{i}]")
+        extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers.{i}")
                   for i, layer in enumerate(step.layers)]
         for layer in extra:
             if layer.name in shared_names:

@@ -54,7 +54,7 @@ class LayerSpec:
         requirements: for ``requirements``: the absolute requirements file.
         rootfs: for ``rootfs``: the absolute root file system folder (goes to ``/``).
         ignore: extra gitignore-style patterns.
-        where: the key path in ``kfp.toml`` (``image.layers[1]``), for messages.
+        where: the key path in ``kfp.toml`` (``image.layers.1``), for messages.
     """
 
     name: str

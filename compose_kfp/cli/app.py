@@ -80,6 +80,11 @@ class Settings:
     project_dir: Path = field(default_factory=Path.cwd)
     file: Path | None = None
     env: Mapping[str, str] | None = None
+    #: ``--json`` was given to the command: the error boundary prints errors as JSON on stderr too.
+    json: bool = False
+    #: The manifest the command loaded (set by :meth:`manifest` / :meth:`project`), so that the error boundary
+    #: can name the ``kfp.toml:LINE`` of an error about one of its keys (``LoadedManifest.locate``).
+    loaded: Any = None
 
     def __post_init__(self) -> None:
         self.out = Console(file=sys.stdout, quiet=self.quiet, highlight=False, soft_wrap=True)
@@ -99,13 +104,24 @@ class Settings:
         """The validated manifest (:func:`compose_kfp.manifest.load.load_manifest`)."""
         from compose_kfp.manifest.load import load_manifest
 
-        return load_manifest(self.manifest_path, env=self.env, overrides=overrides)
+        self.loaded = load_manifest(self.manifest_path, env=self.env, overrides=overrides)
+        return self.loaded
 
     def project(self, overrides: Mapping[str, Any] | None = None):
         """The checked project (:func:`compose_kfp.manifest.project.load_project`)."""
         from compose_kfp.manifest.project import load_project
 
-        return load_project(self.manifest_path, env=self.env, overrides=overrides)
+        project = load_project(self.manifest_path, env=self.env, overrides=overrides)
+        self.loaded = project.loaded
+        return project
+
+
+class Session:
+    """What the error boundary needs to know of one run of the app: the :class:`Settings` the global
+    options made (``None`` until they are parsed). Passed as the root context's ``obj``."""
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -142,6 +158,8 @@ def _global(
     settings = Settings(quiet=quiet and not debug, verbose=verbose, debug=debug,
                         project_dir=folder.resolve(), file=file.expanduser() if file else None)
     _configure_logging(settings)
+    if isinstance(ctx.obj, Session):
+        ctx.obj.settings = settings
     ctx.obj = settings
 
 

@@ -90,6 +90,7 @@ def plan(
     from compose_kfp.planner import format_plan
 
     settings = _settings(ctx)
+    settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
     project = _load(settings, repository, base)
     with _Bars(settings, enabled=not as_json) as bars:
         p = plan_project(project, frozen=frozen, progress=bars)
@@ -128,6 +129,7 @@ def apply(
     from compose_kfp.planner import Plan, format_plan, human_bytes
 
     settings = _settings(ctx)
+    settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
     project = _load(settings, repository, base)
     interactive = not yes and sys.stdin.isatty() and sys.stdout.isatty() and not as_json
 

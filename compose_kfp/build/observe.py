@@ -78,7 +78,8 @@ from compose_kfp.oci.reference import redact_userinfo
 
 log = logging.getLogger(__name__)
 
-#: Progress callback: ``(event, name or digest, done bytes, total bytes)``.
+#: Progress callback: ``(event, name or digest, done bytes, total bytes)``; ``built`` (a layer was just built:
+#: name ``"<layer> <digest>"``, done = total = the blob's size) follows a layer's last ``build`` event.
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -370,6 +371,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                                 if progress else None)
             if progress:
                 progress("build", spec.name, total, total)
+                progress("built", f"{spec.name} {layer.digest}", layer.size, layer.size)
             state.record_files(layer.digest, stamps)
         else:
             layer = hit

@@ -29,10 +29,13 @@ def _overrides(repository: str | None, base: str | None) -> dict[str, Any]:
 
 
 class _Bars:
-    """Rich progress bars for the library's ``progress(event, name, done, total)`` callbacks (stderr).
+    """Progress for the library's ``progress(event, name, done, total)`` callbacks, on stderr.
 
-    One bar per (event, name): ``build`` (tar + compress), ``upload``, ``copy``; ``install`` shows a
-    spinner-less line. Silenced by ``-q`` (the console is quiet) and when stderr is not a terminal.
+    On a terminal: rich progress bars, one per (event, name): ``build`` (tar + compress), ``upload``,
+    ``copy``; ``install`` shows a line. When stderr is not a terminal (CI logs, a pipe): one plain line per
+    layer built, blob uploaded or copied and installer started (``built src sha256:abcd… 12.3 MiB``,
+    ``uploaded sha256:abcd… 12.3 MiB``), as each happens. Silenced by ``-q`` (the console is quiet) and
+    ``--json`` (``enabled=False``).
     """
 
     LABELS = {"build": "building", "upload": "uploading", "copy": "copying base", "install": "installing"}
@@ -41,11 +44,15 @@ class _Bars:
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
-        self.enabled = enabled and not settings.quiet and settings.err.is_terminal
+        on = enabled and not settings.quiet
+        self.enabled = on and settings.err.is_terminal
+        self.plain = on and not settings.err.is_terminal
+        self.console = settings.err
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=settings.err,
                                  transient=False)
         self.tasks: dict[tuple[str, str], Any] = {}
+        self.done: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
 
     def __enter__(self) -> "_Bars":
@@ -58,6 +65,9 @@ class _Bars:
             self.progress.stop()
 
     def __call__(self, event: str, name: str, done: int, total: int) -> None:
+        if self.plain:
+            self._line(event, name, done, total)
+            return
         if not self.enabled or event not in self.LABELS:
             return
         with self.lock:
@@ -66,6 +76,30 @@ class _Bars:
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(f"{self.LABELS[event]} {shown}", total=total or None)
             self.progress.update(self.tasks[key], completed=done, total=total or None)
+
+    def _line(self, event: str, name: str, done: int, total: int) -> None:
+        """The plain line for an event that finished something (each once), else nothing."""
+        from compose_kfp.planner import human_bytes
+
+        if event == "built":
+            layer, _, digest = name.partition(" ")
+            text = f"built {layer} {_short(digest)} {human_bytes(total)}"
+        elif event in ("upload", "copy") and total and done >= total:
+            text = f"{'uploaded' if event == 'upload' else 'copied base layer'} {_short(name)} {human_bytes(total)}"
+        elif event == "install":
+            text = f"installing the requirements of layer {name}"
+        else:
+            return
+        with self.lock:
+            if (event, name) in self.done:
+                return
+            self.done.add((event, name))
+            self.console.print(text, markup=False)
+
+
+def _short(digest: str) -> str:
+    """``sha256:`` and the first 12 hex digits of ``digest``, then ``…`` (a plain progress line's digest)."""
+    return digest[:19] + "…" if digest.startswith("sha256:") else digest
 
 
 def _load(settings: Settings, repository: str | None, base: str | None) -> Any:

@@ -177,6 +177,25 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def discover_manifest(start: Path | str) -> tuple[Path | None, Path]:
+    """Search for ``kfp.toml`` the way git looks for ``.git``: in ``start``, then in each folder above it.
+
+    The search stops at the top of a git repository (a folder holding ``.git``, searched itself) or at the
+    filesystem root.
+
+    Returns:
+        ``(path of the kfp.toml found or None, the last folder searched)``.
+    """
+    folder = Path(start).resolve()
+    while True:
+        candidate = folder / MANIFEST_NAME
+        if candidate.is_file():
+            return candidate, folder
+        if (folder / ".git").exists() or folder.parent == folder:
+            return None, folder
+        folder = folder.parent
+
+
 def find_manifest(path: Path | str | None = None) -> Path:
     """The ``kfp.toml`` a user means by ``path``: the file itself, or ``kfp.toml`` in a folder (default: cwd).
 

@@ -156,6 +156,9 @@ def apply(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
     lock_timeout: Annotated[float, typer.Option(
         "--lock-timeout", help="Seconds to wait for another apply of this project to finish.")] = 30.0,
+    print_reference: Annotated[bool, typer.Option(
+        "--print-reference", help="Print only each image's repository@sha256:... on stdout, one line per image "
+        "(as ko build does); the plan and everything else go to stderr.")] = False,
 ) -> None:
     """Build changed layers, push missing blobs, manifests and tags, write kfp.lock and render the outputs."""
     from compose_kfp.build.apply import apply_project
@@ -164,17 +167,20 @@ def apply(
 
     settings = _settings(ctx)
     settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
+    if as_json and print_reference:
+        raise typer.BadParameter("give --json or --print-reference, not both", param_hint="--print-reference")
     project = _load(settings, repository, base)
-    interactive = not yes and sys.stdin.isatty() and sys.stdout.isatty() and not as_json
+    out = settings.err if print_reference else settings.out  # the human text
+    interactive = not yes and sys.stdin.isatty() and (sys.stdout.isatty() or print_reference) and not as_json
 
     def shown(p: Plan, text: str) -> None:
         if not as_json:
-            settings.out.print(text, markup=False, end="")
+            out.print(text, markup=False, end="")
 
     def replanned(p: Plan, text: str) -> None:
         if not as_json:
-            settings.out.print("The other apply changed what is to be done; the plan is now:", markup=False)
-            settings.out.print(text, markup=False, end="")
+            out.print("The other apply changed what is to be done; the plan is now:", markup=False)
+            out.print(text, markup=False, end="")
 
     def on_wait() -> None:
         settings.err.print(f"Waiting for another `compose-kfp apply` of this project to finish (up to "
@@ -184,7 +190,8 @@ def apply(
         project, load_saved_plan(plan_file, project) if plan_file is not None else None, frozen=frozen,
         lock_timeout=lock_timeout, progress=lambda: _Bars(settings, enabled=not as_json),
         describe=lambda p: format_plan(p, verbose=settings.verbose > 0), on_plan=shown, on_wait=on_wait,
-        confirm=(lambda p: typer.confirm("Apply these changes?", default=False)) if interactive else None,
+        confirm=(lambda p: typer.confirm("Apply these changes?", default=False, err=print_reference))
+        if interactive else None,
         on_replanned=replanned)
     p, result = outcome.plan, outcome.result
     if outcome.cancelled:
@@ -195,24 +202,33 @@ def apply(
             settings.result.print(json.dumps({"plan": p.to_dict(), "result": None, "changed": False}, indent=2,
                                              sort_keys=True), markup=False)
         else:
-            settings.out.print("Nothing to do: nothing uploaded.", markup=False)
+            out.print("Nothing to do: nothing uploaded.", markup=False)
+            _print_references(settings, p, print_reference)
         return
     if as_json:
         settings.result.print(json.dumps({"plan": p.to_dict(), "result": result.to_dict(),
                                           "changed": result.changed}, indent=2, sort_keys=True), markup=False)
         return
     if result.uploaded:
-        settings.out.print(f"Uploaded {len(result.uploaded)} blob(s), {human_bytes(result.uploaded_bytes)}"
+        out.print(f"Uploaded {len(result.uploaded)} blob(s), {human_bytes(result.uploaded_bytes)}"
                            + (f"; mounted {len(result.mounted)}" if result.mounted else "") + ".", markup=False)
     else:
-        settings.out.print("Nothing uploaded" + (f" (mounted {len(result.mounted)} base layer(s))"
+        out.print("Nothing uploaded" + (f" (mounted {len(result.mounted)} base layer(s))"
                                                  if result.mounted else "") + ".", markup=False)
     for image in result.plan.images:
-        settings.out.print(f"{image.name}: {image.reference}", markup=False)
+        out.print(f"{image.name}: {image.reference}", markup=False)
     if result.lock_written:
-        settings.out.print("Wrote kfp.lock.", markup=False)
+        out.print("Wrote kfp.lock.", markup=False)
     for f in result.files:
-        settings.out.print(f"Rendered {f}", markup=False)
+        out.print(f"Rendered {f}", markup=False)
+    _print_references(settings, result.plan, print_reference)
+
+
+def _print_references(settings: Settings, plan: Any, wanted: bool) -> None:
+    """``apply --print-reference``: each image's ``repository@sha256:...`` on stdout (even with -q), one a line."""
+    if wanted:
+        for image in plan.images:
+            settings.result.print(image.reference or "", markup=False)
 
 
 @app.command()

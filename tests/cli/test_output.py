@@ -52,3 +52,58 @@ def test_no_progress_lines_with_quiet_or_json(project_factory):
     (project / "src" / "model.py").write_text((project / "src" / "model.py").read_text() + "\n# again\n")
     code, _, err = run("-C", str(project), "plan")
     assert code == 0 and [_BUILT.match(line).group("layer") for line in err.splitlines()] == ["src"]
+
+
+SCRATCH = '''\
+[project]
+name = "demo"
+
+[image]
+base = "scratch"
+repository = "oci:build/image"
+
+[[image.layers]]
+name = "src"
+paths = ["src"]
+
+[steps.double]
+function = "src/steps.py:double"
+
+[steps.triple]
+function = "src/steps.py:triple"
+layers = [{ name = "extra", paths = ["extra"] }]
+'''
+
+
+@pytest.fixture
+def scratch(tmp_path) -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "steps.py").write_text('def double(x: int) -> int:\n    return 2 * x\n\n\n'
+                                               'def triple(x: int) -> int:\n    return 3 * x\n')
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "notes.txt").write_text("more\n")
+    (tmp_path / "kfp.toml").write_text(SCRATCH)
+    return tmp_path
+
+
+def test_print_reference_puts_only_the_references_on_stdout(scratch):
+    import json
+
+    code, ref, err = run("-C", str(scratch), "apply", "-y", "--print-reference")  # ref=$(compose-kfp apply ...)
+    assert code == 0, err
+    lines = ref.splitlines()
+    assert ref.endswith("\n") and len(lines) == 2, ref  # main and the step's own image
+    assert all(re.fullmatch(r"oci:build/image@sha256:[0-9a-f]{64}", line) for line in lines), ref
+    assert "Plan: " in err and "Rendered " in err  # the human text went to stderr
+    layout = json.loads((scratch / "build" / "image" / "index.json").read_text())
+    digests = {m["digest"] for m in layout["manifests"]}
+    assert {line.split("@", 1)[1] for line in lines} <= digests
+    # nothing to do: the same references, and with -q nothing else at all
+    code, again, err = run("-q", "-C", str(scratch), "apply", "-y", "--print-reference")
+    assert code == 0 and again == ref and err == ""
+
+
+def test_print_reference_and_json_exclude_each_other(scratch):
+    code, out, err = run("-C", str(scratch), "apply", "-y", "--print-reference", "--json")
+    assert code == 1 and out == "" and "--print-reference" in err
+    assert not (scratch / "kfp.lock").exists()

@@ -260,7 +260,7 @@ def lock(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
 ) -> None:
     """Pin every requirements layer (versions and hashes, for the image's first platform and Python) into
-    ``<file>.lock.txt`` next to it, with uv; point the layer's ``requirements`` at that file to use it."""
+    <file>.lock.txt next to it, with uv; point the layer's `requirements` at that file to use it."""
     from compose_kfp.build.reqlock import lock_project_requirements
 
     settings = _settings(ctx)

@@ -27,9 +27,23 @@ from compose_kfp.oci import errors as oci_errors
 
 
 class ComposeError(Exception):
-    """Base class; ``exit_code`` is the process exit status the CLI uses."""
+    """Base class; ``exit_code`` is the process exit status the CLI uses.
+
+    An error about a key of ``kfp.toml`` reads ``FILE:LINE: KEY: what is wrong`` and carries the parts as
+    :attr:`file`, :attr:`line` and :attr:`key` (``None`` when not known), set by :meth:`at` where the
+    location becomes known (:meth:`compose_kfp.manifest.load.LoadedManifest.locate`, the manifest loader);
+    ``--json`` error output reports them.
+    """
 
     exit_code = 1
+    file: str | None = None
+    line: int | None = None
+    key: str | None = None
+
+    def at(self, file: str | None, line: int | None, key: str | None) -> "ComposeError":
+        """Record where in ``kfp.toml`` the error is (the message already says it); returns ``self``."""
+        self.file, self.line, self.key = file, line, key
+        return self
 
 
 class ConfigError(ComposeError):

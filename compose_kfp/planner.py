@@ -620,7 +620,8 @@ def human_bytes(n: int) -> str:
 
 def format_plan(p: Plan, *, verbose: bool = False) -> str:
     """Terraform-style text of ``p``: legend, one line per layer, files, ``Warnings:`` (if any) and the
-    ``Plan: ...`` (or ``No changes.``) line.
+    ``Plan: N to add, M to replace, K to remove; X to upload; F rendered files to change; I images to push.``
+    (or ``No changes.``) line. The config and manifest of an image that did not exist are shown with ``+``.
 
     Unchanged layers are listed too (with a blank symbol) unless nothing in the image changed and
     ``verbose`` is off.
@@ -659,14 +660,11 @@ def format_plan(p: Plan, *, verbose: bool = False) -> str:
                 size = f", {human_bytes(ly.size)}" if ly.size is not None and ly.action != "remove" else ""
                 reason = f"  ({ly.reason}{size})" if ly.reason else (f"  ({size[2:]})" if size else "")
                 lines.append(f"{ind}{sym} {ly.name:<10} {text}{reason}")
-            if pp.config_changed and image.status != "unchanged":
-                lines.append(f"{ind}~ config     {short(pp.config_before) if pp.config_before else '(none)'} -> "
-                             f"{short(pp.config_after)}")
-                lines.append(f"{ind}~ manifest   {short(pp.manifest_before) if pp.manifest_before else '(none)'} -> "
-                             f"{short(pp.manifest_after)}")
-            elif pp.manifest_changed and image.status != "unchanged":
-                lines.append(f"{ind}~ manifest   {short(pp.manifest_before) if pp.manifest_before else '(none)'} -> "
-                             f"{short(pp.manifest_after)}")
+            if image.status != "unchanged":
+                if pp.config_changed:
+                    lines.append(_blob_line(ind, "config", pp.config_before, pp.config_after))
+                if pp.config_changed or pp.manifest_changed:
+                    lines.append(_blob_line(ind, "manifest", pp.manifest_before, pp.manifest_after))
         if image.status != "unchanged":
             tags = ", ".join(image.tags) if image.tags else ""
             if image.after is None:
@@ -692,8 +690,20 @@ def format_plan(p: Plan, *, verbose: bool = False) -> str:
         lines.append("No changes. The images and rendered files match kfp.toml.")
         return "\n".join(lines) + "\n"
     upload = human_bytes(s.upload_bytes) + (" + layers known after apply" if s.unknown_upload else "")
-    lines.append(f"Plan: {s.add} to add, {s.replace} to replace, {s.remove} to remove; {upload} to upload.")
+    lines.append(f"Plan: {s.add} to add, {s.replace} to replace, {s.remove} to remove; {upload} to upload; "
+                 f"{_count(s.files_changed, 'rendered file')} to change; {_count(s.images_changed, 'image')} to push.")
     return "\n".join(lines) + "\n"
+
+
+def _blob_line(ind: str, what: str, before: str | None, after: str | None) -> str:
+    """A config or manifest line: ``+`` when the image had none before (a new image), else ``~ before -> after``."""
+    if before is None:
+        return f"{ind}+ {what:<10} {short(after)}"
+    return f"{ind}~ {what:<10} {short(before)} -> {short(after)}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 __all__ = ["BaseChange", "BlobTransfer", "FileChange", "ImagePlan", "LayerChange", "PLAN_VERSION", "Plan",

@@ -179,11 +179,11 @@ CASES = [
     Case("missing-project", '[project]\nname = "iris"\n', "", "project", r"required key is missing", None),
     Case("missing-repository", 'repository = "ghcr.io/acme/iris"\n', "", "image.repository",
          r"required key is missing: Destination repository", "[image]"),
-    Case("step-name-invalid", "[steps.train]", '[steps."my step"]', "steps.my step",
+    Case("step-name-invalid", "[steps.train]", '[steps."my step"]', 'steps."my step"',
          r"step name 'my step'", '[steps."my step"]'),
-    Case("step-name-cyrillic", "[steps.train]", '[steps."шаг"]', "steps.шаг",
+    Case("step-name-cyrillic", "[steps.train]", '[steps."шаг"]', 'steps."шаг"',
          r"step name 'шаг': use ASCII letters, digits, `_` and `-`", '[steps."шаг"]'),
-    Case("task-name-cyrillic", "[pipeline.tasks.train]", '[pipeline.tasks."сумма"]', "pipeline.tasks.сумма",
+    Case("task-name-cyrillic", "[pipeline.tasks.train]", '[pipeline.tasks."сумма"]', 'pipeline.tasks."сумма"',
          r"task name 'сумма' needs at least one ASCII letter or digit", '[pipeline.tasks."сумма"]'),
     # --- unknown keys
     Case("unknown-repository-typo", "repository =", "repositry =", "image.repositry",
@@ -328,10 +328,10 @@ def test_secret_never_echoed_even_with_debug(case: Case, tmp_path, capsys):
 
 @pytest.mark.parametrize("old, new, message", [
     ("[pipeline.tasks.train]", '[pipeline.tasks."сумма"]',
-     "pipeline.tasks.сумма: task name 'сумма' needs at least one ASCII letter or digit: the task's Kubernetes "
+     'pipeline.tasks."сумма": task name' " 'сумма' needs at least one ASCII letter or digit: the task's Kubernetes "
      "name keeps only `a-z`, `0-9` and `-`."),
     ("[steps.train]", '[steps."шаг"]',
-     "steps.шаг: step name 'шаг': use ASCII letters, digits, `_` and `-`, starting with a letter or digit."),
+     'steps."шаг": step name' " 'шаг': use ASCII letters, digits, `_` and `-`, starting with a letter or digit."),
 ], ids=["task", "step"])
 def test_non_ascii_name_says_ascii_with_its_line(old, new, message, tmp_path, capsys, monkeypatch):
     text = BASE.replace(old, new, 1)

@@ -26,7 +26,8 @@ Under the project file lock (:mod:`compose_kfp.build.projectlock`; a second appl
    (``PC_NAME_MAX``), is checked before step 2, so those fail before anything is sent.
 
 Progress goes through a callback ``progress(event, name, done_bytes, total_bytes)``;
-events: ``build`` (a layer being tarred and compressed; name = layer), ``install``
+events: ``build`` (a layer being tarred and compressed; name = layer), ``built`` (once per layer built,
+done = total = its blob's size; name = ``"<layer> <digest>"``), ``install``
 (the requirements installer; name = layer), ``upload`` / ``mount`` / ``present`` /
 ``copy`` (name = blob digest). Nothing here prints.
 """
@@ -321,8 +322,10 @@ def _layer_for(spec: ImageSpec, pp: PlatformPlan, ly: LayerChange, state: Projec
         lp = layer_plan(layer_spec, spec.compression, state.root)
         layer = write_layer(lp, store, cache=state.layer_cache,
                             progress=(lambda d, t: progress("build", ly.name, d, t)) if progress else None)
+        if progress:
+            progress("built", f"{ly.name} {layer.digest}", layer.size, layer.size)
     if ly.after is not None and layer.digest != ly.after:
-        raise StaleError(f"{layer_spec.where} ({ly.name}): its files changed since the plan was made (planned "
+        raise StaleError(f"{layer_spec.where}: layer {ly.name!r}: its files changed since the plan was made (planned "
                          f"{ly.after}, built {layer.digest}); run `compose-kfp plan` again.")
     built[key] = layer
     return layer

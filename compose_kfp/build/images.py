@@ -81,7 +81,7 @@ def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str, owned:
             rel = Path(src)
             if rel.is_absolute() or ".." in rel.parts:
                 raise ConfigError(
-                    f"{where}.paths[{i}]: {src!r} is outside the project folder; give it a destination "
+                    f"{where}.paths.{i}: {src!r} is outside the project folder; give it a destination "
                     f'with {{ src = "{src}", dst = "/abs/path" }}'
                 )
             dst = workdir.rstrip("/") + "/" + rel.as_posix().strip("/")
@@ -103,7 +103,7 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
     root = Path(root).resolve()
     img = manifest.image
     owned = owned_paths(manifest, root)
-    shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers[{i}]", owned)
+    shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers.{i}", owned)
                    for i, layer in enumerate(img.layers or ()))
     function_steps = [n for n, s in manifest.steps.items() if s.function]
     own = [n for n in function_steps if manifest.steps[n].requirements or manifest.steps[n].layers]
@@ -125,7 +125,7 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
             extra.append(LayerSpec(f"{name}-deps", "requirements",
                                    requirements=str((root / step.requirements).resolve()),
                                    where=f"steps.{name}.requirements"))
-        extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers[{i}]", owned)
+        extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers.{i}", owned)
                   for i, layer in enumerate(step.layers)]
         for layer in extra:
             if layer.name in shared_names:

@@ -78,7 +78,8 @@ from compose_kfp.oci.reference import redact_userinfo
 
 log = logging.getLogger(__name__)
 
-#: Progress callback: ``(event, name or digest, done bytes, total bytes)``.
+#: Progress callback: ``(event, name or digest, done bytes, total bytes)``; ``built`` (a layer was just built:
+#: name ``"<layer> <digest>"``, done = total = the blob's size) follows a layer's last ``build`` event.
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -256,7 +257,7 @@ def layer_plan(spec: LayerSpec, compression: str, root: Path) -> LayerPlan:
             return plan_layer(list(spec.includes), context=root, ignore=spec.ignore, compression=compression,
                               exclude=spec.exclude)
     except oci_errors.LayerError as e:
-        raise BuildError(f"{spec.where} ({spec.name}): {e}") from None
+        raise BuildError(f"{spec.where}: layer {spec.name!r}: {e}") from None
     raise BuildError(f"{spec.where}: layer kind {spec.kind!r} has no file plan")
 
 
@@ -383,6 +384,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                                 if progress else None)
             if progress:
                 progress("build", spec.name, total, total)
+                progress("built", f"{spec.name} {layer.digest}", layer.size, layer.size)
             state.record_files(layer.digest, stamps)
         else:
             layer = hit
@@ -580,7 +582,7 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
     Raises:
         ConfigError, BuildError, RegistryError, AuthError: as the reads fail; nothing is written but the
         local, content-addressed cache. A registry error while reading the base or the destination starts
-        with the kfp.toml key that names that registry (``image.base = '...': cannot reach ...``).
+        with the kfp.toml key that names that registry (``image.base: '...': cannot reach ...``).
     """
     if not images:
         raise ConfigError(f"{where}: no image to build")
@@ -591,13 +593,13 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         base_entry = lock.get("base") or {}
         if base_entry.get("reference") == first.base:
             locked_bases = {p: e.get("digest") for p, e in (base_entry.get("platforms") or {}).items()}
-    key = f"image.base = {redact_userinfo(first.base)!r}"  # which kfp.toml key names the registry being read
+    key = f"image.base: {redact_userinfo(first.base)!r}"  # which kfp.toml key names the registry being read
     try:
         bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)
         key = None
         layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
         warnings = requirements_warnings(images, state.root)
-        key = f"image.repository = {redact_userinfo(first.repository)!r}"
+        key = f"image.repository: {redact_userinfo(first.repository)!r}"
         dest = destination_for(first.repository, state.root, registries)
         counts = {b.digest: tuple(d for d, _, _ in b.layers) for b in bases.values() if b.digest}
         current = {image.name: observe_current(image, dest, lock, counts) for image in images}

@@ -121,7 +121,7 @@ class DepsTarget:
         if self.index_url is not None:
             check_index_url(self.index_url, "image.index_url")
         for i, url in enumerate(self.extra_index_urls):
-            check_index_url(url, f"image.extra_index_urls[{i}]")
+            check_index_url(url, f"image.extra_index_urls.{i}")
 
     @property
     def arch(self) -> str:

@@ -59,7 +59,7 @@ class LayerSpec:
         exclude: absolute real paths below the sources that are left out whatever the patterns say: what
             compose-kfp writes there (the output folder, ``kfp.lock``, ``.compose-kfp``, an ``oci:`` layout;
             :func:`compose_kfp.manifest.fences.exclusions`). Usually empty.
-        where: the key path in ``kfp.toml`` (``image.layers[1]``), for messages.
+        where: the key path in ``kfp.toml`` (``image.layers.1``), for messages.
     """
 
     name: str

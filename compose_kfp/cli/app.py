@@ -80,6 +80,14 @@ class Settings:
     project_dir: Path = field(default_factory=Path.cwd)
     file: Path | None = None
     env: Mapping[str, str] | None = None
+    #: Neither ``-C`` nor ``-f`` was given: :meth:`manifest` and :meth:`project` search for kfp.toml upward
+    #: from the current directory (:func:`compose_kfp.manifest.load.discover_manifest`).
+    discover: bool = False
+    #: ``--json`` was given to the command: the error boundary prints errors as JSON on stderr too.
+    json: bool = False
+    #: The manifest the command loaded (set by :meth:`manifest` / :meth:`project`), so that the error boundary
+    #: can name the ``kfp.toml:LINE`` of an error about one of its keys (``LoadedManifest.locate``).
+    loaded: Any = None
 
     def __post_init__(self) -> None:
         self.out = Console(file=sys.stdout, quiet=self.quiet, highlight=False, soft_wrap=True)
@@ -95,17 +103,49 @@ class Settings:
             return self.file if self.file.is_absolute() else self.project_dir / self.file
         return self.project_dir / "kfp.toml"
 
+    def existing_manifest_path(self) -> Path:
+        """The kfp.toml to read: :attr:`manifest_path`, or with :attr:`discover` the nearest ``kfp.toml`` in the
+        current directory or a folder above it, up to the top of the git repository or the filesystem root
+        (as git finds ``.git``); relative paths in it stay relative to its own folder.
+
+        Raises:
+            ConfigError: with :attr:`discover`, no kfp.toml in any of those folders.
+        """
+        if not self.discover or self.manifest_path.is_file():
+            return self.manifest_path
+        from compose_kfp.manifest.load import discover_manifest
+
+        found, top = discover_manifest(self.project_dir)
+        if found is None:
+            limit = f"the top of the git repository {top}" if (top / ".git").exists() else "the filesystem root"
+            raise ConfigError(f"no kfp.toml in {self.project_dir} or any folder above it (searched up to {limit}). "
+                              "Run `compose-kfp init` in the project folder to create one, or point to it with "
+                              "`-f PATH` / `-C FOLDER`.")
+        log.info("using %s", found)
+        return found
+
     def manifest(self, overrides: Mapping[str, Any] | None = None):
         """The validated manifest (:func:`compose_kfp.manifest.load.load_manifest`)."""
         from compose_kfp.manifest.load import load_manifest
 
-        return load_manifest(self.manifest_path, env=self.env, overrides=overrides)
+        self.loaded = load_manifest(self.existing_manifest_path(), env=self.env, overrides=overrides)
+        return self.loaded
 
     def project(self, overrides: Mapping[str, Any] | None = None):
         """The checked project (:func:`compose_kfp.manifest.project.load_project`)."""
         from compose_kfp.manifest.project import load_project
 
-        return load_project(self.manifest_path, env=self.env, overrides=overrides)
+        project = load_project(self.existing_manifest_path(), env=self.env, overrides=overrides)
+        self.loaded = project.loaded
+        return project
+
+
+class Session:
+    """What the error boundary needs to know of one run of the app: the :class:`Settings` the global
+    options made (``None`` until they are parsed). Passed as the root context's ``obj``."""
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -129,7 +169,8 @@ def _global(
                                          help="More detail (-vv: debug log).")] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Debug log, and a traceback with errors.")] = False,
     project_dir: Annotated[Optional[Path], typer.Option(
-        "-C", "--project-dir", help="The project folder (default: the current directory).", file_okay=False)] = None,
+        "-C", "--project-dir", file_okay=False,
+        help="The project folder (default: the nearest folder from the current one up holding kfp.toml).")] = None,
     file: Annotated[Optional[Path], typer.Option(
         "-f", "--file", help="The kfp.toml to use (default: kfp.toml in the project folder).", dir_okay=False)] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
@@ -140,8 +181,11 @@ def _global(
     if project_dir is not None and not folder.is_dir():
         raise ConfigError(f"-C {project_dir}: no such folder.")
     settings = Settings(quiet=quiet and not debug, verbose=verbose, debug=debug,
-                        project_dir=folder.resolve(), file=file.expanduser() if file else None)
+                        project_dir=folder.resolve(), file=file.expanduser() if file else None,
+                        discover=project_dir is None and file is None)
     _configure_logging(settings)
+    if isinstance(ctx.obj, Session):
+        ctx.obj.settings = settings
     ctx.obj = settings
 
 

@@ -8,6 +8,7 @@ script is ``compose_kfp.cli:main``), which registers every command on the app be
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -17,8 +18,8 @@ from typing import NoReturn
 import typer
 from typer.exceptions import TyperException
 
-from compose_kfp.cli.app import _CtrlC, app
-from compose_kfp.errors import ComposeError, exit_code_for
+from compose_kfp.cli.app import Session, Settings, _CtrlC, app
+from compose_kfp.errors import ComposeError, exit_code_for, from_oci
 from compose_kfp.oci.errors import OCIError
 
 
@@ -26,7 +27,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); the process entry point.
 
     The one error boundary: a :class:`ComposeError` or :class:`OCIError` prints
-    ``error: <message>`` on stderr and exits with :func:`exit_code_for`; usage errors
+    ``error: <message>`` on stderr (``kfp.toml:LINE: KEY: ...`` when it is about a key of the loaded
+    manifest) and exits with :func:`exit_code_for`; after ``--json`` the error is one JSON object on
+    stderr instead (:func:`_print_error`); usage errors
     exit 1; Ctrl-C exits 130; an ``OSError`` no command mapped (a file that cannot be
     written, say) prints ``error: <path>: <reason>`` and exits 1; anything else is a bug,
     reported as such (exit 1).
@@ -34,12 +37,16 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args or os.environ.get("COMPOSE_KFP_DEBUG") == "1"
+    session = Session()
     try:
-        result = app(args=args, prog_name="compose-kfp", standalone_mode=False)
+        result = app(args=args, prog_name="compose-kfp", standalone_mode=False, obj=session)
         code = result if isinstance(result, int) else 0
     except (ComposeError, OCIError) as error:
-        code = exit_code_for(error)
-        _report(error, debug)
+        located = _located(error, session.settings)
+        code = exit_code_for(located)
+        if debug:
+            _report_traceback(error)
+        _print_error(session, str(located), located, code)
     except typer.Exit as e:
         code = e.exit_code
     except _CtrlC as e:
@@ -63,17 +70,48 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if debug:
             _report_traceback(error)
         where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        _print_error(session, f"{where}{error.strerror or error}", error, code)
     except Exception as error:  # noqa: BLE001 - the boundary: a bug, reported briefly
         code = 1
         if debug:
-            _report(error, debug)
+            _report_traceback(error)
+            _print_error(session, str(error), error, code)
+        elif _json(session):
+            _print_error(session, f"internal error: {type(error).__name__}: {error}; this is a bug in compose-kfp: "
+                         "run again with --debug for the traceback and report it", error, code)
         else:
             print(f"internal error: {type(error).__name__}: {error}\n"
                   "This is a bug in compose-kfp; run again with --debug for the traceback and report it.",
                   file=sys.stderr)
     sys.stdout.flush()
     sys.exit(code)
+
+
+def _json(session: Session) -> bool:
+    return session.settings is not None and session.settings.json
+
+
+def _located(error: ComposeError | OCIError, settings: Settings | None) -> ComposeError:
+    """``error`` as one of ours (:func:`~compose_kfp.errors.from_oci`), in the ``kfp.toml:LINE: KEY:`` form when
+    it is about a key of the manifest the command loaded
+    (:meth:`~compose_kfp.manifest.load.LoadedManifest.locate`: registry, layer and graph errors alike)."""
+    ours = from_oci(error) if isinstance(error, OCIError) else error
+    loaded = settings.loaded if settings is not None else None
+    return loaded.locate(ours) if loaded is not None else ours
+
+
+def _print_error(session: Session, message: str, error: BaseException, code: int) -> None:
+    """``error: MESSAGE`` on stderr; with ``--json``, one JSON object instead:
+    ``{"error": {"message", "kind", "exit_code", "file", "line", "key"}}`` (unknown fields ``null``)."""
+    if not _json(session):
+        print(f"error: {message}", file=sys.stderr)
+        return
+    print(json.dumps({"error": {
+        "message": message, "kind": type(error).__name__, "exit_code": code,
+        "file": getattr(error, "file", None) if isinstance(error, ComposeError) else getattr(error, "filename", None),
+        "line": getattr(error, "line", None) if isinstance(error, ComposeError) else None,
+        "key": getattr(error, "key", None) if isinstance(error, ComposeError) else None,
+    }}, ensure_ascii=False), file=sys.stderr)
 
 
 #: Global flags (no value) also accepted after the command name: ``compose-kfp apply -y -q``.
@@ -133,12 +171,6 @@ def _interrupted(error: KeyboardInterrupt, *, entry_point: bool) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
-
-
-def _report(error: BaseException, debug: bool) -> None:
-    if debug:
-        _report_traceback(error)
-    print(f"error: {error}", file=sys.stderr)
 
 
 def _report_traceback(error: BaseException) -> None:

@@ -29,10 +29,13 @@ def _overrides(repository: str | None, base: str | None) -> dict[str, Any]:
 
 
 class _Bars:
-    """Rich progress bars for the library's ``progress(event, name, done, total)`` callbacks (stderr).
+    """Progress for the library's ``progress(event, name, done, total)`` callbacks, on stderr.
 
-    One bar per (event, name): ``build`` (tar + compress), ``upload``, ``copy``; ``install`` shows a
-    spinner-less line. Silenced by ``-q`` (the console is quiet) and when stderr is not a terminal.
+    On a terminal: rich progress bars, one per (event, name): ``build`` (tar + compress), ``upload``,
+    ``copy``; ``install`` shows a line. When stderr is not a terminal (CI logs, a pipe): one plain line per
+    layer built, blob uploaded or copied and installer started (``built src sha256:abcd… 12.3 MiB``,
+    ``uploaded sha256:abcd… 12.3 MiB``), as each happens. Silenced by ``-q`` (the console is quiet) and
+    ``--json`` (``enabled=False``).
     """
 
     LABELS = {"build": "building", "upload": "uploading", "copy": "copying base", "install": "installing"}
@@ -41,11 +44,15 @@ class _Bars:
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
-        self.enabled = enabled and not settings.quiet and settings.err.is_terminal
+        on = enabled and not settings.quiet
+        self.enabled = on and settings.err.is_terminal
+        self.plain = on and not settings.err.is_terminal
+        self.console = settings.err
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=settings.err,
                                  transient=False)
         self.tasks: dict[tuple[str, str], Any] = {}
+        self.done: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
 
     def __enter__(self) -> "_Bars":
@@ -58,6 +65,9 @@ class _Bars:
             self.progress.stop()
 
     def __call__(self, event: str, name: str, done: int, total: int) -> None:
+        if self.plain:
+            self._line(event, name, done, total)
+            return
         if not self.enabled or event not in self.LABELS:
             return
         with self.lock:
@@ -66,6 +76,30 @@ class _Bars:
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(f"{self.LABELS[event]} {shown}", total=total or None)
             self.progress.update(self.tasks[key], completed=done, total=total or None)
+
+    def _line(self, event: str, name: str, done: int, total: int) -> None:
+        """The plain line for an event that finished something (each once), else nothing."""
+        from compose_kfp.planner import human_bytes
+
+        if event == "built":
+            layer, _, digest = name.partition(" ")
+            text = f"built {layer} {_short(digest)} {human_bytes(total)}"
+        elif event in ("upload", "copy") and total and done >= total:
+            text = f"{'uploaded' if event == 'upload' else 'copied base layer'} {_short(name)} {human_bytes(total)}"
+        elif event == "install":
+            text = f"installing the requirements of layer {name}"
+        else:
+            return
+        with self.lock:
+            if (event, name) in self.done:
+                return
+            self.done.add((event, name))
+            self.console.print(text, markup=False)
+
+
+def _short(digest: str) -> str:
+    """``sha256:`` and the first 12 hex digits of ``digest``, then ``…`` (a plain progress line's digest)."""
+    return digest[:19] + "…" if digest.startswith("sha256:") else digest
 
 
 def _load(settings: Settings, repository: str | None, base: str | None) -> Any:
@@ -90,6 +124,7 @@ def plan(
     from compose_kfp.planner import format_plan
 
     settings = _settings(ctx)
+    settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
     project = _load(settings, repository, base)
     with _Bars(settings, enabled=not as_json) as bars:
         p = plan_project(project, frozen=frozen, progress=bars)
@@ -121,6 +156,9 @@ def apply(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
     lock_timeout: Annotated[float, typer.Option(
         "--lock-timeout", help="Seconds to wait for another apply of this project to finish.")] = 30.0,
+    print_reference: Annotated[bool, typer.Option(
+        "--print-reference", help="Print only each image's repository@sha256:... on stdout, one line per image "
+        "(as ko build does); the plan and everything else go to stderr.")] = False,
 ) -> None:
     """Build changed layers, push missing blobs, manifests and tags, write kfp.lock and render the outputs."""
     from compose_kfp.build.apply import apply_project
@@ -128,17 +166,21 @@ def apply(
     from compose_kfp.planner import Plan, format_plan, human_bytes
 
     settings = _settings(ctx)
+    settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
+    if as_json and print_reference:
+        raise typer.BadParameter("give --json or --print-reference, not both", param_hint="--print-reference")
     project = _load(settings, repository, base)
-    interactive = not yes and sys.stdin.isatty() and sys.stdout.isatty() and not as_json
+    out = settings.err if print_reference else settings.out  # the human text
+    interactive = not yes and sys.stdin.isatty() and (sys.stdout.isatty() or print_reference) and not as_json
 
     def shown(p: Plan, text: str) -> None:
         if not as_json:
-            settings.out.print(text, markup=False, end="")
+            out.print(text, markup=False, end="")
 
     def replanned(p: Plan, text: str) -> None:
         if not as_json:
-            settings.out.print("The other apply changed what is to be done; the plan is now:", markup=False)
-            settings.out.print(text, markup=False, end="")
+            out.print("The other apply changed what is to be done; the plan is now:", markup=False)
+            out.print(text, markup=False, end="")
 
     def on_wait() -> None:
         settings.err.print(f"Waiting for another `compose-kfp apply` of this project to finish (up to "
@@ -148,7 +190,8 @@ def apply(
         project, load_saved_plan(plan_file, project) if plan_file is not None else None, frozen=frozen,
         lock_timeout=lock_timeout, progress=lambda: _Bars(settings, enabled=not as_json),
         describe=lambda p: format_plan(p, verbose=settings.verbose > 0), on_plan=shown, on_wait=on_wait,
-        confirm=(lambda p: typer.confirm("Apply these changes?", default=False)) if interactive else None,
+        confirm=(lambda p: typer.confirm("Apply these changes?", default=False, err=print_reference))
+        if interactive else None,
         on_replanned=replanned)
     p, result = outcome.plan, outcome.result
     if outcome.cancelled:
@@ -159,24 +202,33 @@ def apply(
             settings.result.print(json.dumps({"plan": p.to_dict(), "result": None, "changed": False}, indent=2,
                                              sort_keys=True), markup=False)
         else:
-            settings.out.print("Nothing to do: nothing uploaded.", markup=False)
+            out.print("Nothing to do: nothing uploaded.", markup=False)
+            _print_references(settings, p, print_reference)
         return
     if as_json:
         settings.result.print(json.dumps({"plan": p.to_dict(), "result": result.to_dict(),
                                           "changed": result.changed}, indent=2, sort_keys=True), markup=False)
         return
     if result.uploaded:
-        settings.out.print(f"Uploaded {len(result.uploaded)} blob(s), {human_bytes(result.uploaded_bytes)}"
+        out.print(f"Uploaded {len(result.uploaded)} blob(s), {human_bytes(result.uploaded_bytes)}"
                            + (f"; mounted {len(result.mounted)}" if result.mounted else "") + ".", markup=False)
     else:
-        settings.out.print("Nothing uploaded" + (f" (mounted {len(result.mounted)} base layer(s))"
+        out.print("Nothing uploaded" + (f" (mounted {len(result.mounted)} base layer(s))"
                                                  if result.mounted else "") + ".", markup=False)
     for image in result.plan.images:
-        settings.out.print(f"{image.name}: {image.reference}", markup=False)
+        out.print(f"{image.name}: {image.reference}", markup=False)
     if result.lock_written:
-        settings.out.print("Wrote kfp.lock.", markup=False)
+        out.print("Wrote kfp.lock.", markup=False)
     for f in result.files:
-        settings.out.print(f"Rendered {f}", markup=False)
+        out.print(f"Rendered {f}", markup=False)
+    _print_references(settings, result.plan, print_reference)
+
+
+def _print_references(settings: Settings, plan: Any, wanted: bool) -> None:
+    """``apply --print-reference``: each image's ``repository@sha256:...`` on stdout (even with -q), one a line."""
+    if wanted:
+        for image in plan.images:
+            settings.result.print(image.reference or "", markup=False)
 
 
 @app.command()
@@ -209,7 +261,7 @@ def lock(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
 ) -> None:
     """Pin every requirements layer (versions and hashes, for the image's first platform and Python) into
-    ``<file>.lock.txt`` next to it, with uv; point the layer's ``requirements`` at that file to use it."""
+    <file>.lock.txt next to it, with uv; point the layer's `requirements` at that file to use it."""
     from compose_kfp.build.reqlock import lock_project_requirements
 
     settings = _settings(ctx)

@@ -30,6 +30,7 @@ def gc(
     from compose_kfp.planner import human_bytes
 
     settings = _settings(ctx)
+    settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
     project = settings.project()
     result = collect_garbage(project, dry_run=dry_run, lock_timeout=lock_timeout)
     if as_json:  # the command's result: printed even with -q

@@ -66,6 +66,7 @@ def run(
     from compose_kfp.localrun.report import failure_report, format_summary, raise_for_failure
 
     settings = _settings(ctx)
+    settings.json = as_json  # errors as JSON on stderr too (cli.boundary)
     if not local:
         raise ConfigError("only local runs are supported so far: use `compose-kfp run --local`")
     params = parse_params(param or [])

@@ -8,16 +8,53 @@ work: no file is read here and nothing is validated.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Sequence
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
+#: A key path as messages write it (:func:`dotted`): bare or double-quoted parts joined by ``.``.
+KEY_PATH = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*")(?:\.(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"))*'
+_PART = re.compile(r'[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"')
+
+
+def key_part(part: Any) -> str:
+    """One part of a key path as messages write it: a list index or a TOML bare key as it is
+    (``0``, ``train``), any other name quoted as a TOML basic string (``"Data file"``, ``"a.b"``)."""
+    text = str(part)
+    return text if isinstance(part, int) or _BARE_KEY.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
 
 def dotted(loc: Sequence[Any]) -> str:
-    """A key path as messages show it: its parts (keys and list indexes) joined by ``.``
-    (``("image", "layers", 0, "name")`` -> ``image.layers.0.name``); ``()`` -> ``""``."""
-    return ".".join(str(p) for p in loc)
+    """A key path as messages show it, the one notation of every message: its parts (keys and list
+    indexes, :func:`key_part`) joined by ``.`` (``("image", "layers", 0, "paths", 1)`` ->
+    ``image.layers.0.paths.1``; ``("pipeline", "tasks", "Data file")`` -> ``pipeline.tasks."Data file"``);
+    ``()`` -> ``""``."""
+    return ".".join(key_part(p) for p in loc)
+
+
+def split_key(text: str) -> tuple[Any, ...]:
+    """The parts of a key path written by :func:`dotted` (the inverse): quoted parts unquoted, all-digit
+    parts as list indexes (``'image.layers.0."a b"'`` -> ``("image", "layers", 0, "a b")``).
+
+    Raises:
+        ValueError: ``text`` is not a key path in that notation.
+    """
+    parts: list[Any] = []
+    pos = 0
+    while True:
+        m = _PART.match(text, pos)
+        if not m:
+            raise ValueError(f"not a key path: {text!r}")
+        raw = m.group(0)
+        parts.append(json.loads(raw) if raw.startswith('"') else int(raw) if raw.isdigit() else raw)
+        pos = m.end()
+        if pos == len(text):
+            return tuple(parts)
+        if text[pos] != ".":
+            raise ValueError(f"not a key path: {text!r}")
+        pos += 1
 
 
 class KeyIndex:

@@ -25,10 +25,10 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from compose_kfp.errors import ConfigError
+from compose_kfp.errors import ComposeError, ConfigError
 from compose_kfp.manifest.checks import check_files, check_output_names, check_references
 from compose_kfp.manifest.fences import check_output_dir, check_sources, output_warnings
-from compose_kfp.manifest.keys import KeyIndex, dotted
+from compose_kfp.manifest.keys import KEY_PATH, KeyIndex, dotted, split_key
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
 from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, flatten_annotation, looks_secret
 
@@ -124,8 +124,7 @@ class LoadedManifest:
         """The line of ``kfp.toml`` where ``key`` (``pipeline.tasks.train.args.dataset``, or a
         sequence of keys and list indexes) or its longest present prefix is set; ``None`` if
         none is, or when the value came from the environment or the command line."""
-        parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p
-                      for p in (key.split(".") if isinstance(key, str) else key))
+        parts = split_key(key) if isinstance(key, str) else tuple(key)
         for n in range(len(parts), 0, -1):
             if dotted(parts[:n]) in self.sources:
                 return None
@@ -136,6 +135,43 @@ class LoadedManifest:
         line = self.line_of(key)
         return f"{self.display_path}:{line}" if line else self.display_path
 
+    def locate(self, error: ComposeError) -> ComposeError:
+        """``error`` in the ``FILE:LINE: KEY: what`` form, with :attr:`~compose_kfp.errors.ComposeError.file`,
+        ``line`` and ``key`` set: the one place that puts ``kfp.toml:LINE`` in front of a message about a key.
+
+        A message that starts with a key path of kfp.toml (``image.layers.0.paths.1: ...``, after an
+        optional ``<path of kfp.toml>: ``; the notation of :func:`compose_kfp.manifest.keys.dotted`) gets
+        the file and line (:meth:`where`); a message already located (``kfp.toml:12: KEY: ``) only gets
+        the attributes. Any other error is returned unchanged (the same object), as is one located before.
+        """
+        if error.file is not None:
+            return error
+        message = str(error)
+        shown = self.display_path
+        m = re.match(rf"{re.escape(shown)}(?::(?P<line>\d+)| \(value from [^)]*\)): (?P<key>{KEY_PATH}): ", message)
+        if m:  # located where it was made
+            return error.at(shown, int(m.group("line")) if m.group("line") else None, m.group("key"))
+        rest = message
+        for prefix in (str(self.path), shown):
+            if message.startswith(prefix + ": "):
+                rest = message[len(prefix) + 2:]
+                break
+        m = re.match(rf"(?P<key>{KEY_PATH}): ", rest)
+        if not m:
+            return error
+        try:
+            parts = split_key(m.group("key"))
+        except ValueError:  # pragma: no cover - KEY_PATH matches only key paths
+            return error
+        if parts[0] not in Manifest.model_fields:
+            return error
+        key = dotted(parts)
+        line = self.line_of(parts)
+        located = type(error)(f"{self.where(parts)}: {rest}")
+        located.__dict__.update(error.__dict__)
+        located.__cause__ = error.__cause__
+        return located.at(shown, line, key)
+
 
 def display_path(path: Path) -> str:
     """``path`` relative to the current directory when it is below it, else absolute (for messages)."""
@@ -143,6 +179,25 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def discover_manifest(start: Path | str) -> tuple[Path | None, Path]:
+    """Search for ``kfp.toml`` the way git looks for ``.git``: in ``start``, then in each folder above it.
+
+    The search stops at the top of a git repository (a folder holding ``.git``, searched itself) or at the
+    filesystem root.
+
+    Returns:
+        ``(path of the kfp.toml found or None, the last folder searched)``.
+    """
+    folder = Path(start).resolve()
+    while True:
+        candidate = folder / MANIFEST_NAME
+        if candidate.is_file():
+            return candidate, folder
+        if (folder / ".git").exists() or folder.parent == folder:
+            return None, folder
+        folder = folder.parent
 
 
 def find_manifest(path: Path | str | None = None) -> Path:
@@ -285,7 +340,7 @@ def _parse_toml(text: str, shown: str, index: "KeyIndex") -> dict[str, Any]:
                 raise ConfigError(
                     f"{shown}:{line}: {dotted(key)}: invalid TOML: this {what} is already defined on line "
                     f"{first}; each {what} may be defined once (merge the two, or remove one)."
-                ) from None
+                ).at(shown, line, dotted(key)) from None
         where = f"{shown}:{line}" + (f":{col}" if col else "") if line else shown
         source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
         excerpt = ""
@@ -298,7 +353,7 @@ def _parse_toml(text: str, shown: str, index: "KeyIndex") -> dict[str, Any]:
         raise ConfigError(
             f"{where}: invalid TOML: {msg[:1].lower() + msg[1:]}{excerpt}. "
             "See https://toml.io for the syntax (strings need quotes, one `key = value` per line)."
-        ) from None
+        ).at(shown, line, None) from None
 
 
 def _set_override(data: dict, key: str, value: Any, source: str, sources: dict[str, str]) -> None:

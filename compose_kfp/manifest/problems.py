@@ -198,7 +198,7 @@ class Problems:
         """
         if not self.items:
             return
-        rendered = []
+        rendered = []  # (line, text, key)
         for loc, message, alternatives in self.items:
             where, line = self._where(loc)
             if alternatives:
@@ -209,14 +209,15 @@ class Problems:
                 message = f"expected {expected}, {message}"
             key = dotted(loc) if loc else "(top level)"
             end = "" if message.endswith(("?", ".")) else "."
-            rendered.append((line, f"{where}: {key}: {message}{end}"))
+            rendered.append((line, f"{where}: {key}: {message}{end}", key if loc else None))
         rendered.sort(key=lambda r: r[0])
         lines = [r[1] for r in rendered]
+        first_line, first_key = rendered[0][0] or None, rendered[0][2]
         self.items.clear()
         if len(lines) == 1:
-            raise ConfigError(lines[0])
+            raise ConfigError(lines[0]).at(self.shown, first_line, first_key)
         raise ConfigError(lines[0] + "\n" + f"{len(lines) - 1} more problem(s):\n" +
-                          "\n".join("  " + line for line in lines[1:]))
+                          "\n".join("  " + line for line in lines[1:])).at(self.shown, first_line, first_key)
 
 
 def _model_path(loc: Sequence[Any], data: Any = None) -> tuple[Any, Any]:

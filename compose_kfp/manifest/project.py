@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -98,7 +97,10 @@ def load_project(
         if loaded.manifest.pipeline is not None:
             graph = resolve_graph(loaded.manifest, components, manifest_path=loaded.path)
     except ComposeError as error:
-        raise _located(error, loaded) from error
+        located = loaded.locate(error)
+        if located is error:
+            raise
+        raise located from error
     log.debug("loaded %s: %d steps, %d tasks", loaded.display_path, len(components),
               len(graph.tasks) if graph else 0)
     return Project(loaded=loaded, components=components, graph=graph)
@@ -207,26 +209,3 @@ def _include_has(layer: Any, src: str, dst: str, target: str, root: Path, *, roo
             return (f"{shown} would put {_shown(str(local), root)} there, but its ignore patterns "
                     f"(.kfpignore, the layer's `ignore` or the default ignores) leave out {rel}")
     return True
-
-
-_KEY_PATH = re.compile(r"(?P<key>[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*): ")
-
-
-def _located(error: ComposeError, loaded: LoadedManifest) -> ComposeError:
-    """``error`` with ``kfp.toml:LINE`` in front of the key path its message starts with.
-
-    The component and graph modules start their messages with ``<kfp.toml path>: <key path>: ``
-    or just ``<key path>: `` (``steps.train.function: src/iris.py:12: ...``); the line is known
-    here (from the manifest text), so it is added here. Any other message is returned
-    unchanged (the same object).
-    """
-    message = str(error)
-    rest = message
-    for prefix in (str(loaded.path), loaded.display_path):
-        if message.startswith(prefix + ": "):
-            rest = message[len(prefix) + 2:]
-            break
-    m = _KEY_PATH.match(rest)
-    if not m or m.group("key").split(".")[0] not in Manifest.model_fields:
-        return error
-    return type(error)(f"{loaded.where(m.group('key'))}: {rest}")

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from compose_kfp import schema
 from compose_kfp.steps.component import PARAMETER_TYPES, ComponentSpec, canonical_type, types_compatible
 from compose_kfp.errors import ConfigError
+from compose_kfp.manifest.keys import key_part
 from compose_kfp.steps.placeholders import Bindings, CommandLine, resolve_command_line
 
 __all__ = [
@@ -56,12 +57,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _key(name: str) -> str:
-    """``name`` as one part of a TOML dotted key: bare when it can be, else quoted (``"Data file"``)."""
-    return name if _BARE_KEY.match(name) else json.dumps(name, ensure_ascii=False)
+    """``name`` as one part of a key path in messages (:func:`compose_kfp.manifest.keys.key_part`: bare when it
+    can be, else quoted: ``"Data file"``)."""
+    return key_part(name)
 
 
 def dns1123_name(text: str, max_length: int = 63) -> str:
@@ -431,7 +432,7 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
                                           text=literal_text(value), key=akey))
         for i, other in enumerate(tconf.after):
             if other not in pipeline.tasks:
-                raise error(f"{tkey}.after[{i}]", f"unknown task {other!r}" + _suggest(other, task_names))
+                raise error(f"{tkey}.after.{i}", f"unknown task {other!r}" + _suggest(other, task_names))
             if other not in deps:
                 deps.append(other)
         image = component.image

@@ -80,7 +80,7 @@ def test_target_maps_platform_and_libc_to_installer_tags():
     ({"python": "three"}, "image.python"),
     ({"index_url": "https://user:secret@pypi.example.com/simple"}, "image.index_url"),
     ({"extra_index_urls": ["https://pypi.org/simple", "https://tok@x.example/simple"]},
-     "image.extra_index_urls[1]"),
+     "image.extra_index_urls.1"),
     ({"index_url": "pypi.example.com/simple"}, "image.index_url"),
 ])
 def test_target_rejects_bad_settings_naming_the_key(kwargs, key):

@@ -439,6 +439,6 @@ def test_cli_run_checks_param_types_and_warns_about_a_stale_image(tmp_path):
     time.sleep(0.01)
     (tmp_path / "src" / "steps.py").write_text("def double(x: int) -> int:\n    return 3 * x\n")
     [line] = stale_layers(load_project(tmp_path, env={}))
-    assert "layer 'src' of image 'main' (image.layers[0])" in line and "compose-kfp apply" in line
+    assert "layer 'src' of image 'main' (image.layers.0)" in line and "compose-kfp apply" in line
     assert run("-C", str(tmp_path), "-q", "apply", "--yes")[0] == 0
     assert stale_layers(load_project(tmp_path, env={})) == []

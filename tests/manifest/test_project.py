@@ -293,7 +293,7 @@ def test_step_file_in_the_steps_own_layer_loads(tmp_path):
 
 @pytest.mark.parametrize("layers,workdir,ignore,expect", [
     ('[[image.layers]]\nname = "data"\npaths = ["data"]\n\n', "", None,
-     r"no layer puts a file there\. Layers considered: image\.layers\[0\] \(data\): data -> /app/data"),
+     r"no layer puts a file there\. Layers considered: image\.layers\.0 \(data\): data -> /app/data"),
     # the folder goes elsewhere than workdir/src
     ('[[image.layers]]\nname = "code"\npaths = [{ src = "src", dst = "/opt/code" }]\n\n', "", None,
      r"at /app/src/iris\.py.*code\): src -> /opt/code"),

@@ -216,7 +216,7 @@ after = ["load"]
 step = "load"
 args.test_size = 0.1
 after = ["nothing"]
-""", ["pipeline.tasks.load.after[0]:", "unknown task 'nothing'"]),
+""", ["pipeline.tasks.load.after.0:", "unknown task 'nothing'"]),
     "k8s name collision": ("""
 [pipeline.tasks.train_model]
 step = "load"

@@ -56,6 +56,9 @@ SECRET_WORDS = frozenset({
     "credentials", "identitytoken", "registrytoken", "privatekey",
 })
 _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")}
+# A key can only look secret when one of these occurs in it: each SECRET_WORDS word, and "key" (every pair ends in it).
+_SECRET_HINT = re.compile("|".join(sorted(SECRET_WORDS | {"key"})))
+_WORD_SPLIT = re.compile(r"[_\-.\s]+")
 
 
 def looks_secret(key: str) -> bool:
@@ -65,7 +68,10 @@ def looks_secret(key: str) -> bool:
     do; ``TOKENIZERS_PARALLELISM``, ``password_env`` (it names a variable) and
     ``username`` do not. Matching is per word, case-insensitive.
     """
-    words = [w for w in re.split(r"[_\-.\s]+", key.lower()) if w]
+    low = key.lower()
+    if not _SECRET_HINT.search(low):  # fast path: no secret word, no "key" of the pairs
+        return False
+    words = [w for w in _WORD_SPLIT.split(low) if w]
     if not words or words[-1] == "env":
         return False
     if any(w in SECRET_WORDS for w in words):

@@ -69,11 +69,30 @@ class KeyIndex:
     """
 
     def __init__(self, text: str):
-        self.lines: dict[tuple, int] = {}
-        self.duplicates: list[tuple[tuple, int, int]] = []
+        # The text is scanned on first use: a valid kfp.toml needs no line numbers (a 100,000-key
+        # image.env would spend a third of its load time here for nothing).
+        self._text: str | None = text
+        self._lines: dict[tuple, int] = {}
+        self._duplicates: list[tuple[tuple, int, int]] = []
         self._aot: dict[tuple, int] = {}
         self._tables: dict[tuple, int] = {}  # explicitly declared [tables] -> line
-        self._scan(text)
+
+    def _scanned(self) -> None:
+        if self._text is not None:
+            text, self._text = self._text, None
+            self._scan(text)
+
+    @property
+    def lines(self) -> dict[tuple, int]:
+        """Key path -> 1-based line where it is set (or its table / array-of-tables entry is declared)."""
+        self._scanned()
+        return self._lines
+
+    @property
+    def duplicates(self) -> list[tuple[tuple, int, int]]:
+        """``(key path, line, first line)`` of every key set twice, in document order."""
+        self._scanned()
+        return self._duplicates
 
     def line_for(self, loc: Sequence[Any]) -> int | None:
         """The line of ``loc`` or of its longest prefix that appears in the text, else ``None``."""

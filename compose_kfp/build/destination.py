@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import errno
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -22,7 +23,7 @@ from compose_kfp import planner as planner_mod
 from compose_kfp.build.credentials import keychain_for
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
 from compose_kfp.build.statedir import ProjectState
-from compose_kfp.errors import RegistryError, StaleError
+from compose_kfp.errors import ConfigError, RegistryError, StaleError
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Manifest
 from compose_kfp.oci.layer import Layer
@@ -316,8 +317,23 @@ class LayoutDestination(Destination):
 
 
 def layout_path(repository: str, root: Path) -> Path:
-    """The folder of an ``oci:PATH`` destination, relative paths against the project ``root``."""
-    return (root / repository[len(LAYOUT_PREFIX):]).resolve()
+    """The folder of an ``oci:PATH`` destination, relative paths against the project ``root``, symlinks resolved.
+
+    A ``PATH`` written inside the project must stay inside it once symlinks are followed: ``build/image``
+    being a link to ``/elsewhere`` would make apply write the image layout there (a ``PATH`` written outside
+    the project, ``oci:../images`` or ``oci:/srv/images``, is taken as the user wrote it).
+
+    Raises:
+        ConfigError: names ``image.repository``, the path and where its symlink leads.
+    """
+    written = Path(os.path.abspath(root / repository[len(LAYOUT_PREFIX):]))
+    real = written.resolve()
+    top = Path(os.path.abspath(root))
+    if written.is_relative_to(top) and not real.is_relative_to(top.resolve()):
+        raise ConfigError(f"image.repository = {repository!r}: {written.relative_to(top)} leads to {real} through a "
+                          "symlink, outside the project folder; remove the symlink, or write the layout's path "
+                          "outside the project on purpose (oci:/absolute/path).")
+    return real
 
 
 def destination_for(repository: str, root: Path, registries: Registries) -> Destination:

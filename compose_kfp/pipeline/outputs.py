@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from compose_kfp.build.lock import lock_component_images, lock_images
 from compose_kfp.build.staging import StagedFiles, check_name_fits
 from compose_kfp.build.statedir import ProjectState
-from compose_kfp.errors import RenderError
+from compose_kfp.errors import ConfigError, RenderError
 from compose_kfp.oci.blobs import atomic_write
 
 if TYPE_CHECKING:
@@ -200,6 +200,29 @@ def _output_error(project: Project, error: OSError, path: Path | str | None = No
                        f"folder must be a writable folder: fix its permissions, {elsewhere}.")
 
 
+def check_inside_output(project: Project, path: Path) -> None:
+    """Refuse to write or remove ``path`` (a file under ``render.output_dir``) when a symlink below the output
+    folder leads its folder out of it: ``build/components -> /elsewhere`` would make apply write there and
+    delete the ``*.yaml`` files it finds there. The output folder itself is fenced when kfp.toml is loaded
+    (:mod:`compose_kfp.manifest.fences`); this checks the folders under it, each time before they are used.
+
+    Raises:
+        ConfigError: names ``render.output_dir``, the symlink and where it leads.
+    """
+    out_real = os.path.realpath(project.loaded.output_dir)
+    folder = Path(os.path.abspath(path)).parent
+    real = os.path.realpath(folder)
+    if real == out_real or real.startswith(out_real + os.sep):
+        return
+    link = folder
+    while link != link.parent and not link.is_symlink():
+        link = link.parent
+    shown = _rel(link if link.is_symlink() else folder, project.root)
+    raise ConfigError(f"render.output_dir ({_rel(project.loaded.output_dir, project.root)}): {shown} is a symlink "
+                      f"to {real}, outside the output folder; compose-kfp writes and removes files there, so it "
+                      "never follows a link out of it. Remove the symlink (the folder is made as needed).")
+
+
 def check_output_writable(project: Project, files: Sequence[str]) -> None:
     """Make sure the rendered files ``files`` (paths relative to the project folder) can be written: each name
     fits the file system (:func:`~compose_kfp.build.staging.check_name_fits`: ``PC_NAME_MAX`` bytes, the whole
@@ -213,6 +236,7 @@ def check_output_writable(project: Project, files: Sequence[str]) -> None:
             and the path).
     """
     for rel in files:
+        check_inside_output(project, project.root / rel)
         try:
             check_name_fits(project.root / rel)
         except OSError as e:
@@ -288,6 +312,7 @@ def stage_rendered(project: Project, files: Mapping[str, bytes]) -> StagedOutput
     with staged:
         for rel, data in sorted(files.items()):
             path = root / rel
+            check_inside_output(project, path)
             try:
                 if path.read_bytes() == data:
                     continue
@@ -300,6 +325,7 @@ def stage_rendered(project: Project, files: Mapping[str, bytes]) -> StagedOutput
             changed.append(rel)
     removals = []
     comp_dir = project.loaded.output_dir / COMPONENTS_DIR
+    check_inside_output(project, comp_dir / "x.yaml")
     if comp_dir.is_dir():
         for path in sorted(comp_dir.glob("*.yaml")):
             rel = _rel(path, root)

@@ -319,6 +319,19 @@ def default_layers(root: Path) -> list[LayerConfig]:
     return layers
 
 
+#: ``user:password@`` in a reference or URL, as a line of TOML may hold it (quoted or not).
+_USERINFO_IN_LINE = re.compile(r"(?:^|[\s\"'=/{,])[^\s\"'/@={},]+:[^\s\"'/@]*@")
+
+
+def _may_hold_secret(line: str) -> bool:
+    """Whether a line of kfp.toml may hold a secret, so that an error must not quote it: any key or word in it
+    looks secret (``API_TOKEN`` in an inline table, a dotted ``auth.password``), or it holds ``user:pass@``."""
+    words = re.findall(r"[A-Za-z0-9_.\-]+", line)
+    if any(looks_secret(w) or looks_secret(w.rsplit(".", 1)[-1]) for w in words):
+        return True
+    return bool(_USERINFO_IN_LINE.search(line))
+
+
 def _parse_toml(text: str, shown: str, index: "KeyIndex") -> dict[str, Any]:
     try:
         return tomllib.loads(text)
@@ -345,8 +358,7 @@ def _parse_toml(text: str, shown: str, index: "KeyIndex") -> dict[str, Any]:
         source_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
         excerpt = ""
         if source_line.strip():
-            key_part = source_line.split("=", 1)[0] if "=" in source_line else ""
-            if looks_secret(key_part.strip().strip("\"'").split(".")[-1]):
+            if _may_hold_secret(source_line):
                 excerpt = " (the line is not shown: it may hold a secret)"
             else:
                 excerpt = f" in `{source_line.strip()[:120]}`"

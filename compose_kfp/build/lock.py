@@ -146,8 +146,7 @@ def check_lock(lock: Mapping[str, Any], path: Path | str = LOCK_NAME, text: str 
         return _lock_error(path, text, key, what)
 
     def table(value: Any, key: tuple[Any, ...]) -> Mapping[str, Any]:
-        if value is None:
-            return {}
+        # an absent table is {} (the callers' .get default); apply never writes null for one
         if not isinstance(value, dict):
             raise fail(key, f"expected an object, got {_kind(value)}")
         return value
@@ -174,14 +173,14 @@ def check_lock(lock: Mapping[str, Any], path: Path | str = LOCK_NAME, text: str 
         for i, item in enumerate(value):
             typed(item, key + (i,), str, "a string")
 
-    base = table(lock.get("base"), ("base",))
+    base = table(lock.get("base", {}), ("base",))
     typed(base.get("reference"), ("base", "reference"), str, "a string")
-    for plat, entry in table(base.get("platforms"), ("base", "platforms")).items():
+    for plat, entry in table(base.get("platforms", {}), ("base", "platforms")).items():
         key = ("base", "platforms", plat)
         entry = table(entry, key)
         digest(entry.get("digest"), key + ("digest",), optional=True)
         digest(entry.get("top_digest"), key + ("top_digest",), optional=True)
-    for name, image in table(lock.get("images"), ("images",)).items():
+    for name, image in table(lock.get("images", {}), ("images",)).items():
         key = ("images", name)
         image = table(image, key)
         typed(image.get("repository"), key + ("repository",), str, "a string")
@@ -189,7 +188,7 @@ def check_lock(lock: Mapping[str, Any], path: Path | str = LOCK_NAME, text: str 
             digest(image["digest"], key + ("digest",))
         strings(image.get("tags"), key + ("tags",))
         strings(image.get("steps"), key + ("steps",))
-        for plat, entry in table(image.get("platforms"), key + ("platforms",)).items():
+        for plat, entry in table(image.get("platforms", {}), key + ("platforms",)).items():
             pkey = key + ("platforms", plat)
             entry = table(entry, pkey)
             for field in ("manifest", "config"):
@@ -197,10 +196,10 @@ def check_lock(lock: Mapping[str, Any], path: Path | str = LOCK_NAME, text: str 
                     digest(entry[field], pkey + (field,))
             digest(entry.get("base"), pkey + ("base",), optional=True)
             typed(entry.get("base_layers"), pkey + ("base_layers",), int, "a number")
-            layers = entry.get("layers")
-            if layers is not None and not isinstance(layers, list):
+            layers = entry.get("layers", [])
+            if not isinstance(layers, list):
                 raise fail(pkey + ("layers",), f"expected a list, got {_kind(layers)}")
-            for i, layer in enumerate(layers or ()):
+            for i, layer in enumerate(layers):
                 lkey = pkey + ("layers", i)
                 layer = table(layer, lkey)
                 for field in ("name", "kind", "media_type"):
@@ -208,9 +207,9 @@ def check_lock(lock: Mapping[str, Any], path: Path | str = LOCK_NAME, text: str 
                 typed(layer.get("size"), lkey + ("size",), int, "a number")
                 for field in ("digest", "diff_id", "key"):
                     digest(layer.get(field), lkey + (field,), optional=True)
-    for rel, value in table(lock.get("rendered"), ("rendered",)).items():
+    for rel, value in table(lock.get("rendered", {}), ("rendered",)).items():
         digest(value, ("rendered", rel))
-    for step, pin in table(lock.get("components"), ("components",)).items():
+    for step, pin in table(lock.get("components", {}), ("components",)).items():
         key = ("components", step)
         typed(pin, key, str, "an image reference pinned by digest")
         try:

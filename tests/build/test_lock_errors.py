@@ -163,3 +163,20 @@ def test_every_lock_apply_writes_passes_the_check(applied):
     check_lock({"version": 1, "images": {}, "components": {"a": "registry.example:5000/x@sha256:" + "0" * 64}})
     code, _, err = run("-C", str(root), "render")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("where", ["images", "image", "platforms", "layers", "base"])
+@pytest.mark.parametrize("command", [["plan"], ["-q", "apply", "--yes"], ["render"]])
+def test_a_null_table_in_kfp_lock_is_refused_with_its_key(applied, where, command):
+    def change(lock):
+        image = lock["images"]["main"]
+        platform = next(iter(image["platforms"].values()))
+        {"images": lambda: lock.update(images=None), "image": lambda: lock["images"].update(main=None),
+         "platforms": lambda: image.update(platforms=None), "layers": lambda: platform.update(layers=None),
+         "base": lambda: lock.update(base=None)}[where]()
+
+    root = applied
+    edit(root, change)
+    code, _, err = run("-C", str(root), *command)
+    assert_clear(err, code)
+    assert "expected an object, got null" in err or "expected a list, got null" in err, err

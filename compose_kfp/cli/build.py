@@ -155,7 +155,8 @@ def apply(
     repository: Annotated[Optional[str], typer.Option("--repository", help="Override image.repository.")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
     lock_timeout: Annotated[float, typer.Option(
-        "--lock-timeout", help="Seconds to wait for another apply of this project to finish.")] = 30.0,
+        "--lock-timeout", min=0, max=86400,
+        help="Seconds to wait for another apply of this project to finish.")] = 30.0,
     print_reference: Annotated[bool, typer.Option(
         "--print-reference", help="Print only each image's repository@sha256:... on stdout, one line per image "
         "(as ko build does); the plan and everything else go to stderr.")] = False,

@@ -20,7 +20,8 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     lock_timeout: Annotated[float, typer.Option(
-        "--lock-timeout", help="Seconds to wait for an apply of this project to finish.")] = 30.0,
+        "--lock-timeout", min=0, max=86400,
+        help="Seconds to wait for an apply of this project to finish.")] = 30.0,
 ) -> None:
     """Remove from .compose-kfp/ every blob and cache entry the project no longer needs (kept: what kfp.lock
     references and what the next plan of the current kfp.toml would hit); print what was removed and the bytes

@@ -308,12 +308,21 @@ def load_ignore_spec(context: str | os.PathLike[str] | None, extra: Iterable[str
     """Ignore patterns (gitignore syntax): the defaults, then ``<context>/.kfpignore``, then ``extra``.
 
     Later patterns win, so ``!pattern`` in ``.kfpignore`` can re-include a default.
+
+    Raises:
+        LayerError: ``.kfpignore`` cannot be read or is not UTF-8 text (the message names the file and the byte).
     """
     lines: list[str] = list(DEFAULT_IGNORES) if default_ignores else []
     if use_ignore_file and context is not None:
         f = pathlib.Path(context) / IGNORE_FILE
         if f.is_file():
-            lines += f.read_text(encoding="utf-8").splitlines()
+            try:
+                lines += f.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise LayerError(f"{f}: not UTF-8 text (byte {e.start}); write the ignore patterns as UTF-8 "
+                                 "text, one gitignore-style pattern a line") from None
+            except OSError as e:
+                raise LayerError(f"{f}: cannot be read: {e.strerror or e}") from None
     lines += list(extra)
     return pathspec.GitIgnoreSpec.from_lines(lines)
 

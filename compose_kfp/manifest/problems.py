@@ -128,7 +128,7 @@ class Problems:
                 self.items.append((loc, f"unknown key {key!r} (its value is not shown); kfp.toml holds no secrets. "
                                         f"Known keys of {table}: {', '.join(known)}", []))
                 return
-            self.items.append((loc, f"unknown key{did_you_mean(key, known)} Known keys of {table}: "
+            self.items.append((loc, f"unknown key{did_you_mean(key, known) or '.'} Known keys of {table}: "
                                     f"{', '.join(known)}", []))
             return
         if etype == "missing":

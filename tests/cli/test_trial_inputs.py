@@ -30,3 +30,11 @@ def test_a_lock_timeout_that_is_not_a_number_of_seconds_is_a_usage_error(project
     assert code == 1, err
     assert "Invalid value for '--lock-timeout'" in err, err
     assert not (project / ".compose-kfp").exists()
+
+
+def test_an_unknown_key_without_a_close_match_reads_as_a_sentence(project):
+    text = (project / "kfp.toml").read_text().replace('[pipeline.tasks.double]\n', '[pipeline.tasks.double]\nzzz = 1\n')
+    (project / "kfp.toml").write_text(text)
+    code, _, err = run("-C", str(project), "validate")
+    assert code == 1, err
+    assert ": pipeline.tasks.double.zzz: unknown key. Known keys of [pipeline.tasks.double]: " in err, err

@@ -51,6 +51,7 @@ from compose_kfp.build import spec as spec_mod
 from compose_kfp.build.pins import component_images
 from compose_kfp.build.staging import StagedFiles
 from compose_kfp.errors import BuildError, ConfigError, StaleError
+from compose_kfp.manifest.keys import dotted
 from compose_kfp.oci.digest import split_digest
 from compose_kfp.oci.errors import ImageError, InvalidReference
 from compose_kfp.oci.reference import Reference
@@ -112,7 +113,7 @@ def _lock_error(path: Path, text: str | None, key: tuple[Any, ...], what: str) -
     """``kfp.lock:LINE: a.b.c: what; fix the entry, or delete kfp.lock and run apply.``"""
     line = _line_of(text, key) if text else None
     where = f"{path}:{line}" if line else str(path)
-    shown = ".".join(str(k) for k in key)
+    shown = dotted(key)
     return ConfigError(f"{where}: {shown}: {what}. kfp.lock was edited or damaged: fix the entry, or delete "
                        f"{LOCK_NAME} and run `compose-kfp apply` to write it again.")
 
@@ -188,12 +189,17 @@ def check_lock(lock: Mapping[str, Any], path: Path | str = LOCK_NAME, text: str 
             digest(image["digest"], key + ("digest",))
         strings(image.get("tags"), key + ("tags",))
         strings(image.get("steps"), key + ("steps",))
-        for plat, entry in table(image.get("platforms", {}), key + ("platforms",)).items():
+        platforms = table(image.get("platforms", {}), key + ("platforms",))
+        for plat, entry in platforms.items():
             pkey = key + ("platforms", plat)
             entry = table(entry, pkey)
             for field in ("manifest", "config"):
                 if field in entry:
                     digest(entry[field], pkey + (field,))
+            if len(platforms) == 1 and entry.get("manifest") and image.get("digest") not in (None, entry["manifest"]):
+                raise fail(key + ("digest",), f"{image['digest']} is not the digest of the image's manifest recorded "
+                                              f"beside it ({dotted(pkey + ('manifest',))} is {entry['manifest']}; for "
+                                              "one platform they are the same)")
             digest(entry.get("base"), pkey + ("base",), optional=True)
             typed(entry.get("base_layers"), pkey + ("base_layers",), int, "a number")
             layers = entry.get("layers", [])
@@ -387,10 +393,10 @@ def lock_images(project: Project) -> dict[str, str]:
     Used by ``render`` and ``run --local``. Third-party component steps are not in the map: their
     images, pinned by digest, come from :func:`lock_component_images`.
 
-    Each digest used is checked first (:func:`check_image_entry`), as far as can be done without the network:
-    well formed (:func:`read_lock`); for a single-platform image, equal to the manifest digest recorded beside
-    it (the image digest *is* that manifest's digest); for an ``oci:PATH`` destination whose layout exists, a
-    blob of that layout. A digest of a multi-platform image (an index, whose bytes kfp.lock does not record) in a
+    Each digest used is checked first, as far as can be done without the network: by :func:`read_lock` (also
+    for plan and apply), well formed and, for a single-platform image, equal to the manifest digest recorded
+    beside it (the image digest *is* that manifest's digest); by :func:`check_image_entry`, for an ``oci:PATH``
+    destination whose layout exists, a blob of that layout. A digest of a multi-platform image (an index, whose bytes kfp.lock does not record) in a
     registry is only checked for its form: a consistent edit of it is seen only when the image is pulled.
 
     Raises:
@@ -419,20 +425,10 @@ def check_image_entry(root: Path | str, name: str, entry: Mapping[str, Any]) -> 
     :func:`read_lock`) against what can be known without the network (see :func:`lock_images`).
 
     Raises:
-        ConfigError: a single-platform image whose ``digest`` differs from ``platforms.<p>.manifest``.
         StaleError: the ``oci:PATH`` layout exists and holds no blob of that digest.
     """
     path = lock_path(root)
     image_digest = entry["digest"]
-    platforms = entry.get("platforms") or {}
-    if len(platforms) == 1:
-        (plat, recorded), = platforms.items()
-        manifest = recorded.get("manifest")
-        if manifest and manifest != image_digest:
-            raise _lock_error(path, _text_of(path), ("images", name, "digest"),
-                              f"{image_digest} is not the digest of the image's manifest recorded beside it "
-                              f"(images.{name}.platforms.{plat}.manifest is {manifest}; for one platform they "
-                              "are the same)")
     repository = entry.get("repository") or ""
     if repository.startswith(LAYOUT_PREFIX):
         folder = layout_path(repository, Path(root))

@@ -110,6 +110,11 @@ def test_a_valid_looking_digest_of_another_image_is_refused(applied):
     code, _, err = run("-C", str(root), "run", "--local")  # refused before any image is looked for
     assert_clear(err, code)
     assert "images.main.digest" in err
+    for command in (["plan"], ["-q", "apply", "--yes"]):  # read_lock refuses it for plan and apply too
+        code, _, err = run("-C", str(root), *command)
+        assert_clear(err, code)
+        assert "images.main.digest" in err and "is not the digest of the image's manifest" in err, err
+    assert (root / "kfp.lock").read_text() == text
 
 
 def test_a_consistent_edit_is_caught_by_the_layout(applied):
@@ -132,10 +137,10 @@ def test_a_consistent_edit_is_caught_by_the_layout(applied):
     (lambda lock: lock["images"]["main"].update(digest=5), "images.main.digest", "got a number (5)"),
     (lambda lock: lock["images"]["main"].update(tags="latest"), "images.main.tags", "expected a list of strings"),
     (lambda lock: lock["images"]["main"]["platforms"]["linux/amd64"].update(config="sha256:" + "A" * 64),
-     "images.main.platforms.linux/amd64.config", "is not a digest"),
+     'images.main.platforms."linux/amd64".config', "is not a digest"),
     (lambda lock: lock["images"]["main"]["platforms"]["linux/amd64"]["layers"][0].update(digest="md5:x"),
-     "images.main.platforms.linux/amd64.layers.0.digest", "is not a digest"),
-    (lambda lock: lock["rendered"].update({"build/workflow.yaml": "sha256:123"}), "rendered.build/workflow.yaml",
+     'images.main.platforms."linux/amd64".layers.0.digest', "is not a digest"),
+    (lambda lock: lock["rendered"].update({"build/workflow.yaml": "sha256:123"}), 'rendered."build/workflow.yaml"',
      "is not a digest"),
     (lambda lock: lock.update(components={"echo": "ghcr.io/acme/echo:1.0"}), "components.echo",
      "is not pinned by digest"),

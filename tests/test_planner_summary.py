@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli
+from tests.fixtures.cli import run
 
 MANIFEST = '''\
 [project]
@@ -36,17 +36,6 @@ args.x = { param = "x" }
 
 _SUMMARY = re.compile(r"^Plan: (\d+) to add, (\d+) to replace, (\d+) to remove; (.+) to upload; "
                       r"(\d+) rendered files? to change; (\d+) images? to push\.$")
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli, errors
+from compose_kfp import errors
+from tests.fixtures.cli import run
 
 MANIFEST = '''\
 [project]
@@ -36,16 +37,6 @@ args.x = 2
 {render}'''
 
 SECRET = b"TOP-SECRET-outside-the-project-8d1c"
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
 
 
 def write(root: Path, *, layers: str = '[[image.layers]]\nname = "app"\npaths = ["src"]\n', render: str = "",

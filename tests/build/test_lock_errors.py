@@ -12,23 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli, errors
+from compose_kfp import errors
 from compose_kfp.build.lock import check_lock, dumps, read_lock
 from tests.fixtures.project import write_project
+from tests.fixtures.cli import run
 
 RENDERED = ["build/components/load.yaml", "build/components/train.yaml", "build/workflow.yaml"]
 OTHER = "sha256:" + "ab" * 32  # a well-formed digest of no image here
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

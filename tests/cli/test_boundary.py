@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli
+from tests.fixtures.cli import run
 
 MANIFEST = '''\
 [project]
@@ -34,17 +34,6 @@ params = { x = 2 }
 step = "double"
 args.x = { param = "x" }
 '''
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
 
 
 def line_of(text: str, needle: str) -> int:

@@ -8,19 +8,8 @@ import re
 import pytest
 import typer
 
-from compose_kfp import cli
 from compose_kfp.cli.app import app
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
+from tests.fixtures.cli import run
 
 
 def _command_paths(command, prefix=()):

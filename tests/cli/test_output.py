@@ -8,18 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_kfp import cli
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
+from tests.fixtures.cli import run
 
 
 _BUILT = re.compile(r"^built (?P<layer>\S+) sha256:[0-9a-f]{12}… \d+(\.\d+)? [kMG]?B$")

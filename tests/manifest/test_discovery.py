@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from compose_kfp import cli
 from compose_kfp.manifest.load import discover_manifest
+from tests.fixtures.cli import run
 
 MANIFEST = '''\
 [project]
@@ -33,17 +31,6 @@ params = { x = 2 }
 step = "double"
 args.x = { param = "x" }
 '''
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as info:
-        cli.main(list(args))
-    return info.value.code, out.getvalue(), err.getvalue()
 
 
 def make(folder: Path) -> Path:

@@ -9,30 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli import LAYERED_MANIFEST as MANIFEST
 from tests.fixtures.cli import run
 
-MANIFEST = '''\
-[project]
-name = "demo"
-
-[image]
-base = "scratch"
-repository = "oci:build/image"
-
-[[image.layers]]
-name = "src"
-paths = ["src"]
-
-[steps.double]
-function = "src/steps.py:double"
-
-[pipeline]
-params = { x = 2 }
-
-[pipeline.tasks.double]
-step = "double"
-args.x = { param = "x" }
-'''
 
 _SUMMARY = re.compile(r"^Plan: (\d+) to add, (\d+) to replace, (\d+) to remove; (.+) to upload; "
                       r"(\d+) rendered files? to change; (\d+) images? to push\.$")

@@ -10,30 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cli import run
+from tests.fixtures.cli import LAYERED_MANIFEST, run
 
-MANIFEST = '''\
-[project]
-name = "demo"
-
-[image]
-base = "scratch"
-repository = "oci:build/image"
-
-[[image.layers]]
-name = "src"
-paths = ["src"]
-
-[steps.double]
-function = "src/steps.py:double"
-
-[pipeline]
-params = { x = 2 }
-
-[pipeline.tasks."Data file"]
-step = "double"
-args.x = { param = "x" }
-'''
+# a task name that is not a bare TOML key, so that key notation shows
+MANIFEST = LAYERED_MANIFEST.replace("[pipeline.tasks.double]", '[pipeline.tasks."Data file"]')
+assert '"Data file"' in MANIFEST
 
 
 def line_of(text: str, needle: str) -> int:

@@ -7,30 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from compose_kfp.manifest.load import discover_manifest
+from tests.fixtures.cli import LAYERED_MANIFEST as MANIFEST
 from tests.fixtures.cli import run
 
-MANIFEST = '''\
-[project]
-name = "demo"
-
-[image]
-base = "scratch"
-repository = "oci:build/image"
-
-[[image.layers]]
-name = "src"
-paths = ["src"]
-
-[steps.double]
-function = "src/steps.py:double"
-
-[pipeline]
-params = { x = 2 }
-
-[pipeline.tasks.double]
-step = "double"
-args.x = { param = "x" }
-'''
 
 
 def make(folder: Path) -> Path:

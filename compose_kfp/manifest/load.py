@@ -327,7 +327,7 @@ def _may_hold_secret(line: str) -> bool:
     """Whether a line of kfp.toml may hold a secret, so that an error must not quote it: any key or word in it
     looks secret (``API_TOKEN`` in an inline table, a dotted ``auth.password``), or it holds ``user:pass@``."""
     words = re.findall(r"[A-Za-z0-9_.\-]+", line)
-    if any(looks_secret(w) or looks_secret(w.rsplit(".", 1)[-1]) for w in words):
+    if any(looks_secret(w) for w in words):  # looks_secret splits dotted keys into words itself
         return True
     return bool(_USERINFO_IN_LINE.search(line))
 

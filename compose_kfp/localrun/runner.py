@@ -19,9 +19,12 @@ Argo pass it (:mod:`compose_kfp.pipeline.render.workflow`):
   path; a literal or param consumed as a file is written to a file first (Argo's
   ``raw`` artifact) and mounted the same way;
 - outputs: ``/tmp/outputs`` is a writable bind mount of
-  ``<run_dir>/<task>/outputs``; after the command exits 0, every output of the
-  component must exist at its path, else the task fails (as an Argo output
-  parameter or artifact that is missing);
+  ``<run_dir>/<task>/outputs``; an output the component writes at a fixed path of
+  its own (``fileOutputs``, :func:`~compose_kfp.steps.placeholders.component_output_path`)
+  is copied from the finished container to ``outputs/<output>/data``, as Argo's
+  executor collects it; after the command exits 0, every output of the
+  component must exist, else the task fails (as an Argo output parameter or
+  artifact that is missing);
 - ``env`` of the component and ``[steps.NAME] env`` are added to the image's
   ``Env``; the image's ``Entrypoint``/``Cmd`` apply as Kubernetes applies them
   (``command`` replaces the entrypoint, ``args`` the cmd); ``[steps.NAME]
@@ -91,7 +94,7 @@ from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.reference import Reference
 from compose_kfp.oci.transport import is_loopback
 from compose_kfp.oci.unpack import remove_tree
-from compose_kfp.steps.placeholders import OUTPUTS_ROOT, input_path, io_name, output_path
+from compose_kfp.steps.placeholders import OUTPUTS_ROOT, component_output_path, input_path, io_name
 
 __all__ = [
     "Executor",
@@ -223,6 +226,16 @@ def _substitute(text: str, variables: Mapping[str, str]) -> str:
     return _ARGO_VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
+def _copy_out(src: Path, dest: Path) -> None:
+    """Copy an output file or folder ``src`` to ``dest`` (replacing what is there; symlinks are not followed)."""
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    if src.is_dir():
+        shutil.copytree(src, dest, symlinks=True)
+    else:
+        shutil.copyfile(src, dest, follow_symlinks=False)
+
+
 def _read_value(path: Path) -> str | None:
     """The output parameter text at ``path`` (one trailing newline removed), or ``None`` when it is not one."""
     try:
@@ -311,7 +324,7 @@ class _Runner:
                 binds.append((src, input_path(arg.input), True))
                 in_paths[arg.input] = input_path(arg.input)
         outputs_dir = task_dir / "outputs"
-        out_paths = {o.name: output_path(o.name) for o in task.outputs}
+        out_paths = {o.name: component_output_path(task.component, o.name) for o in task.outputs}
         line = task.command_line(values=values, input_paths=in_paths, output_paths=out_paths)
         variables = {**self.workflow_vars, "pod.name": f"{self.workflow_name}-{task.k8s_name}"[:63]}
         command = [_substitute(a, variables) for a in line.command]
@@ -349,7 +362,9 @@ class _Runner:
             self._pulled_ok.add(image)
 
     def _podman_argv(self, task: Task, prep: _Prepared, name: str) -> list[str]:
-        cmd = ["podman", "--runtime", "runc", "run", "--rm", "--name", name, "--network", "none",
+        # A container with fileOutputs is kept until they are copied out of it (then removed).
+        keep = ["--rm"] if not task.component.file_outputs else []
+        cmd = ["podman", "--runtime", "runc", "run", *keep, "--name", name, "--network", "none",
                "--hostname", task.k8s_name, "--pull", "never"]
         if self._insecure(task.image):
             cmd.append("--tls-verify=false")
@@ -468,13 +483,42 @@ class _Runner:
                     pass
                 proc.wait()
                 return None, time.monotonic() - start, f"timed out after {timeout} s"
+            if code == 0:
+                self._collect_file_outputs(task, prep, name, box, log_file)
         finally:
+            if name and task.component.file_outputs:
+                subprocess.run(["podman", "--runtime", "runc", "rm", "-f", name], env=env, capture_output=True)
             if box is not None:
                 remove_tree(box)
         seconds = time.monotonic() - start
         if box is not None and code == _SANDBOX_SETUP_FAILED:
             return code, seconds, "the sandbox could not be set up (see the log)"
         return code, seconds, None
+
+    def _collect_file_outputs(self, task: Task, prep: _Prepared, container: str, box: Path | None,
+                              log_file) -> None:
+        """Copy each ``fileOutputs`` file out of the finished container to ``<outputs>/<output>/data``, as Argo's
+        executor collects an output from the container's file system; a file that is not there stays missing."""
+        for out_name, path in task.component.file_outputs:
+            dest = prep.outputs_dir / io_name(out_name) / "data"
+            bound = next(((src, dst) for src, dst, _ in prep.binds if path == dst or path.startswith(dst + "/")), None)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if bound is not None:
+                    src = bound[0] / path[len(bound[1]):].lstrip("/") if path != bound[1] else bound[0]
+                    if src.resolve() != dest.resolve() and src.exists() and not src.is_symlink():
+                        _copy_out(src, dest)
+                elif box is not None:
+                    src = box / "upper" / path.lstrip("/")
+                    if src.exists() and not src.is_symlink():
+                        _copy_out(src, dest)
+                else:
+                    proc = subprocess.run(["podman", "--runtime", "runc", "cp", f"{container}:{path}", str(dest)],
+                                          env=self.podman_env, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        log.debug("podman cp %s:%s: %s", container, path, proc.stderr.strip())
+            except OSError as e:
+                log_file.write(f"compose-kfp: cannot collect output {out_name!r} from {path}: {e}\n")
 
     def _finish(self, task: Task, prep: _Prepared, code: int | None, error: str | None, seconds: float,
                 attempts: int, base: dict[str, Any]) -> TaskResult:
@@ -489,7 +533,7 @@ class _Runner:
         for out in task.outputs:
             host = prep.outputs_dir / io_name(out.name) / "data"
             if not os.path.lexists(host) or host.is_symlink():
-                missing.append(f"{out.name!r} ({output_path(out.name)})")
+                missing.append(f"{out.name!r} ({component_output_path(task.component, out.name)})")
                 continue
             paths[out.name] = host
             value = _read_value(host) if (out.is_parameter_type or out.by_value) else None

@@ -2,9 +2,10 @@
 
 :func:`load_component_file` reads
 
-- a **KFP v1 component file** (``name``/``inputs``/``outputs``/``implementation.container``,
-  https://www.kubeflow.org/docs/components/pipelines/v1/reference/component-spec/): its
-  ``command`` and ``args`` are kept verbatim, never rewritten;
+- a **KFP v1 component file** (``name``/``inputs``/``outputs``/``implementation.container``):
+  read by our own reader of the v1 specification, :mod:`compose_kfp.steps.v1spec`, never by
+  the KFP v2 SDK (which refuses forms the v1 specification allows); ``command`` and ``args``
+  are kept verbatim, never rewritten;
 - a **compiled KFP v2 file** (``PipelineSpec`` IR, as written by ``kfp.compiler.Compiler``)
   when it holds a single container component: its v2 placeholder strings are translated
   to the equivalent v1 placeholders (``{{$.inputs.parameters['x']}}`` -> ``{inputValue: x}``,
@@ -12,19 +13,13 @@
   ``{{$.outputs.parameters['y'].output_file}}`` / ``{{$.outputs.artifacts['y'].path}}`` ->
   ``{outputPath: y}``, ``{"Concat": [...]}`` -> ``{concat: [...]}``,
   ``{"IfPresent": {...}}`` -> ``{if: {cond: {isPresent: x}, then: ..., else: ...}}``; a
-  placeholder inside a longer string becomes a ``concat``).
+  placeholder inside a longer string becomes a ``concat``). The KFP SDK, the reference of
+  that format, loads it too (``kfp.components.load_component_from_text``), so a file the SDK
+  refuses is refused here with the SDK's reason. A second YAML document (``platforms:``, the
+  ``kfp-kubernetes`` settings the v2 compiler appends, such as secrets as environment
+  variables) is refused by name: compose-kfp does not apply it.
 
-Both are also loaded with the KFP SDK (``kfp.components.load_component_from_text``), so a
-file the SDK refuses is refused here too, with the SDK's reason.
-
-Placeholders understood (what the task graph and the Argo renderer resolve):
-``inputValue``, ``inputPath``, ``outputPath``, ``concat``, ``if`` (``cond``/``then``/``else``),
-``isPresent``, and ``fileOutputs`` (an output the command writes at a fixed path).
-Refused with a :class:`~compose_kfp.errors.StepError` naming the file and the placeholder:
-a ``graph`` implementation, a placeholder naming an input or output that does not exist,
-``inputUri``/``outputUri``/``executorInput`` and the v2 executor-input string ``{{$}}``
-(they need the KFP v2 launcher and its artifact store, which a plain Argo workflow does
-not have), unknown placeholder kinds, and malformed files.
+Placeholders understood and refused: see :mod:`compose_kfp.steps.v1spec`.
 """
 
 from __future__ import annotations
@@ -36,27 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from compose_kfp.steps.component import Arg, ComponentSpec, InputSpec, OutputSpec
+from compose_kfp.steps.v1spec import (KFP_V2_ONLY, V2_REFUSAL, SUPPORTED_PLACEHOLDERS, check_image,
+                                      check_placeholders, load_yaml, read_v1_component, text_value)
 from compose_kfp.errors import StepError
 
 __all__ = ["SUPPORTED_PLACEHOLDERS", "load_component_file", "load_component_text", "step_components"]
 
 log = logging.getLogger(__name__)
-
-#: Placeholder kinds a loaded component may use.
-SUPPORTED_PLACEHOLDERS = ("inputValue", "inputPath", "outputPath", "concat", "if", "isPresent")
-
-_KFP_V2_ONLY = {
-    "inputUri": "the URI of an input artifact in the KFP v2 artifact store",
-    "outputUri": "the URI of an output artifact in the KFP v2 artifact store",
-    "executorInput": "the KFP v2 executor input (JSON given to the component by the KFP v2 launcher)",
-    "inputMetadata": "KFP v2 artifact metadata",
-    "outputMetadata": "KFP v2 artifact metadata",
-}
-_V2_REFUSAL = ("; compose-kfp renders plain Argo workflows that pass files, where this does not exist. "
-               "Use a component that takes {inputPath}/{outputPath} instead")
 
 
 def load_component_file(path: Path) -> ComponentSpec:
@@ -82,23 +64,42 @@ def load_component_file(path: Path) -> ComponentSpec:
 
 def load_component_text(text: str, *, source: str) -> ComponentSpec:
     """Like :func:`load_component_file` for the file's text; ``source`` names it in messages."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise StepError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    docs = load_yaml(text, source=source)
+    doc = docs[0] if docs else None
     if not isinstance(doc, Mapping):
-        raise StepError(f"{source}: a component file must be a YAML mapping, got {type(doc).__name__}")
+        shown = type(doc).__name__ if doc is not None else "an empty file"
+        raise StepError(f"{source}: a component file must be a YAML mapping, got {shown}")
     if "implementation" in doc:
-        spec = _load_v1(doc, source)
-    elif "deploymentSpec" in doc or "pipelineInfo" in doc or "root" in doc:
+        _only_one_document(docs, source, v2=False)
+        return read_v1_component(doc, source)
+    if "deploymentSpec" in doc or "pipelineInfo" in doc or "root" in doc:
+        _only_one_document(docs, source, v2=True)
         spec = _load_v2(doc, source)
-    else:
-        raise StepError(f"{source}: not a KFP component: expected `implementation` (a KFP v1 component) or "
-                        f"`deploymentSpec`/`root` (a compiled KFP v2 file)")
-    _check_with_kfp(text, source)
-    return spec
+        _check_with_kfp(text, source)
+        return spec
+    raise StepError(f"{source}: not a KFP component: expected `implementation` (a KFP v1 component) or "
+                    f"`deploymentSpec`/`root` (a compiled KFP v2 file)")
+
+
+def _only_one_document(docs: list[Any], source: str, *, v2: bool) -> None:
+    """Refuse YAML documents after the component: say what they are (the KFP v2 platform document) and the way out."""
+    if len(docs) < 2:
+        return
+    extra = docs[1]
+    platforms = extra.get("platforms") if isinstance(extra, Mapping) else None
+    if v2 and isinstance(platforms, Mapping):
+        found = []
+        for platform, config in platforms.items():
+            executors = ((config or {}).get("deploymentSpec") or {}).get("executors") if isinstance(config, Mapping) else None
+            settings = sorted({k for e in (executors or {}).values() if isinstance(e, Mapping) for k in e})
+            found.append(f"{platform}" + (f" ({', '.join(settings)})" if settings else ""))
+        raise StepError(f"{source}: YAML document 2: `platforms` holds KFP v2 platform settings for "
+                        f"{', '.join(found) or 'no platform'} (written by kfp-kubernetes, e.g. secrets as "
+                        f"environment variables); compose-kfp does not apply platform settings, so the step would "
+                        f"run without them. Remove that document (after the `---`) and give the container what it "
+                        f"needs another way (env of [steps.NAME], a Kubernetes secret mounted by your cluster)")
+    raise StepError(f"{source}: YAML document 2: a component file holds one YAML document, this one has "
+                    f"{len(docs)}; remove what follows the first `---`")
 
 
 def _check_with_kfp(text: str, source: str) -> None:
@@ -110,202 +111,6 @@ def _check_with_kfp(text: str, source: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the SDK raises many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise StepError(f"{source}: the KFP SDK refuses this component: {type(exc).__name__}: {first}") from exc
-
-
-# ---- KFP v1 -------------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    """A v1 default/description as the string KFP v1 stores."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-def _type_name(value: Any, source: str, at: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and len(value) == 1:
-        return str(next(iter(value)))
-    raise StepError(f"{source}: {at}.type: expected a type name or a one-key mapping, got {value!r}")
-
-
-def _v1_interface(doc: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:
-    items = doc.get(key)
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise StepError(f"{source}: `{key}` must be a list of {{name: ...}} mappings, got {type(items).__name__}")
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
-            raise StepError(f"{source}: {key}[{i}] must be a mapping with a non-empty `name`, got {item!r}")
-        if item["name"] in seen:
-            raise StepError(f"{source}: {key}[{i}]: two {key} are named {item['name']!r}")
-        seen.add(item["name"])
-    return items
-
-
-def _load_v1(doc: Mapping[str, Any], source: str) -> ComponentSpec:
-    impl = doc["implementation"]
-    if not isinstance(impl, Mapping):
-        raise StepError(f"{source}: `implementation` must be a mapping with `container`")
-    if "graph" in impl:
-        raise StepError(f"{source}: implementation.graph: a graph component (a pipeline of other components) "
-                        f"cannot be a step; add its components as separate steps and connect them in "
-                        f"[pipeline.tasks]")
-    container = impl.get("container")
-    if not isinstance(container, Mapping):
-        raise StepError(f"{source}: implementation.container is missing; only container components can be steps")
-    inputs = tuple(
-        InputSpec(
-            name=item["name"],
-            type=_type_name(item.get("type"), source, f"inputs[{i}]"),
-            description=_text(item.get("description")),
-            default=_text(item.get("default")),
-            optional=bool(item.get("optional", False)),
-        )
-        for i, item in enumerate(_v1_interface(doc, "inputs", source))
-    )
-    outputs = tuple(
-        OutputSpec(
-            name=item["name"],
-            type=_type_name(item.get("type"), source, f"outputs[{i}]"),
-            description=_text(item.get("description")),
-        )
-        for i, item in enumerate(_v1_interface(doc, "outputs", source))
-    )
-    image = container.get("image")
-    if image is not None and not isinstance(image, str):
-        raise StepError(f"{source}: implementation.container.image must be a string, got {image!r}")
-    _check_image(image, source, "implementation.container.image")
-    command = _arg_list(container.get("command"), source, "implementation.container.command")
-    args = _arg_list(container.get("args"), source, "implementation.container.args")
-    env = container.get("env") or {}
-    if not isinstance(env, Mapping):
-        raise StepError(f"{source}: implementation.container.env must be a mapping of names to values")
-    file_outputs = container.get("fileOutputs") or {}
-    if not isinstance(file_outputs, Mapping):
-        raise StepError(f"{source}: implementation.container.fileOutputs must map output names to paths")
-    out_names = {o.name for o in outputs}
-    for name, out_path in file_outputs.items():
-        if name not in out_names:
-            raise StepError(f"{source}: implementation.container.fileOutputs.{name}: names no output of the "
-                            f"component (outputs: {', '.join(sorted(out_names)) or 'none'})")
-        if not isinstance(out_path, str) or not out_path.startswith("/"):
-            raise StepError(f"{source}: implementation.container.fileOutputs.{name}: expected an absolute path, "
-                            f"got {out_path!r}")
-    spec_kwargs: dict[str, Any] = {}
-    if file_outputs:
-        spec_kwargs["file_outputs"] = tuple((str(k), str(v)) for k, v in file_outputs.items())
-    metadata = doc.get("metadata") or {}
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    spec = ComponentSpec(
-        name=str(doc.get("name") or Path(source).stem),
-        description=_text(doc.get("description")),
-        inputs=inputs,
-        outputs=outputs,
-        image=image,
-        command=command,
-        args=args,
-        env=tuple((str(k), _text(v) or "") for k, v in env.items()),
-        source=source,
-        annotations=tuple((str(k), _text(v) or "") for k, v in (annotations or {}).items()),
-        **spec_kwargs,
-    )
-    _check_placeholders(spec, source)
-    return spec
-
-
-def _check_image(image: Any, source: str, at: str) -> None:
-    """Refuse a component image that is not a valid image reference (the distribution reference grammar,
-    :meth:`compose_kfp.oci.reference.Reference.parse`); ``None`` (no image) passes.
-
-    Raises:
-        StepError: ``<source>: <at>: invalid image reference ...`` (credentials in it are never shown).
-    """
-    if image is None:
-        return
-    from compose_kfp.oci.errors import InvalidReference
-    from compose_kfp.oci.reference import Reference, redact_userinfo
-
-    if not isinstance(image, str):
-        raise StepError(f"{source}: {at} must be a string, got {type(image).__name__}")
-    try:
-        Reference.parse(image)
-    except InvalidReference as exc:
-        raise StepError(f"{source}: {at}: {redact_userinfo(str(exc))}") from None
-
-
-def _arg_list(value: Any, source: str, at: str) -> tuple[Arg, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise StepError(f"{source}: {at} must be a list, got {type(value).__name__}")
-    return tuple(value)
-
-
-def _check_placeholders(spec: ComponentSpec, source: str) -> None:
-    inputs = {i.name for i in spec.inputs}
-    outputs = {o.name for o in spec.outputs}
-
-    def where(at: str) -> str:
-        return f"{source}: implementation.container.{at}"
-
-    def walk(arg: Any, at: str) -> None:
-        if arg is None or isinstance(arg, (bool, int, float)):
-            return
-        if isinstance(arg, str):
-            if "{{$}}" in arg:
-                raise StepError(f"{where(at)}: the string {arg!r} is the KFP v2 executor-input placeholder "
-                                f"({_KFP_V2_ONLY['executorInput']}){_V2_REFUSAL}")
-            return
-        if isinstance(arg, list):
-            for n, item in enumerate(arg):
-                walk(item, f"{at}[{n}]")
-            return
-        if not isinstance(arg, Mapping) or len(arg) != 1:
-            raise StepError(f"{where(at)}: expected a string or a one-key placeholder mapping, got {arg!r}")
-        (kind, inner), = arg.items()
-        shown = f"{{{kind}: {inner!r}}}" if not isinstance(inner, (Mapping, list)) else f"{{{kind}: ...}}"
-        if kind in _KFP_V2_ONLY:
-            raise StepError(f"{where(at)}: placeholder {shown} needs {_KFP_V2_ONLY[kind]}{_V2_REFUSAL}")
-        if kind in ("inputValue", "inputPath", "isPresent"):
-            if not isinstance(inner, str) or inner not in inputs:
-                raise StepError(f"{where(at)}: placeholder {shown} names no input of the component "
-                                f"(inputs: {', '.join(sorted(inputs)) or 'none'})")
-            return
-        if kind == "outputPath":
-            if not isinstance(inner, str) or inner not in outputs:
-                raise StepError(f"{where(at)}: placeholder {shown} names no output of the component "
-                                f"(outputs: {', '.join(sorted(outputs)) or 'none'})")
-            return
-        if kind == "concat":
-            if not isinstance(inner, list):
-                raise StepError(f"{where(at)}: placeholder {{concat: ...}} needs a list, got {inner!r}")
-            walk(inner, f"{at}.concat")
-            return
-        if kind == "if":
-            if not isinstance(inner, Mapping) or "cond" not in inner or not set(inner) <= {"cond", "then", "else"}:
-                raise StepError(f"{where(at)}: placeholder {{if: ...}} needs a mapping with `cond`, `then` and "
-                                f"optionally `else`, got {inner!r}")
-            walk(inner["cond"], f"{at}.if.cond")
-            for branch in ("then", "else"):
-                if branch in inner:
-                    walk(inner[branch], f"{at}.if.{branch}")
-            return
-        raise StepError(f"{where(at)}: unknown placeholder {shown}; supported: {', '.join(SUPPORTED_PLACEHOLDERS)}")
-
-    for n, arg in enumerate(spec.command):
-        walk(arg, f"command[{n}]")
-    for n, arg in enumerate(spec.args):
-        walk(arg, f"args[{n}]")
 
 
 # ---- compiled KFP v2 ----------------------------------------------------------------------------
@@ -351,7 +156,7 @@ def _load_v2(doc: Mapping[str, Any], source: str) -> ComponentSpec:
     for name, p in (in_defs.get("parameters") or {}).items():
         default = p.get("defaultValue")
         inputs.append(InputSpec(name=name, type=_V2_TYPES.get(p.get("parameterType"), p.get("parameterType")),
-                                description=p.get("description"), default=_text(default),
+                                description=p.get("description"), default=text_value(default),
                                 optional=bool(p.get("isOptional")) and default is None))
     for name, a in (in_defs.get("artifacts") or {}).items():
         inputs.append(InputSpec(name=name, type=_v2_artifact_type(a), description=a.get("description"),
@@ -370,7 +175,7 @@ def _load_v2(doc: Mapping[str, Any], source: str) -> ComponentSpec:
     args = tuple(convert.arg(a, f"args[{n}]") for n, a in enumerate(container.get("args") or []))
     env = tuple((str(e.get("name")), str(e.get("value", ""))) for e in (container.get("env") or []))
     image = container.get("image")
-    _check_image(image, source, f"deploymentSpec.executors.{comp.get('executorLabel')}.container.image")
+    check_image(image, source, f"deploymentSpec.executors.{comp.get('executorLabel')}.container.image")
     info = doc.get("pipelineInfo") or {}
     spec = ComponentSpec(
         name=str(info.get("name") or comp_name),
@@ -383,7 +188,7 @@ def _load_v2(doc: Mapping[str, Any], source: str) -> ComponentSpec:
         env=env,
         source=source,
     )
-    _check_placeholders(spec, source)
+    check_placeholders(spec, source)
     return spec
 
 
@@ -455,7 +260,7 @@ class _V2Converter:
 
     def reference(self, text: str, path: str | None, at: str) -> Arg:
         if path is None:
-            raise self.fail(at, f"placeholder {text} needs {_KFP_V2_ONLY['executorInput']}{_V2_REFUSAL}")
+            raise self.fail(at, f"placeholder {text} needs {KFP_V2_ONLY['executorInput']}{V2_REFUSAL}")
         m = _V2_REFERENCE.match(path)
         if m is None:
             raise self.fail(at, f"unsupported placeholder {text}")
@@ -473,7 +278,7 @@ class _V2Converter:
             return {"outputPath": name}
         if rest == ".uri":
             kind = "inputUri" if side == "inputs" else "outputUri"
-            raise self.fail(at, f"placeholder {text} needs {_KFP_V2_ONLY[kind]}{_V2_REFUSAL}")
+            raise self.fail(at, f"placeholder {text} needs {KFP_V2_ONLY[kind]}{V2_REFUSAL}")
         raise self.fail(at, f"unsupported placeholder {text}")
 
 

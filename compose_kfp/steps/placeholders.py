@@ -28,7 +28,9 @@ _resolve_command_line_and_paths`` of KFP 1.8):
   commands such as ``{{workflow.uid}}`` or ``{{pod.name}}`` reach the pod as written.
 
 Paths used inside a container for files (the same in Argo and in a local run):
-:func:`input_path` and :func:`output_path`.
+:func:`input_path` and :func:`output_path`; where a component writes each output is
+:func:`component_output_path` (its ``fileOutputs`` path, else :func:`output_path`), the one
+rule the Argo renderer and the local runner both follow.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "resolve_command_line",
     "input_path",
     "output_path",
+    "component_output_path",
     "io_name",
     "INPUTS_ROOT",
     "OUTPUTS_ROOT",
@@ -84,6 +87,13 @@ def input_path(name: str) -> str:
 def output_path(name: str) -> str:
     """Path the command writes output ``name`` to inside the container: ``/tmp/outputs/<io_name>/data``."""
     return f"{OUTPUTS_ROOT}/{io_name(name)}/data"
+
+
+def component_output_path(spec: ComponentSpec, name: str) -> str:
+    """Where the container of ``spec`` leaves output ``name``: as KFP v1 compiles it, the path given in
+    ``fileOutputs`` when the component names one for this output (the command writes there itself), else
+    :func:`output_path` (what the ``outputPath`` placeholder becomes)."""
+    return dict(spec.file_outputs).get(name) or output_path(name)
 
 
 @dataclass(frozen=True)

@@ -265,10 +265,11 @@ def test_v1_refusals_name_the_file_and_placeholder(text, message):
     assert str(err.value).startswith("x.yaml")
 
 
-def test_kfp_sdk_refusal_is_reported():
-    # our own checks accept any YAML default; the SDK only takes scalars, and its refusal is passed on
+def test_v1_default_must_be_a_scalar():
+    # the v1 specification takes a string, number or boolean as a default (kfp.components.structures.InputSpec)
     text = _v1({"args": [{"inputValue": "a"}]}, inputs=[{"name": "a", "default": [1, 2]}])
-    with pytest.raises(StepError, match=r"^x.yaml: the KFP SDK refuses this component: TypeError: .*InputSpec"):
+    with pytest.raises(StepError, match=r"^x.yaml: inputs\[0\]\.default: a default must be a string, number or "
+                                        r"boolean, got \[1, 2\]; write a list or mapping as a JSON string \('\[1, 2\]'\)"):
         load_component_text(text, source="x.yaml")
 
 

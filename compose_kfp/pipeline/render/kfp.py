@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from compose_kfp.steps.component import canonical_type
+from compose_kfp.steps.component import ComponentSpec, canonical_type
+from compose_kfp.steps.v1spec import kfp_v2_obstacles
 from compose_kfp.errors import RenderError
 from compose_kfp.pipeline.graph import Argument, Task, TaskGraph
 
@@ -146,24 +147,17 @@ def _component_doc(graph: TaskGraph, step: str, component_yaml: Mapping[str, str
     if not isinstance(doc, dict) or "implementation" not in doc:
         raise RenderError(f"{graph.manifest_path}: steps.{step}: the rendered component has no `implementation`")
     container = doc["implementation"].get("container") if isinstance(doc["implementation"], dict) else None
-    for cond in _if_conditions([container.get("command"), container.get("args")] if isinstance(container, dict) else []):
-        if not (isinstance(cond, dict) and set(cond) == {"isPresent"}):
-            raise RenderError(f"{graph.manifest_path}: steps.{step}: the component uses an `if` placeholder with "
-                              f"condition {cond!r}; KFP v2 only supports {{isPresent: INPUT}} conditions, so this "
-                              f"step can be rendered for Argo but not as a KFP v2 pipeline")
+    container = container if isinstance(container, dict) else {}
+    source = next((t.component.source for t in graph.tasks if t.step == step), "") or f"components/{step}.yaml"
+    obstacles = kfp_v2_obstacles(ComponentSpec(
+        name=str(doc.get("name")), command=tuple(container.get("command") or ()),
+        args=tuple(container.get("args") or ()), file_outputs=tuple((container.get("fileOutputs") or {}).items())))
+    if obstacles:
+        raise RenderError(f"{graph.manifest_path}: steps.{step}: the KFP v2 SDK cannot express this component "
+                          f"({source}), which is valid KFP v1: {'; '.join(obstacles)}. The Argo "
+                          f"target renders it: keep \"argo\" in render.targets and remove \"kfp\" "
+                          f"(or `compose-kfp render --target argo`)")
     return doc
-
-
-def _if_conditions(value: Any):
-    """Every ``cond`` of an ``if`` placeholder in ``value`` (nested ones included)."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _if_conditions(item)
-    elif isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "if" and isinstance(inner, dict):
-                yield inner.get("cond")
-            yield from _if_conditions(inner)
 
 
 def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mapping[str, Any],

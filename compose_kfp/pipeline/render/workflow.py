@@ -20,7 +20,8 @@ The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
 - values reach containers as template input parameters (``{{inputs.parameters.x}}``);
   files as input artifacts at ``/tmp/inputs/<x>/data`` (``from`` an upstream output
   artifact, or ``raw`` data for a literal or param consumed as a file); outputs are
-  written to ``/tmp/outputs/<y>/data`` and exported as an output parameter
+  written to ``/tmp/outputs/<y>/data`` (or the component's ``fileOutputs`` path, as KFP v1
+  compiles it: :func:`~compose_kfp.steps.placeholders.component_output_path`) and exported as an output parameter
   (``valueFrom.path``) when a consumer reads the value, as an output artifact when a
   consumer reads the file (and, when nobody consumes it, by its type);
 - with ``pipeline.data_passing = "volume"`` files stay on one volume per workflow
@@ -41,7 +42,7 @@ from typing import Any
 from compose_kfp import schema
 from compose_kfp.errors import RenderError
 from compose_kfp.pipeline.graph import Argument, Task, TaskGraph, dns1123_name
-from compose_kfp.steps.placeholders import input_path, io_name, output_path
+from compose_kfp.steps.placeholders import component_output_path, input_path, io_name
 from compose_kfp.pipeline.render import make_environment, render_template
 
 __all__ = ["render_workflow", "workflow_context", "VOLUME_NAME", "VOLUME_MOUNT", "TASK_DIR_PARAM", "WORKFLOW_TEMPLATE"]
@@ -208,10 +209,15 @@ class _Builder:
                 raise self.fail(task, f"outputs {names_out[name]!r} and {out.name!r} of step {task.step!r} both map "
                                       f"to the Argo name {name!r}")
             names_out[name] = out.name
-            if self.volume_mode:
+            fixed = dict(task.component.file_outputs).get(out.name)
+            if fixed is not None and self.volume_mode and out.by_path:
+                raise self.fail(task, f"output {out.name!r} of step {task.step!r} is written at the fixed path "
+                                      f"{fixed} (fileOutputs), which is not on the shared volume, and a task reads "
+                                      f"it as a file; use pipeline.data_passing = \"artifacts\" for this pipeline")
+            if self.volume_mode and fixed is None:
                 path = f"{{{{inputs.parameters.{TASK_DIR_PARAM}}}}}/{name}/data"
             else:
-                path = output_path(out.name)
+                path = component_output_path(task.component, out.name)
             out_paths[out.name] = path
             if out.as_parameter:
                 out_params.append({"name": name, "path": path})

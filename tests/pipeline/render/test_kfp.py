@@ -107,7 +107,8 @@ def test_third_party_concat_and_ispresent(tmp_path):
 
 def test_if_on_a_value_is_refused_with_a_clear_error(tmp_path):
     _, graph = scenario_graph("third_party")
-    with pytest.raises(RenderError, match=r"steps.report: .*only supports \{isPresent: INPUT\}"):
+    with pytest.raises(RenderError, match=r"steps.report: the KFP v2 SDK cannot express this component .*is not "
+                                          r"\{isPresent: INPUT\}, the only condition KFP v2 has\. The Argo target renders it"):
         render_kfp_pipeline(graph, component_texts(graph, COMPONENTS), tmp_path / "p.yaml")
 
 

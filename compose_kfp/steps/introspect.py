@@ -22,8 +22,11 @@ the runtime:
 Rules (see :mod:`compose_kfp.runtime.signature` for the full annotation table):
 
 - inputs in parameter order; required inputs always get ``--in NAME {placeholder}``,
-  optional ones (a default or ``Optional``) are wrapped in ``if``/``isPresent`` so a
-  task may leave them out and the function's own default applies;
+  optional ones (those with a default) are wrapped in ``if``/``isPresent`` so a
+  task may leave them out and the function's own default applies; ``Optional[X]``
+  without a default is a required input of type ``X``, as KFP's own
+  ``create_component_from_func`` and ``@dsl.component`` make it (Python would call the
+  function without it and fail), so ``validate`` asks for its argument;
 - value inputs use ``inputValue``; ``InputPath``, ``pathlib.Path`` and artifact
   (object) inputs use ``inputPath``;
 - outputs: ``OutputPath`` parameters (in parameter order), then the return value
@@ -118,16 +121,17 @@ def _spec_from_signature(sig: Signature, rel: str, step_name: str, source: str) 
     args: list[Arg] = []
     for p in sig.inputs:
         default = _default_text(p)
+        optional = p.has_default  # not p.optional: `Optional[X]` alone gives Python no value to fall back on
         inputs.append(InputSpec(
             name=p.name,
             type=p.type,
             description=doc.params.get(p.name),
             default=default,
-            optional=p.optional and default is None,
+            optional=optional and default is None,
         ))
         placeholder = {"inputValue": p.name} if p.kind == "value" else {"inputPath": p.name}
         triple: list[Arg] = ["--in", p.name, placeholder]
-        if p.optional:
+        if optional:
             args.append({"if": {"cond": {"isPresent": p.name}, "then": triple}})
         else:
             args.extend(triple)

@@ -103,9 +103,24 @@ def test_optional_forms_make_an_optional_input_wrapped_in_is_present(tmp_path, a
     assert spec.args == ({"if": {"cond": {"isPresent": "x"}, "then": ["--in", "x", {placeholder: "x"}]}},)
 
 
-def test_optional_without_default_is_optional_too(tmp_path):
-    spec = component(tmp_path, HEADER + "def step(x: Optional[int]):\n    pass\n")
-    assert spec.inputs[0].optional and spec.inputs[0].default is None
+def test_optional_without_default_is_a_required_input(tmp_path):
+    # as KFP's create_component_from_func and @dsl.component make it: Python has nothing to call f() with otherwise
+    spec = component(tmp_path, HEADER + "def step(x: Optional[int], y: Optional[str] = None):\n    pass\n")
+    assert [(i.name, i.type, i.optional, i.required) for i in spec.inputs] == [
+        ("x", "Integer", False, True), ("y", "String", True, False)]
+    assert spec.args == ("--in", "x", {"inputValue": "x"},
+                         {"if": {"cond": {"isPresent": "y"}, "then": ["--in", "y", {"inputValue": "y"}]}})
+
+
+def test_validate_asks_for_an_optional_without_default(tmp_path):
+    from tests.fixtures.cli import VALID, run, write_cli_project
+
+    write_cli_project(tmp_path, VALID.replace('args.x = { param = "x" }\n', ""))
+    (tmp_path / "src" / "steps.py").write_text(
+        "from typing import Optional\n\n\ndef double(n: Optional[int]) -> str:\n    return str(n)\n")
+    code, out, err = run("-C", str(tmp_path), "validate")
+    assert code == 1, out
+    assert "pipeline.tasks.double.args: required input 'n' of step 'double' has no argument" in err
 
 
 @pytest.mark.parametrize(

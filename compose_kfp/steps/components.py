@@ -92,12 +92,12 @@ def _only_one_document(docs: list[Any], source: str, *, v2: bool) -> None:
         for platform, config in platforms.items():
             executors = ((config or {}).get("deploymentSpec") or {}).get("executors") if isinstance(config, Mapping) else None
             settings = sorted({k for e in (executors or {}).values() if isinstance(e, Mapping) for k in e})
-            found.append(f"{platform}" + (f" ({', '.join(settings)})" if settings else ""))
-        raise StepError(f"{source}: YAML document 2: `platforms` holds KFP v2 platform settings for "
-                        f"{', '.join(found) or 'no platform'} (written by kfp-kubernetes, e.g. secrets as "
-                        f"environment variables); compose-kfp does not apply platform settings, so the step would "
-                        f"run without them. Remove that document (after the `---`) and give the container what it "
-                        f"needs another way (env of [steps.NAME], a Kubernetes secret mounted by your cluster)")
+            found.append(f"{platform}: {', '.join(settings)}" if settings else str(platform))
+        raise StepError(f"{source}: YAML document 2: `platforms` holds KFP v2 platform settings "
+                        f"({'; '.join(found) or 'empty'}), which kfp-kubernetes writes, e.g. for secrets as "
+                        f"environment variables; compose-kfp does not apply them, so the step would run without "
+                        f"them. Remove that document (from the `---` on) and provide those settings another way "
+                        f"(a secret through your cluster, a plain value in [steps.NAME] env)")
     raise StepError(f"{source}: YAML document 2: a component file holds one YAML document, this one has "
                     f"{len(docs)}; remove what follows the first `---`")
 

@@ -207,6 +207,41 @@ def test_v2_placeholder_inside_a_longer_string_becomes_concat():
     assert spec.command == ("echo", {"concat": ["--msg=", {"inputValue": "msg"}, "!"]})
 
 
+def test_v2_file_with_a_platform_document_is_refused_by_name(tmp_path):
+    """The v2 compiler appends a second YAML document for kfp-kubernetes settings (here a secret as env): valid
+    YAML the SDK loads, refused because compose-kfp would run the step without those settings."""
+    from kfp import compiler, dsl, kubernetes
+    from kfp import components as kfp_components
+
+    @dsl.container_component
+    def echo(msg: str):
+        return dsl.ContainerSpec(image="alpine@sha256:" + "1" * 64, command=["echo", msg])
+
+    @dsl.pipeline(name="echo")
+    def pipeline(msg: str = "hi"):
+        task = echo(msg=msg)
+        kubernetes.use_secret_as_env(task, secret_name="db", secret_key_to_env={"password": "DB_PASSWORD"})
+
+    path = tmp_path / "echo.yaml"
+    compiler.Compiler().compile(pipeline, str(path))
+    text = path.read_text()
+    assert "\n---\nplatforms:\n" in text
+    kfp_components.load_component_from_text(text)  # the SDK takes it
+    with pytest.raises(StepError) as err:
+        load_component_file(path)
+    assert str(err.value) == (
+        f"{path}: YAML document 2: `platforms` holds KFP v2 platform settings (kubernetes: secretAsEnv), which "
+        f"kfp-kubernetes writes, e.g. for secrets as environment variables; compose-kfp does not apply them, so the "
+        f"step would run without them. Remove that document (from the `---` on) and provide those settings another "
+        f"way (a secret through your cluster, a plain value in [steps.NAME] env)")
+    assert "DB_PASSWORD" not in str(err.value)
+    first = text.split("\n---\n")[0]
+    assert load_component_text(first, source="echo.yaml").command == ("echo", {"inputValue": "msg"})
+    with pytest.raises(StepError, match=r"^x.yaml: YAML document 2: a component file holds one YAML document, this "
+                                        r"one has 2; remove what follows the first `---`"):
+        load_component_text(_v1({}) + "---\nname: again\n", source="x.yaml")
+
+
 # ---- v1 refusals --------------------------------------------------------------------------------
 
 V1_BASE = {

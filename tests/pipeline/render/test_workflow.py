@@ -17,6 +17,7 @@ from compose_kfp import schema
 from compose_kfp.errors import ConfigError, RenderError
 from compose_kfp.pipeline.graph import resolve_graph
 from compose_kfp.manifest.project import load_project
+from compose_kfp.steps.component import ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.steps.placeholders import input_path, io_name, output_path
 from compose_kfp.pipeline.render import TEMPLATES_DIR
 from compose_kfp.pipeline.render.workflow import VOLUME_MOUNT, render_workflow, workflow_context
@@ -356,3 +357,54 @@ def test_context_is_plain_data():
 
     walk(context)
     assert context["workflow"]["volume"]["mount_path"] == VOLUME_MOUNT
+
+
+FILE_OUTPUT = ComponentSpec(name="fo", outputs=(OutputSpec("result", type="String"),), image=IMAGE,
+                            command=("sh", "-c", "echo hello > /output.txt"), file_outputs=(("result", "/output.txt"),))
+READER = ComponentSpec(name="read", inputs=(InputSpec("text", type="String"), InputSpec("file")), image=IMAGE,
+                       command=("cat", {"inputPath": "file"}), args=({"inputValue": "text"},))
+
+
+def _file_output_graph(passing: str, file_arg: bool):
+    args = 'text = { task = "fo", output = "result" }'
+    if file_arg:
+        args += ', file = { task = "fo", output = "result" }'
+    manifest = manifest_from_toml(f"""
+[steps.fo]
+component = "fo.yaml"
+[steps.read]
+component = "read.yaml"
+[pipeline]
+data_passing = "{passing}"
+[pipeline.tasks.fo]
+step = "fo"
+[pipeline.tasks.read]
+step = "read"
+args = {{ {args} }}
+""")
+    comps = {"fo": FILE_OUTPUT, "read": READER if file_arg else
+             ComponentSpec(name="read", inputs=(InputSpec("text", type="String"),), image=IMAGE,
+                           command=("echo", {"inputValue": "text"}))}
+    return manifest, resolve_graph(manifest, comps, manifest_path=Path("kfp.toml"), images={"fo": IMAGE, "read": IMAGE})
+
+
+@pytest.mark.parametrize("passing", ["artifacts", "volume"])
+def test_file_outputs_are_the_argo_output_path(argo_workflow_check, passing):
+    manifest, graph = _file_output_graph(passing, file_arg=passing == "artifacts")
+    doc = argo_workflow_check(render_workflow(graph, manifest))
+    fo = templates(doc)["fo"]
+    assert fo["container"]["command"] == ["sh", "-c", "echo hello > /output.txt"]
+    assert fo["outputs"]["parameters"] == [{"name": "result", "valueFrom": {"path": "/output.txt"}}]
+    if passing == "artifacts":
+        assert fo["outputs"]["artifacts"] == [{"name": "result", "path": "/output.txt"}]
+        assert dag_tasks(doc)["read"]["arguments"]["artifacts"] == [
+            {"name": "file", "from": "{{tasks.fo.outputs.artifacts.result}}"}]
+
+
+def test_file_outputs_read_as_a_file_from_the_volume_are_refused():
+    manifest, graph = _file_output_graph("volume", file_arg=True)
+    with pytest.raises(RenderError, match=r"kfp.toml: pipeline.tasks.fo: output 'result' of step 'fo' is written at "
+                                          r"the fixed path /output.txt \(fileOutputs\), which is not on the shared "
+                                          r"volume, and a task reads it as a file; use pipeline.data_passing = "
+                                          r"\"artifacts\""):
+        render_workflow(graph, manifest)

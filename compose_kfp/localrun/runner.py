@@ -226,6 +226,13 @@ def _substitute(text: str, variables: Mapping[str, str]) -> str:
     return _ARGO_VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
+def _written_inside(src: Path, root: Path) -> bool:
+    """Whether ``src`` exists, is no symlink and resolves inside ``root`` (a file the container wrote, never a host
+    file a symlink of the container points at)."""
+    real, top = os.path.realpath(src), os.path.realpath(root)
+    return src.exists() and not src.is_symlink() and (real == top or real.startswith(top + os.sep))
+
+
 def _copy_out(src: Path, dest: Path) -> None:
     """Copy an output file or folder ``src`` to ``dest`` (replacing what is there; symlinks are not followed)."""
     if dest.is_dir() and not dest.is_symlink():
@@ -506,11 +513,11 @@ class _Runner:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if bound is not None:
                     src = bound[0] / path[len(bound[1]):].lstrip("/") if path != bound[1] else bound[0]
-                    if src.resolve() != dest.resolve() and src.exists() and not src.is_symlink():
+                    if src.resolve() != dest.resolve() and _written_inside(src, bound[0]):
                         _copy_out(src, dest)
                 elif box is not None:
                     src = box / "upper" / path.lstrip("/")
-                    if src.exists() and not src.is_symlink():
+                    if _written_inside(src, box / "upper"):
                         _copy_out(src, dest)
                 else:
                     proc = subprocess.run(["podman", "--runtime", "runc", "cp", f"{container}:{path}", str(dest)],

@@ -254,9 +254,9 @@ def _file_outputs(value: Any, out_names: set[str], source: str) -> tuple[tuple[s
         if name not in out_names:
             raise StepError(f"{source}: implementation.container.fileOutputs.{name}: names no output of the "
                             f"component (outputs: {', '.join(sorted(out_names)) or 'none'})")
-        if not isinstance(out_path, str) or not out_path.startswith("/"):
-            raise StepError(f"{source}: implementation.container.fileOutputs.{name}: expected an absolute path, "
-                            f"got {out_path!r}")
+        if not isinstance(out_path, str) or not out_path.startswith("/") or ".." in out_path.split("/"):
+            raise StepError(f"{source}: implementation.container.fileOutputs.{name}: expected an absolute path "
+                            f"without '..', got {out_path!r}")
     return tuple((str(k), str(v)) for k, v in value.items())
 
 

@@ -149,6 +149,24 @@ def test_run_local_says_which_fixed_path_was_not_written(tmp_path, busybox_image
     assert "output 'result' (/output.txt) was not written" in err
 
 
+def test_a_fixed_path_through_a_symlink_never_copies_a_host_file(tmp_path, busybox_image, registry, run_cache,
+                                                                   monkeypatch):
+    """The container links /tmp/x to /etc: its file would be the image's /etc/passwd, never the host's; the
+    sandbox executors collect only what the container wrote, so the output is reported missing."""
+    fallback = "bwrap" if shutil.which("bwrap") else "chroot"
+    executor_or_skip(fallback, run_cache)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(run_cache.parent / "cli-cache"))
+    folder = write_project(tmp_path / "p", busybox_image, registry.host, steps={"fo": None},
+                           tasks='[pipeline.tasks.fo]\nstep = "fo"\n')
+    text = (folder / "components" / "fo.yaml").read_text()
+    (folder / "components" / "fo.yaml").write_text(
+        text.replace("echo hello > /output.txt", "ln -s /etc /tmp/x").replace("/output.txt", "/tmp/x/hostname"))
+    code, out, err = cli_run("-C", str(folder), "run", "--local", "--executor", fallback, "--run-dir", str(tmp_path / "r"))
+    assert code == 7
+    assert "output 'result' (/tmp/x/hostname) was not written" in err
+    assert not (tmp_path / "r" / "fo" / "outputs" / "result" / "data").exists()
+
+
 @pytest.mark.parametrize(("step", "obstacle"), [
     ("flags", r"command\[1\]\.if\.then: the branch is a single placeholder \(\{\"inputValue\": \"opt\"\}\), which KFP "
               r"v2 takes only as a string or a list; command\[1\]\.if\.else: "),

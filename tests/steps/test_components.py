@@ -281,6 +281,7 @@ def _v1(container=None, **top):
         (_v1({"args": ["--executor_input", "{{$}}"]}), r"args\[1\]: the string '\{\{\$\}\}' is the KFP v2"),
         (_v1({"fileOutputs": {"zz": "/tmp/x"}}), r"fileOutputs.zz: names no output"),
         (_v1({"fileOutputs": {"y": "relative"}}), r"fileOutputs.y: expected an absolute path"),
+        (_v1({"fileOutputs": {"y": "/tmp/../etc/passwd"}}), r"fileOutputs.y: expected an absolute path without '\.\.'"),
         (_v1({"image": "UPPER:::bad"}), r"x.yaml: implementation\.container\.image: invalid image reference 'UPPER:::bad'"),
         (_v1({"image": "bob:s3cret@localhost:5000/x"}), r"implementation\.container\.image: invalid image reference '\*\*\*@"),
         (_v1({"image": ["alpine"]}), r"implementation\.container\.image must be a string"),

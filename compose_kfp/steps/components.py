@@ -90,7 +90,8 @@ def _only_one_document(docs: list[Any], source: str, *, v2: bool) -> None:
     if v2 and isinstance(platforms, Mapping):
         found = []
         for platform, config in platforms.items():
-            executors = ((config or {}).get("deploymentSpec") or {}).get("executors") if isinstance(config, Mapping) else None
+            deployment = (config.get("deploymentSpec") or {}) if isinstance(config, Mapping) else {}
+            executors = deployment.get("executors") if isinstance(deployment, Mapping) else None
             settings = sorted({k for e in (executors or {}).values() if isinstance(e, Mapping) for k in e})
             found.append(f"{platform}: {', '.join(settings)}" if settings else str(platform))
         raise StepError(f"{source}: YAML document 2: `platforms` holds KFP v2 platform settings "

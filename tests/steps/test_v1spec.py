@@ -231,20 +231,21 @@ def test_v1_corpus_renders_for_argo_and_resolves_the_same_in_run_local(corpus, a
             manifest, graph = _graph(spec, all_inputs)
             doc = argo_workflow_check(render_workflow(graph, manifest))
             (task,) = graph.tasks
-            runner = localrun._Runner(graph, tmp_path / "run", {}, "podman", tmp_path / "cache", RegistryOptions(), None)
+            runner = localrun._Runner(graph, tmp_path / "run", {}, "podman", tmp_path / "cache", RegistryOptions(),
+                                      None)
             prep = runner.prepare(task, tmp_path / "run" / task.k8s_name)
             variables = {**runner.workflow_vars, "pod.name": f"{runner.workflow_name}-{task.k8s_name}"[:63]}
             assert _argo_argv(doc, variables) == prep.argv, path.name
             template = next(t for t in doc["spec"]["templates"] if "container" in t)
-            for out in template.get("outputs", {}).get("parameters", []) + template.get("outputs", {}).get("artifacts", []):
+            outputs = template.get("outputs", {})
+            for out in outputs.get("parameters", []) + outputs.get("artifacts", []):
                 path_of = out.get("valueFrom", {}).get("path") or out.get("path")
                 original = next(o.name for o in spec.outputs if io_name(o.name) == out["name"])
                 assert path_of == component_output_path(spec, original), (path.name, out)
             checked.append(len(prep.argv))
         kinds = sorted({k for k, _ in spec.placeholders()})
-        _TABLE.append((path.name, "argo+local",
-                       f"argv {checked[0]}/{checked[1]} args (all/required inputs); {', '.join(kinds) or 'no placeholders'}"
-                       + ("; fileOutputs" if spec.file_outputs else "")))
+        _TABLE.append((path.name, "argo+local", f"argv {checked[0]}/{checked[1]} args (all/required inputs); "
+                       f"{', '.join(kinds) or 'no placeholders'}" + ("; fileOutputs" if spec.file_outputs else "")))
     width = max(len(r[0]) for r in _TABLE)
     print("\nKFP v1 corpus through compose_kfp.steps.v1spec:\n" + "\n".join(
         f"{name:<{width}}  {outcome:<10}  {why}" for name, outcome, why in _TABLE))

@@ -18,6 +18,10 @@ Mapping from the graph:
   left to KFP; params -> pipeline inputs; task outputs -> ``task.outputs[...]``
   (names as KFP sanitizes them: ``"Data file"`` -> ``data_file``);
 - ``after`` -> ``.after(...)``; data dependencies are implied by the wiring;
+- a component the SDK cannot express (:func:`compose_kfp.steps.v1spec.kfp_v2_obstacles`: an ``if``
+  branch that is a single placeholder, list branches inside ``concat``, a condition other than
+  ``isPresent``, ``fileOutputs``) is refused with a :class:`~compose_kfp.errors.RenderError` naming the
+  step and the form, and pointing at the Argo target, which renders it;
 - step settings: ``resources`` -> cpu/memory requests and limits, GPUs as
   ``nvidia.com/gpu`` accelerator; ``retries`` -> ``set_retry`` with the same backoff as
   the Argo Workflow; ``env`` -> ``set_env_variable``. ``timeout``, ``node_selector`` and

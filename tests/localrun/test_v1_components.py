@@ -136,23 +136,14 @@ def test_run_local_starts_the_command_lines_of_the_v1_spec(project, run_cache, t
     assert (tmp_path / "run" / "show" / "log.txt").read_text() == "value=hello file=hello\n"
 
 
-def test_run_local_says_which_fixed_path_was_not_written(tmp_path, busybox_image, registry, run_cache, monkeypatch):
-    fallback = "bwrap" if shutil.which("bwrap") else "chroot"
-    executor_or_skip(fallback, run_cache)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(run_cache.parent / "cli-cache"))
-    folder = write_project(tmp_path / "p", busybox_image, registry.host, steps={"fo": None},
-                           tasks='[pipeline.tasks.fo]\nstep = "fo"\n')
-    text = (folder / "components" / "fo.yaml").read_text()
-    (folder / "components" / "fo.yaml").write_text(text.replace("echo hello > /output.txt", "echo forgot"))
-    code, out, err = cli_run("-C", str(folder), "run", "--local", "--executor", fallback, "--run-dir", str(tmp_path / "r"))
-    assert code == 7
-    assert "output 'result' (/output.txt) was not written" in err
-
-
-def test_a_fixed_path_through_a_symlink_never_copies_a_host_file(tmp_path, busybox_image, registry, run_cache,
-                                                                   monkeypatch):
-    """The container links /tmp/x to /etc: its file would be the image's /etc/passwd, never the host's; the
-    sandbox executors collect only what the container wrote, so the output is reported missing."""
+@pytest.mark.parametrize(("script", "path"), [
+    ("echo forgot", "/output.txt"),
+    # the container links /tmp/x to /etc: its file would be the image's /etc/hostname, never the host's; the sandbox
+    # executors collect only what the container wrote inside its own tree, so the output is reported missing
+    ("ln -s /etc /tmp/x", "/tmp/x/hostname"),
+])
+def test_run_local_says_which_fixed_path_was_not_written(tmp_path, busybox_image, registry, run_cache, monkeypatch,
+                                                         script, path):
     fallback = "bwrap" if shutil.which("bwrap") else "chroot"
     executor_or_skip(fallback, run_cache)
     monkeypatch.setenv("XDG_CACHE_HOME", str(run_cache.parent / "cli-cache"))
@@ -160,10 +151,11 @@ def test_a_fixed_path_through_a_symlink_never_copies_a_host_file(tmp_path, busyb
                            tasks='[pipeline.tasks.fo]\nstep = "fo"\n')
     text = (folder / "components" / "fo.yaml").read_text()
     (folder / "components" / "fo.yaml").write_text(
-        text.replace("echo hello > /output.txt", "ln -s /etc /tmp/x").replace("/output.txt", "/tmp/x/hostname"))
-    code, out, err = cli_run("-C", str(folder), "run", "--local", "--executor", fallback, "--run-dir", str(tmp_path / "r"))
+        text.replace("echo hello > /output.txt", script).replace("/output.txt", path))
+    code, out, err = cli_run("-C", str(folder), "run", "--local", "--executor", fallback, "--run-dir",
+                             str(tmp_path / "r"))
     assert code == 7
-    assert "output 'result' (/tmp/x/hostname) was not written" in err
+    assert f"output 'result' ({path}) was not written" in err
     assert not (tmp_path / "r" / "fo" / "outputs" / "result" / "data").exists()
 
 

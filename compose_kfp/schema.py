@@ -358,7 +358,9 @@ class ImageSettings(_Model):
         description="Extra tags to push, besides the content-derived tag that is always pushed.",
     )
     format: Literal["oci", "docker"] | None = Field(
-        default=None, description="Manifest format; default: the base image's format (OCI for `scratch`)."
+        default=None,
+        description="Manifest format; default: the base image's format (OCI for `scratch` and for an `oci:` "
+                    "layout, which holds OCI media types only: a Docker base is converted).",
     )
     compression: Literal["gzip", "zstd"] = Field(default="gzip", description="Layer compression.")
     python: str | None = Field(

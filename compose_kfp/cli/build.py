@@ -243,12 +243,14 @@ def render(
         "absolute folder anywhere.")] = None,
 ) -> None:
     """Render component files and the workflow from the digests in kfp.lock (builds and pushes nothing)."""
-    from compose_kfp.pipeline.outputs import render_from_lock
+    from compose_kfp.pipeline.outputs import render_from_lock, render_warnings
 
     settings = _settings(ctx)
     project = settings.project(overrides={"render.targets": list(target) if target else None,
                                           "render.output_dir": output_dir})
     written = render_from_lock(project)
+    for warning in render_warnings(project):
+        settings.err.print(f"warning: {warning}", markup=False)
     if not written:
         settings.out.print("Rendered files are up to date.", markup=False)
     for f in written:

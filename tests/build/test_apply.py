@@ -671,3 +671,53 @@ def test_ctrl_c_during_an_upload_exits_at_once_and_tags_nothing(project_factory,
     except NotFound:  # the repository does not even exist: nothing was completed
         tags = []
     assert tags == []
+
+
+def test_a_docker_base_goes_into_an_oci_layout_with_oci_media_types(tmp_path, registry, skopeo_inspect,
+                                                                     umoci_unpack, capsys):
+    """Issue 19.4: a Docker v2.2 base and ``repository = "oci:PATH"``: the layout gets an OCI manifest and config
+    (converted, as ``skopeo copy docker://... oci:...`` does), the base layer keeps its digest with the OCI layer
+    media type, and skopeo and umoci read the result; ``format = "docker"`` there is refused with its key."""
+    from compose_kfp.oci import image as I
+    from compose_kfp.oci.layer import build_mapping_layer
+    from compose_kfp.oci.registry import push_image
+    from tests.fixtures.project import write_project
+
+    layer = build_mapping_layer({"/etc/os-release": b"ID=dockerbase\n"}, store=str(tmp_path / "blobs"))
+    manifest, config = I.append(None, None, [layer], env={"PYTHON_VERSION": "3.11.7"}, platform="linux/amd64",
+                                family="docker")
+    assert manifest.media_type == I.MEDIA_TYPE_DOCKER_MANIFEST
+    repo = f"test/dockerbase-{uuid.uuid4().hex[:8]}"
+    client = _client(registry)
+    try:
+        push_image(client, repo, ["v1"], manifest.raw_bytes(), manifest.media_type, config.raw_bytes(), [layer])
+    finally:
+        client.close()
+    root = write_project(tmp_path / "proj", base=f"{registry.host}/{repo}:v1", repository="oci:out/layout")
+    result = _apply(root)
+    assert result.plan.image("main").platforms[0].recipe.family == "oci"
+    layout = OCILayout.open(root / "out" / "layout")
+    tag = next(t for t in layout.tags() if t.startswith("kfp-"))
+    raw = json.loads(layout.store.read_bytes(layout.tags()[tag].digest))
+    assert raw["mediaType"] == I.MEDIA_TYPE_OCI_MANIFEST
+    assert raw["config"]["mediaType"] == I.MEDIA_TYPE_OCI_CONFIG
+    assert raw["layers"][0] == {"mediaType": I.MEDIA_TYPE_OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+    assert {d["mediaType"] for d in raw["layers"]} == {I.MEDIA_TYPE_OCI_LAYER_GZIP}
+    inspected = skopeo_inspect(f"oci:{layout.path}:{tag}")
+    assert inspected["Layers"][0] == layer.digest and len(inspected["Layers"]) == 4
+    rootfs = umoci_unpack(layout.path, tag)
+    assert (rootfs / "etc" / "os-release").read_text() == "ID=dockerbase\n"
+    assert (rootfs / "app" / "src" / "model.py").is_file()
+    assert not _plan(root).has_changes
+
+    text = (root / "kfp.toml").read_text().replace('repository = "oci:out/layout"',
+                                                   'repository = "oci:out/layout"\nformat = "docker"')
+    (root / "kfp.toml").write_text(text)
+    line = text.splitlines().index('format = "docker"') + 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {root / 'kfp.toml'}:{line}: image.format: Docker v2.2 manifests cannot go into "
+                          "the OCI image layout 'oci:out/layout'"), err

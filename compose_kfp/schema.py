@@ -258,7 +258,8 @@ class LayerConfig(_Model):
     requirements: str | None = Field(
         default=None,
         description="A requirements file; its packages are installed for the image's platform and "
-        "Python into this layer (nothing runs inside the base image).",
+        "Python into this layer (nothing runs inside the base image), from its `compose-kfp lock` file "
+        "(`<stem>.lock.txt`) while that matches it.",
     )
     rootfs: str | None = Field(
         default=None,

@@ -721,3 +721,42 @@ def test_a_docker_base_goes_into_an_oci_layout_with_oci_media_types(tmp_path, re
     err = capsys.readouterr().err
     assert err.startswith(f"error: {root / 'kfp.toml'}:{line}: image.format: Docker v2.2 manifests cannot go into "
                           "the OCI image layout 'oci:out/layout'"), err
+
+
+def test_after_lock_plan_installs_from_the_lock_until_the_requirements_change(project_factory, registry, make_wheel,
+                                                                             simple_index, tmp_path, capsys):
+    """Issue 19.7: after `compose-kfp lock` the warning is gone and the layer installs from the .lock.txt file
+    (as poetry and uv use a current lock); editing requirements.txt brings a warning that says to lock again."""
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
+    make_wheel(wheels, "otherlib", "2.0", modules={"otherlib/__init__.py": "Y = 2\n"})
+    index = simple_index(wheels)
+    root = project_factory(requirements="tinylib==1.0\n", extra_image=f'index_url = "{index.url}"\n')
+    before = _plan(root)
+    assert [w for w in before.warnings if "pinned but not locked" in w and "run `compose-kfp lock` (it writes "
+            "requirements.lock.txt, which plan and apply then install from" in w], before.warnings
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "lock"])
+    assert e.value.code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.startswith("requirements.lock.txt: 1 pinned package(s) for ")
+    assert "`plan` and `apply` install image.layers.0 from it while requirements.txt is unchanged" in out
+    assert (root / "requirements.lock.txt").read_text().startswith("# compose-kfp lock of requirements.txt sha256:")
+    after = _plan(root)
+    assert after.warnings == ()
+    assert _layer(after, "deps").action == "add"
+    result = _apply(root)
+    assert not _plan(root).has_changes
+    # the layer was installed from the lock: the same key as a layer naming the lock file itself
+    from compose_kfp.build.images import desired_images
+    spec = next(s for s in desired_images(load_project(root).manifest, root)[0].layers if s.name == "deps")
+    assert spec.requirements == str(root / "requirements.lock.txt")
+    assert spec.locked_from == str(root / "requirements.txt")
+    assert _layer(result.plan, "deps").key == _layer(after, "deps").key
+    # requirements.txt edited: installed as written, with a warning to lock again
+    (root / "requirements.txt").write_text("tinylib==1.0\notherlib==2.0\n")
+    edited = _plan(root)
+    assert [w for w in edited.warnings if "run `compose-kfp lock` again (requirements.lock.txt was locked from "
+            "an earlier requirements.txt" in w], edited.warnings
+    assert _layer(edited, "deps").action == "replace"

@@ -91,7 +91,8 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
         files[_rel(component_path(out_dir, name), root)] = text.encode("utf-8")
     if manifest.pipeline is not None and manifest.pipeline.tasks:
         pinned = {name: spec.image for name, spec in specs.items() if spec.image}
-        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned)
+        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned,
+                              where=project.loaded.where)
         if "argo" in manifest.render.targets:
             from compose_kfp.pipeline.render.workflow import render_workflow
 

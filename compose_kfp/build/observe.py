@@ -141,7 +141,8 @@ def _registry_base(reference: str, platforms: Sequence[str], registries: Registr
                 try:
                     raw, mt, top_digest = client.get_manifest(ref.repository, ref.identifier)
                 except oci_errors.NotFound:
-                    raise ConfigError(f"image.base: {redact_userinfo(reference)!r}: not found in {ref.api_host} "
+                    raise ConfigError(f"image.base: {redact_userinfo(reference)!r}: the image was not found in "
+                                      f"{ref.api_host} "
                                       "(no such repository or tag); check the name and tag, or push the base image "
                                       "first") from None
                 top = parse_manifest(raw, mt)

@@ -47,6 +47,16 @@ def _layer(p, name, image="main"):
     return next(ly for ly in plat.layers if ly.name == name)
 
 
+def _project_on_an_index(project_factory, make_wheel, simple_index, tmp_path, requirements: str,
+                         *wheels: tuple[str, str, str]):
+    """A project whose ``requirements.txt`` is ``requirements`` and whose ``image.index_url`` is a simple index
+    of ``wheels`` (``(name, version, text of name/__init__.py)``) built in ``tmp_path/wheels``."""
+    for name, version, init in wheels:
+        make_wheel(tmp_path / "wheels", name, version, modules={f"{name}/__init__.py": init})
+    index = simple_index(tmp_path / "wheels")
+    return project_factory(requirements=requirements, extra_image=f'index_url = "{index.url}"\n')
+
+
 def test_first_apply_pushes_every_layer_then_nothing(project_factory, registry):
     root = project_factory()
     p = _plan(root)
@@ -285,11 +295,8 @@ def test_cli_frozen_stale_exit_code(project_factory, registry, capsys):
 
 def test_requirements_layer_is_built_by_apply_and_reused(project_factory, registry, make_wheel, simple_index,
                                                          tmp_path):
-    wheels = tmp_path / "wheels"
-    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
-    make_wheel(wheels, "tinylib", "1.1", modules={"tinylib/__init__.py": "X = 2\n"})
-    index = simple_index(wheels)
-    root = project_factory(requirements="tinylib==1.0\n", extra_image=f'index_url = "{index.url}"\n')
+    root = _project_on_an_index(project_factory, make_wheel, simple_index, tmp_path, "tinylib==1.0\n",
+                                ("tinylib", "1.0", "X = 1\n"), ("tinylib", "1.1", "X = 2\n"))
     p = _plan(root)
     deps = _layer(p, "deps")
     assert deps.action == "add" and deps.after is None and deps.build
@@ -727,11 +734,8 @@ def test_after_lock_plan_installs_from_the_lock_until_the_requirements_change(pr
                                                                              simple_index, tmp_path, capsys):
     """Issue 19.7: after `compose-kfp lock` the warning is gone and the layer installs from the .lock.txt file
     (as poetry and uv use a current lock); editing requirements.txt brings a warning that says to lock again."""
-    wheels = tmp_path / "wheels"
-    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
-    make_wheel(wheels, "otherlib", "2.0", modules={"otherlib/__init__.py": "Y = 2\n"})
-    index = simple_index(wheels)
-    root = project_factory(requirements="tinylib==1.0\n", extra_image=f'index_url = "{index.url}"\n')
+    root = _project_on_an_index(project_factory, make_wheel, simple_index, tmp_path, "tinylib==1.0\n",
+                                ("tinylib", "1.0", "X = 1\n"), ("otherlib", "2.0", "Y = 2\n"))
     before = _plan(root)
     assert [w for w in before.warnings if "pinned but not locked" in w and "run `compose-kfp lock` (it writes "
             "requirements.lock.txt, which plan and apply then install from" in w], before.warnings

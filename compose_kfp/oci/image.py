@@ -546,24 +546,26 @@ def _platforms(entries: Sequence[Descriptor]) -> list[str]:
     return seen
 
 
-#: Reads the index a descriptor points to (its raw bytes), for :func:`platform_candidates`.
-FetchIndex = Callable[[Descriptor], bytes]
+#: Reads the index a descriptor points to (its raw bytes; ``None`` when it is not available), for
+#: :func:`platform_candidates`.
+FetchIndex = Callable[[Descriptor], "bytes | None"]
 
 
 def _walk(entries: Sequence[Descriptor], fetch: FetchIndex | None, depth: int, max_depth: int,
           found: list[Descriptor], nested: list[Descriptor]) -> None:
     """Image manifest entries of ``entries`` and of the indexes nested in them, depth first, in document order;
-    nested indexes not read (no ``fetch``) go to ``nested``."""
+    nested indexes not read (no ``fetch``, or it has none) go to ``nested``."""
     for d in entries:
         if d.media_type not in INDEX_MEDIA_TYPES:
             found.append(d)
-        elif fetch is None:
-            nested.append(d)
-        elif depth >= max_depth:
+            continue
+        if depth >= max_depth:
             raise ImageError(f"image index {d.digest}: indexes nested more than {max_depth} deep")
+        raw = fetch(d) if fetch is not None else None
+        if raw is None:
+            nested.append(d)
         else:
-            inner = Index.from_bytes(fetch(d), d.media_type)
-            _walk(inner.manifests, fetch, depth + 1, max_depth, found, nested)
+            _walk(Index.from_bytes(raw, d.media_type).manifests, fetch, depth + 1, max_depth, found, nested)
 
 
 def platform_candidates(index_or_list: Index | Sequence[Descriptor], platform: str | Platform, *,
@@ -579,7 +581,7 @@ def platform_candidates(index_or_list: Index | Sequence[Descriptor], platform: s
 
     Raises:
         PlatformNotFound: nothing matches; the message lists the platforms present, those of nested
-            indexes included, and names a nested index that could not be read (no ``fetch``).
+            indexes included, and names a nested index that could not be read (no ``fetch``, or it gave ``None``).
         ImageError: a nested index is malformed or nested deeper than ``max_depth``.
     """
     want = Platform.parse(platform)

@@ -231,7 +231,8 @@ class OCILayout:
             return desc
         top = Index.from_bytes(self.store.read_bytes(desc.digest), desc.media_type)
         # The index may list platforms whose blobs were never copied here (a single-platform export).
-        return select_platform(top, platform, fetch=lambda d: self.store.read_bytes(d.digest),
+        return select_platform(top, platform,
+                               fetch=lambda d: self.store.read_bytes(d.digest) if self.store.has(d.digest) else None,
                                present=lambda d: self.store.has(d.digest))
 
     def read_image(self, tag: str | None = None, *, platform: str | Platform | None = None) -> LocalImage:

@@ -209,6 +209,9 @@ def test_nested_index_is_searched_or_named(corpus):
     with pytest.raises(PlatformNotFound) as info:
         I.select_platform(top, "linux/arm64")
     assert "linux/ppc64le" in str(info.value) and nested.digest in str(info.value)
+    with pytest.raises(PlatformNotFound, match=nested.digest):  # a nested index whose blob is not there
+        I.select_platform(top, "linux/arm64", fetch=lambda d: None)
+    assert I.select_platform(top, "linux/amd64", fetch=lambda d: None).platform.architecture == "amd64"
     # when read and still not found, the nested index's platforms are listed too
     with pytest.raises(PlatformNotFound, match="linux/s390x"):
         I.select_platform(top, "linux/riscv64", fetch=lambda d: blobs[d.digest])

@@ -119,7 +119,11 @@ _OCI_KINDS: dict[type, type[ComposeError]] = {
 }
 
 
-def from_oci(error: oci_errors.OCIError, context: str | None = None) -> ComposeError:
+#: OCI error classes that, for an image the user names as input (``image.base``), mean the input is unusable.
+_OCI_INPUT_KINDS: tuple[type, ...] = (oci_errors.ImageError, oci_errors.LayoutError, oci_errors.InvalidReference)
+
+
+def from_oci(error: oci_errors.OCIError, context: str | None = None, *, input_image: bool = False) -> ComposeError:
     """The one way an error of :mod:`compose_kfp.oci` becomes one of ours.
 
     Kinds: ``Unauthorized`` -> :class:`AuthError` (exit 5); any other ``DistributionError`` (HTTP or transport
@@ -131,11 +135,18 @@ def from_oci(error: oci_errors.OCIError, context: str | None = None) -> ComposeE
         error: the OCI error; its message is kept as it is.
         context: put in front of the message as ``"<context>: <message>"`` (the kfp.toml key or the step that
             names the registry being read), or ``None``.
+        input_image: the error is about an image the user names as input (the base image), read from a
+            registry or from disk alike: a problem of the image itself (``ImageError``: an artifact, no image for
+            the platform, a malformed document; ``LayoutError``: not an image layout, an unknown tag;
+            ``InvalidReference``) is then invalid input, :class:`ConfigError` (exit 1); the registry and
+            credential kinds stay as above.
 
     Returns:
         a new :class:`ComposeError` (not raised); raise it ``from None`` to drop the OCI traceback.
     """
     message = f"{context}: {error}" if context else str(error)
+    if input_image and isinstance(error, _OCI_INPUT_KINDS):
+        return ConfigError(message)
     for cls in type(error).__mro__:
         if cls in _OCI_KINDS:
             return _OCI_KINDS[cls](message)

@@ -427,8 +427,14 @@ def _files_reason(now: Sequence[tuple[str, int, int]], before: Sequence[tuple[st
 
 
 def _family(image: ImageSpec, base: BaseState) -> str:
+    """The media type family of the image: ``image.format``; else OCI for an ``oci:`` layout destination (a
+    Docker v2.2 base is converted, as ``skopeo copy docker://... oci:...`` does: its layers keep their digests
+    and get the OCI layer media types, the manifest and config are new documents; skopeo and umoci read only
+    OCI media types in a layout); else the base's family (a registry gets what the base is); OCI from scratch."""
     if image.format:
         return image.format
+    if image.repository.startswith("oci:"):
+        return "oci"
     if base.manifest:
         return Manifest.from_bytes(base.manifest.encode()).family
     return "oci"

@@ -258,7 +258,8 @@ class LayerConfig(_Model):
     requirements: str | None = Field(
         default=None,
         description="A requirements file; its packages are installed for the image's platform and "
-        "Python into this layer (nothing runs inside the base image).",
+        "Python into this layer (nothing runs inside the base image), from its `compose-kfp lock` file "
+        "(`<stem>.lock.txt`) while that matches it.",
     )
     rootfs: str | None = Field(
         default=None,
@@ -358,7 +359,9 @@ class ImageSettings(_Model):
         description="Extra tags to push, besides the content-derived tag that is always pushed.",
     )
     format: Literal["oci", "docker"] | None = Field(
-        default=None, description="Manifest format; default: the base image's format (OCI for `scratch`)."
+        default=None,
+        description="Manifest format; default: the base image's format (OCI for `scratch` and for an `oci:` "
+                    "layout, which holds OCI media types only: a Docker base is converted).",
     )
     compression: Literal["gzip", "zstd"] = Field(default="gzip", description="Layer compression.")
     python: str | None = Field(

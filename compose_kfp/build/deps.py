@@ -90,18 +90,20 @@ from compose_kfp.build.requirements import (
     DepsTarget,
     INDEX_PASSWORD_ENV,
     INDEX_USERNAME_ENV,
+    LOCK_STAMP,
     RequirementsSet,
     SCRIPT_SHEBANG,
     bytecode_compiler,
     canonical_name,
     file_sha256,
+    lock_stamp,
     read_requirements,
     reproducibility_warnings,
     requirements_key,
 )
 from compose_kfp.build.spec import BIN_DIR, SITE_PACKAGES
 from compose_kfp.errors import BuildError
-from compose_kfp.oci.blobs import BlobStore
+from compose_kfp.oci.blobs import BlobStore, atomic_write
 from compose_kfp.oci.layer import Layer, LayerCache, build_mapping_layer
 
 log = logging.getLogger(__name__)
@@ -615,8 +617,12 @@ def lock_requirements(
     """Pin every requirement and dependency, with hashes, into ``out_file`` (for ``compose-kfp lock``).
 
     Runs ``uv pip compile REQ --generate-hashes --python-platform ... --python-version ... --only-binary
-    :all: -o OUT``; the result resolves for ``target`` only. Using ``out_file`` as the layer's requirements
-    makes the layer reproducible (hash-checked installs, no :func:`reproducibility_warnings`).
+    :all: -o OUT``; the result resolves for ``target`` only. Its first line is
+    :func:`~compose_kfp.build.requirements.lock_stamp` of the sources as they were read, so that a layer naming
+    ``requirements_file`` installs from ``out_file`` (when it is the file's
+    :func:`~compose_kfp.build.requirements.lock_file_for`) while the sources are unchanged
+    (:func:`~compose_kfp.build.requirements.lock_status`). Installing from ``out_file`` makes the layer
+    reproducible (hash-checked installs, no :func:`reproducibility_warnings`).
 
     Returns:
         the pinned ``(name, version)`` pairs, in file order.
@@ -639,10 +645,15 @@ def lock_requirements(
             "--only-binary", ":all:", "--no-config", "--no-progress", "--color", "never",
             "--cache-dir", str(cache), "--custom-compile-command", "compose-kfp lock",
             "--output-file", str(out)]
+    stamp = lock_stamp(requirements_file)  # of the sources as they are read now
     returncode, lines = _run(argv, env, secrets, progress, requirements_file.parent)
     if returncode != 0:
         raise _installer_error(lines, installer, rs, target, returncode)
-    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", out.read_text(encoding="utf-8"), re.M)
+    text = out.read_text(encoding="utf-8")
+    if text.startswith(LOCK_STAMP):  # uv kept the first line of the lock it updated
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+    atomic_write(out, f"{stamp}\n{text}".encode("utf-8"))
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", text, re.M)
     return [(canonical_name(n), v) for n, v in pins]
 
 

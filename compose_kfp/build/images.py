@@ -46,6 +46,7 @@ import logging
 from pathlib import Path
 
 from compose_kfp import runtime as runtime_mod
+from compose_kfp.build.requirements import lock_status
 from compose_kfp.build.spec import MAIN_IMAGE, RUNTIME_LAYER, ImageSpec, LayerSpec
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.fences import exclusions, owned_paths
@@ -60,13 +61,28 @@ def runtime_layer() -> LayerSpec:
     return LayerSpec(name=RUNTIME_LAYER, kind="runtime", files=files, where="(runtime)")
 
 
+def requirements_layer(name: str, requirements: str, where: str, ignore: tuple[str, ...] = ()) -> LayerSpec:
+    """The spec of a layer installing the absolute file ``requirements``: from its lock (``<stem>.lock.txt``)
+    when ``compose-kfp lock`` wrote that from the file as it is now, as ``poetry install`` and ``uv sync`` use
+    a current lock (:func:`compose_kfp.build.requirements.lock_status`), else from the file itself. Reads the
+    requirements files only when such a lock exists.
+
+    Raises:
+        ConfigError: a lock exists and the requirements file (or one it includes) cannot be read.
+    """
+    lock, status = lock_status(requirements)
+    if status == "current":
+        return LayerSpec(name, "requirements", requirements=str(lock), locked_from=requirements, ignore=ignore,
+                         where=where)
+    return LayerSpec(name, "requirements", requirements=requirements, ignore=ignore, where=where)
+
+
 def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str, owned: tuple[str, ...] = ()) -> LayerSpec:
     def resolve(rel: str) -> str:
         return str((root / Path(rel).expanduser()).resolve())
 
     if layer.requirements:
-        return LayerSpec(layer.name, "requirements", requirements=resolve(layer.requirements),
-                         ignore=tuple(layer.ignore), where=where)
+        return requirements_layer(layer.name, resolve(layer.requirements), where, tuple(layer.ignore))
     if layer.rootfs:
         rootfs = resolve(layer.rootfs)
         return LayerSpec(layer.name, "rootfs", rootfs=rootfs, ignore=tuple(layer.ignore), where=where,
@@ -122,9 +138,8 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
         step = manifest.steps[name]
         extra: list[LayerSpec] = []
         if step.requirements:
-            extra.append(LayerSpec(f"{name}-deps", "requirements",
-                                   requirements=str((root / step.requirements).resolve()),
-                                   where=f"steps.{name}.requirements"))
+            extra.append(requirements_layer(f"{name}-deps", str((root / step.requirements).resolve()),
+                                            f"steps.{name}.requirements"))
         extra += [_layer_spec(layer, root, img.workdir, f"steps.{name}.layers.{i}", owned)
                   for i, layer in enumerate(step.layers)]
         for layer in extra:

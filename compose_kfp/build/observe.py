@@ -61,7 +61,7 @@ from compose_kfp.build.state import (
     PlatformImageState,
 )
 from compose_kfp.build.statedir import ProjectState
-from compose_kfp.errors import BuildError, ConfigError, from_oci
+from compose_kfp.errors import BuildError, ComposeError, ConfigError, from_oci
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.blobs import atomic_write
 from compose_kfp.oci.image import (
@@ -96,16 +96,36 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
         locked: platform -> locked manifest digest (``--frozen``): fetched by digest instead of the tag.
 
     Raises:
-        ConfigError: the base lacks a platform, or a local base path is not an image.
-        DistributionError / Unauthorized (:mod:`compose_kfp.oci.errors`, from the client): the registry could not
-            be read (:func:`observe` turns them into RegistryError / AuthError with
-            :func:`~compose_kfp.errors.from_oci`).
+        ConfigError: the base is not usable as it is, wherever it lives (registry, ``oci:``, ``dir:``,
+            ``docker-archive:``): not found, no image for a platform (nested indexes searched), an artifact
+            rather than a runnable image, not an image layout; one message per problem, made by
+            :func:`base_error`, so the same base gives the same message and exit code (1) from a registry
+            and from disk.
+        RegistryError / AuthError: the registry could not be read (network, HTTP, credentials), also from
+            :func:`base_error` (:func:`~compose_kfp.errors.from_oci` with the ``image.base`` key).
     """
+    try:
+        if reference == "scratch":
+            return {p: BaseState(reference, p) for p in platforms}
+        if reference.startswith(("oci:", "dir:", "docker-archive:")):
+            return _local_base(reference, platforms, state)
+        return _registry_base(reference, platforms, registries, state, locked)
+    except oci_errors.OCIError as e:
+        raise base_error(reference, e) from None
+
+
+def base_error(reference: str, error: oci_errors.OCIError) -> ComposeError:
+    """A problem met reading the base image as our error, the same wherever the base lives: the message is
+    ``image.base: '<reference>': <what>`` (user info redacted) and the kind is
+    :func:`~compose_kfp.errors.from_oci`'s with ``input_image=True`` (the image itself unusable: ConfigError,
+    exit 1; the registry or credentials failing: exit 4 or 5)."""
+    return from_oci(error, f"image.base: {redact_userinfo(reference)!r}", input_image=True)
+
+
+def _registry_base(reference: str, platforms: Sequence[str], registries: Registries, state: ProjectState,
+                   locked: Mapping[str, str] | None) -> dict[str, BaseState]:
+    """:func:`resolve_base` for a registry reference (OCI errors propagate to it)."""
     out: dict[str, BaseState] = {}
-    if reference == "scratch":
-        return {p: BaseState(reference, p) for p in platforms}
-    if reference.startswith(("oci:", "dir:", "docker-archive:")):
-        return _local_base(reference, platforms, state)
     ref = registry_ref(reference)
     client = registries.client(ref.api_host)
     top_digest = None
@@ -121,14 +141,13 @@ def resolve_base(reference: str, platforms: Sequence[str], registries: Registrie
                 try:
                     raw, mt, top_digest = client.get_manifest(ref.repository, ref.identifier)
                 except oci_errors.NotFound:
-                    raise ConfigError(f"image.base: {reference} was not found in {ref.api_host} (no such repository "
-                                      "or tag); check the name and tag, or push the base image first") from None
+                    raise ConfigError(f"image.base: {redact_userinfo(reference)!r}: the image was not found in "
+                                      f"{ref.api_host} "
+                                      "(no such repository or tag); check the name and tag, or push the base image "
+                                      "first") from None
                 top = parse_manifest(raw, mt)
             if isinstance(top, Index):
-                try:
-                    desc = select_platform(top, p)
-                except oci_errors.PlatformNotFound as e:
-                    raise ConfigError(f"image.base: {reference} has no image for {p}: {e}") from None
+                desc = select_platform(top, p, fetch=lambda d: client.get_manifest(ref.repository, d.digest)[0])
                 raw, mt, digest = client.get_manifest(ref.repository, desc.digest)
                 manifest = Manifest.from_bytes(raw, mt)
             else:
@@ -160,7 +179,7 @@ def _check_platform(config: ImageConfig, platform: str, reference: str) -> None:
     want = Platform.parse(platform).normalized()
     have = config.platform.normalized()
     if want[:2] != have[:2]:
-        raise ConfigError(f"image.base: {reference} is for {config.platform}, not {platform}; "
+        raise ConfigError(f"image.base: {redact_userinfo(reference)!r}: is for {config.platform}, not {platform}; "
                           "choose a base for that platform or change image.platforms")
 
 
@@ -187,8 +206,8 @@ def _local_base(reference: str, platforms: Sequence[str], state: ProjectState) -
                 path = str((state.root / reference[len("docker-archive:"):]).resolve())
                 img = _docker_archive(path, state)
                 store, flat, top = str(state.dir), False, None
-        except (oci_errors.LayoutError, oci_errors.ImageError) as e:
-            raise ConfigError(f"image.base: {reference}: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"image.base: {redact_userinfo(reference)!r}: cannot read it: {e}") from None
         _check_platform(img.config, p, reference)
         out[p] = BaseState(reference, p, digest=img.digest, top_digest=top.digest if top else img.digest,
                            manifest=img.manifest.raw_bytes().decode(), config=img.config.raw_bytes().decode(),
@@ -218,7 +237,7 @@ def _docker_archive(path: str, state: ProjectState) -> Any:
 
     key = docker_archive_key(path)
     if key is None:
-        raise ConfigError(f"image.base: docker-archive:{path}: no such file") from None
+        raise ConfigError(f"image.base: 'docker-archive:{path}': no such file") from None
     record = state.dir / "cache" / "archives" / f"{key}.json"
     store = state.store
     try:
@@ -593,10 +612,9 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         base_entry = lock.get("base") or {}
         if base_entry.get("reference") == first.base:
             locked_bases = {p: e.get("digest") for p, e in (base_entry.get("platforms") or {}).items()}
-    key = f"image.base: {redact_userinfo(first.base)!r}"  # which kfp.toml key names the registry being read
+    bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)  # errors: base_error
+    key = None  # which kfp.toml key names the registry being read
     try:
-        bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)
-        key = None
         layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
         warnings = requirements_warnings(images, state.root)
         key = f"image.repository: {redact_userinfo(first.repository)!r}"

@@ -25,7 +25,7 @@ from compose_kfp.build.pins import component_images, pin_images
 from compose_kfp.build.registries import Registries
 from compose_kfp.build.statedir import ProjectState, in_state_dir, state_dir_error
 from compose_kfp.errors import ConfigError, StaleError
-from compose_kfp.pipeline.outputs import managed_prefixes, rendered_digests, rendered_names
+from compose_kfp.pipeline.outputs import managed_prefixes, render_warnings, rendered_digests, rendered_names
 from compose_kfp.planner import Plan
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def plan_project(project: Project, *, registries: Registries | None = None, froz
         else:
             rendered = {name: None for name in rendered_names(project)}
         p = planner_mod.with_files(p, planner_mod.plan_files(rendered, observed.rendered, managed_prefixes(project)))
+        p = dataclasses.replace(p, warnings=p.warnings + render_warnings(project))
         new_lock = _lock_of(p)
         if frozen:
             lock_mod.check_frozen(root, lock, new_lock)

@@ -1,9 +1,11 @@
 """``compose-kfp lock``: pin every requirements layer of a project into ``<file>.lock.txt`` next to its file.
 
 Each requirements file named by a layer is locked once (in image and layer order), with uv, for the first
-image's first platform and the Python of its base image (:func:`compose_kfp.build.deps.lock_requirements`);
-pointing the layer's ``requirements`` at the ``.lock.txt`` file makes its installs hash-checked and
-reproducible.
+image's first platform and the Python of its base image (:func:`compose_kfp.build.deps.lock_requirements`).
+As ``poetry lock`` / ``uv lock``, nothing else changes in the project: while the requirements file (and what it
+includes) stays as it was locked, ``plan`` and ``apply`` install the layer from the ``.lock.txt`` file
+(hash-checked, reproducible; :func:`compose_kfp.build.images.requirements_layer`), and after an edit they
+install the file as written and warn until ``lock`` runs again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from compose_kfp.build import deps as deps_mod
 from compose_kfp.build.destination import registries_for
 from compose_kfp.build.images import desired_images
 from compose_kfp.build.observe import deps_target, resolve_base
+from compose_kfp.build.requirements import lock_file_for
 from compose_kfp.build.statedir import ProjectState
 
 if TYPE_CHECKING:
@@ -30,11 +33,15 @@ class LockedRequirements:
         path: the lock file written (``<file stem>.lock.txt`` next to the requirements file).
         pins: number of pinned packages in it.
         target: what it resolves for (:meth:`~compose_kfp.build.requirements.DepsTarget.describe`).
+        source: the requirements file locked (absolute), as kfp.toml names it.
+        where: the kfp.toml key of the first layer that names it (``image.layers.0``).
     """
 
     path: Path
     pins: int
     target: str
+    source: Path | None = None
+    where: str = ""
 
 
 def lock_project_requirements(project: Project,
@@ -62,16 +69,17 @@ def lock_project_requirements(project: Project,
         bases = None
         for image in images:
             for spec in image.layers:
-                if spec.kind != "requirements" or spec.requirements in seen:
+                source = spec.locked_from or spec.requirements  # the file kfp.toml names, not its lock
+                if spec.kind != "requirements" or source in seen:
                     continue
-                seen.add(spec.requirements)  # type: ignore[arg-type]
+                seen.add(source)  # type: ignore[arg-type]
                 if bases is None:
                     bases = resolve_base(first.base, [platform], registries, ProjectState(project.root))
                 target = deps_target(image, platform, bases[platform], project.loaded.display_path)
-                src = Path(spec.requirements)  # type: ignore[arg-type]
-                out = src.with_name(src.stem + ".lock.txt")
+                src = Path(source)  # type: ignore[arg-type]
+                out = lock_file_for(src)
                 pins = deps_mod.lock_requirements(src, target, out)
-                item = LockedRequirements(out, len(pins), target.describe())
+                item = LockedRequirements(out, len(pins), target.describe(), src, spec.where)
                 done.append(item)
                 if on_locked is not None:
                     on_locked(item)

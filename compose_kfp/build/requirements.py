@@ -404,7 +404,9 @@ def reproducibility_warnings(requirements_file: str | os.PathLike[str]) -> list[
 
     One warning per requirement that is not pinned to one version (``==``) by itself or by a constraint;
     and, when everything is pinned but not hash-locked, one warning that the dependencies of the named
-    packages may still change. A file written by :func:`lock_requirements` gives no warning.
+    packages may still change. Each says what to do next: run ``compose-kfp lock`` (again, when its lock is
+    stale: :func:`lock_status`). A file written by :func:`compose_kfp.build.deps.lock_requirements` gives no
+    warning; a layer whose file has a current lock installs from the lock, so its warnings are the lock's (none).
 
     Returns:
         messages, in file order, each naming ``file:line`` and the package.
@@ -413,6 +415,16 @@ def reproducibility_warnings(requirements_file: str | os.PathLike[str]) -> list[
         ConfigError: as :func:`read_requirements`.
     """
     rs = read_requirements(requirements_file)
+    lock, status = lock_status(rs.root)
+    if status == "stale":
+        what = (f"run `compose-kfp lock` again ({lock.name} was locked from an earlier {rs.root.name} and is not "
+                "used until it matches)")
+    elif status == "foreign":
+        what = (f"run `compose-kfp lock` (it replaces {lock.name}, which it did not write; plan and apply then "
+                f"install from the lock while {rs.root.name} is unchanged)")
+    else:
+        what = (f"run `compose-kfp lock` (it writes {lock.name}, which plan and apply then install from while "
+                f"{rs.root.name} is unchanged)")
     pinned_by_constraint = {r.name for r in rs.requirements if r.constraint and r.pinned}
     warnings = []
     for r in rs.requirements:
@@ -420,15 +432,69 @@ def reproducibility_warnings(requirements_file: str | os.PathLike[str]) -> list[
             continue
         warnings.append(
             f"{r.file}:{r.line}: `{r.name}` is not pinned to one version ({r.text!r}): the dependency layer is "
-            f"not reproducible; pin it (name==version) or run `compose-kfp lock`"
+            f"not reproducible; pin it (name==version) or {what}"
         )
     if not warnings and not all(r.hashed for r in rs.requirements if not r.constraint):
         warnings.append(
             f"{rs.root}: requirements are pinned but not locked: their own dependencies may resolve to newer "
-            f"versions, so the dependency layer is not reproducible; run `compose-kfp lock` to pin everything "
-            f"with hashes"
+            f"versions, so the dependency layer is not reproducible; {what} to pin everything with hashes"
         )
     return warnings
+
+
+#: What ``compose-kfp lock`` names the lock of ``requirements.txt``: ``requirements.lock.txt`` next to it.
+LOCK_SUFFIX = ".lock.txt"
+#: The first line of a lock written by ``compose-kfp lock``: ``LOCK_STAMP + "<source file name> sha256:<hex>"``.
+LOCK_STAMP = "# compose-kfp lock of "
+
+
+def lock_file_for(requirements_file: str | os.PathLike[str]) -> Path:
+    """The lock ``compose-kfp lock`` writes for ``requirements_file``: ``<stem>.lock.txt`` in its folder."""
+    src = Path(requirements_file)
+    return src.with_name(src.stem + LOCK_SUFFIX)
+
+
+def lock_stamp(requirements_file: str | os.PathLike[str]) -> str:
+    """The first line of the lock of ``requirements_file`` as it is now: :data:`LOCK_STAMP`, its name and the
+    sha256 of its content and of every file and local wheel it includes (their paths relative to its folder),
+    so that editing any of them makes an earlier lock stale. Reads files only.
+
+    Raises:
+        ConfigError: as :func:`read_requirements`.
+    """
+    rs = read_requirements(requirements_file)
+    base = rs.root.parent
+    doc = {"files": [[_rel(p, base), file_sha256(p)] for p in rs.files],
+           "wheels": [[p.name, file_sha256(p)] for p in rs.local_wheels]}
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"{LOCK_STAMP}{rs.root.name} sha256:{digest}"
+
+
+def lock_status(requirements_file: str | os.PathLike[str]) -> tuple[Path, str]:
+    """Whether ``requirements_file`` has a lock that plans and builds install from instead (as ``poetry install``
+    uses a current ``poetry.lock`` and ``uv sync`` a current ``uv.lock``).
+
+    Returns:
+        ``(lock path, status)``: ``"current"`` (the lock's first line is :func:`lock_stamp` of the file as it
+        is now), ``"stale"`` (written by ``compose-kfp lock`` from other contents: run it again), ``"foreign"``
+        (a file of that name without the stamp: not ours, never used) or ``"absent"``. A file that is itself
+        a lock (its name ends in :data:`LOCK_SUFFIX`) is ``"absent"``: it is installed as it is.
+
+    Raises:
+        ConfigError: the lock exists and ``requirements_file`` cannot be read (:func:`read_requirements`).
+    """
+    src = Path(requirements_file)
+    lock = lock_file_for(src)
+    if src.name.endswith(LOCK_SUFFIX) or not lock.is_file():
+        return lock, "absent"
+    try:
+        with open(lock, encoding="utf-8") as f:
+            first = f.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return lock, "foreign"
+    if not first.startswith(LOCK_STAMP):
+        return lock, "foreign"
+    return lock, "current" if first == lock_stamp(src) else "stale"
 
 
 def file_sha256(path: Path) -> str:
@@ -485,5 +551,6 @@ def requirements_key(requirements_file: str | os.PathLike[str], target: DepsTarg
 
 __all__ = ["DEFAULT_INDEX_URL", "DepsTarget", "INDEX_PASSWORD_ENV", "INDEX_USERNAME_ENV", "KEY_VERSION",
            "Requirement", "RequirementsSet", "SCRIPT_SHEBANG", "bytecode_compiler", "canonical_name",
-           "check_index_url", "file_sha256", "python_version_from_config", "read_requirements",
+           "LOCK_STAMP", "LOCK_SUFFIX", "check_index_url", "file_sha256", "lock_file_for", "lock_stamp",
+           "lock_status", "python_version_from_config", "read_requirements",
            "reproducibility_warnings", "requirements_key", "resolve_python_version"]

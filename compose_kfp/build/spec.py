@@ -53,7 +53,9 @@ class LayerSpec:
         kind: ``runtime``, ``paths``, ``requirements`` or ``rootfs``.
         includes: for ``paths``: ``(absolute local source, absolute in-image destination)`` pairs, in order.
         files: for ``runtime``: in-image path -> absolute local file, sorted.
-        requirements: for ``requirements``: the absolute requirements file.
+        requirements: for ``requirements``: the absolute requirements file installed: the file kfp.toml names,
+            or its lock when ``compose-kfp lock`` wrote one from the file as it is now (then ``locked_from``).
+        locked_from: for ``requirements`` installed from a current lock: the absolute file kfp.toml names.
         rootfs: for ``rootfs``: the absolute root file system folder (goes to ``/``).
         ignore: extra gitignore-style patterns.
         exclude: absolute real paths below the sources that are left out whatever the patterns say: what
@@ -67,6 +69,7 @@ class LayerSpec:
     includes: tuple[tuple[str, str], ...] = ()
     files: tuple[tuple[str, str], ...] = ()
     requirements: str | None = None
+    locked_from: str | None = None
     rootfs: str | None = None
     ignore: tuple[str, ...] = ()
     where: str = ""

@@ -243,12 +243,14 @@ def render(
         "absolute folder anywhere.")] = None,
 ) -> None:
     """Render component files and the workflow from the digests in kfp.lock (builds and pushes nothing)."""
-    from compose_kfp.pipeline.outputs import render_from_lock
+    from compose_kfp.pipeline.outputs import render_from_lock, render_warnings
 
     settings = _settings(ctx)
     project = settings.project(overrides={"render.targets": list(target) if target else None,
                                           "render.output_dir": output_dir})
     written = render_from_lock(project)
+    for warning in render_warnings(project):
+        settings.err.print(f"warning: {warning}", markup=False)
     if not written:
         settings.out.print("Rendered files are up to date.", markup=False)
     for f in written:
@@ -262,12 +264,19 @@ def lock(
     base: Annotated[Optional[str], typer.Option("--base", help="Override image.base.")] = None,
 ) -> None:
     """Pin every requirements layer (versions and hashes, for the image's first platform and Python) into
-    <file>.lock.txt next to it, with uv; point the layer's `requirements` at that file to use it."""
+    <file>.lock.txt next to it, with uv; plan and apply then install from it while <file> is unchanged."""
     from compose_kfp.build.reqlock import lock_project_requirements
 
     settings = _settings(ctx)
     project = _load(settings, repository, base)
-    locked = lock_project_requirements(project, on_locked=lambda item: settings.out.print(
-        f"{item.path}: {item.pins} pinned package(s) for {item.target}", markup=False))
+    def shown(path: Any) -> str:
+        return str(path.relative_to(project.root)) if path.is_relative_to(project.root) else str(path)
+
+    def on_locked(item: Any) -> None:
+        settings.out.print(f"{shown(item.path)}: {item.pins} pinned package(s) for {item.target}; `plan` and "
+                           f"`apply` install {item.where} from it while {shown(item.source)} is unchanged (run "
+                           "`compose-kfp lock` again after editing it)", markup=False)
+
+    locked = lock_project_requirements(project, on_locked=on_locked)
     if not locked:
         settings.out.print("No requirements layer to lock.", markup=False)

@@ -169,7 +169,8 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
     if not images and component_images(project):
         notice("note", "no kfp.lock yet, so component images run by the references their files name; "
                        "`compose-kfp apply` pins them by digest")
-    graph = resolve_graph(project.manifest, project.components, manifest_path=project.path, images=images)
+    graph = resolve_graph(project.manifest, project.components, manifest_path=project.path, images=images,
+                          where=project.loaded.where)
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = project.loaded.output_dir / "runs" / stamp

@@ -131,6 +131,19 @@ def check_references(manifest: Manifest, report: Callable[[tuple, str], None]) -
                "dependencies (an argument `{ task = ... }` or an `after` entry)")
 
 
+def check_image_format(manifest: Manifest, report: Callable[[tuple, str], None]) -> None:
+    """An ``oci:PATH`` destination is an OCI image layout, which holds OCI media types: ``image.format =
+    "docker"`` with it is reported at ``image.format`` (skopeo and umoci find no Docker v2.2 manifest there).
+    Without ``image.format`` such a destination gets OCI manifests, a Docker base converted
+    (:func:`compose_kfp.planner.plan`)."""
+    image = manifest.image
+    if image.format == "docker" and image.repository.startswith("oci:"):
+        report(("image", "format"), f"Docker v2.2 manifests cannot go into the OCI image layout "
+                                    f"{image.repository!r} (image.repository): skopeo and umoci read only OCI "
+                                    "media types there. Remove `format` (the layout gets OCI manifests, a Docker "
+                                    "base converted as `skopeo copy` does) or push to a registry")
+
+
 def find_cycles(deps: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Cycles in a dependency graph (``node -> nodes it depends on``), each as a list of nodes.
 

@@ -26,7 +26,7 @@ from typing import Any, Literal, Mapping, Sequence
 from pydantic import BaseModel, ValidationError
 
 from compose_kfp.errors import ComposeError, ConfigError
-from compose_kfp.manifest.checks import check_files, check_output_names, check_references
+from compose_kfp.manifest.checks import check_files, check_image_format, check_output_names, check_references
 from compose_kfp.manifest.fences import check_output_dir, check_sources, output_warnings
 from compose_kfp.manifest.keys import KEY_PATH, KeyIndex, dotted, split_key
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
@@ -238,7 +238,7 @@ def load_manifest(
     ``render.output_dir`` must be a folder compose-kfp may write; each step's component file name must
     fit the file system of ``render.output_dir``; task references
     (``step``, ``param``, ``task``, ``after``) must name existing entries and the task
-    graph must have no cycle.
+    graph must have no cycle; ``image.format = "docker"`` may not go to an ``oci:`` layout.
 
     Raises:
         ConfigError: one message naming the file, the line, the key path and what was
@@ -296,6 +296,7 @@ def load_manifest(
     check_output_dir(manifest, root, problems, sources, layers_defaulted=layers_defaulted)
     check_output_names(manifest, root, problems.add)
     check_references(manifest, problems.add)
+    check_image_format(manifest, problems.add)
     problems.raise_if_any()
     loaded = LoadedManifest(path=file, root=root, manifest=manifest, layers_defaulted=layers_defaulted,
                             sources=sources)

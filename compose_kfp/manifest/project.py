@@ -95,7 +95,7 @@ def load_project(
         components = step_components(loaded.manifest, loaded.root)
         graph = None
         if loaded.manifest.pipeline is not None:
-            graph = resolve_graph(loaded.manifest, components, manifest_path=loaded.path)
+            graph = resolve_graph(loaded.manifest, components, manifest_path=loaded.path, where=loaded.where)
     except ComposeError as error:
         located = loaded.locate(error)
         if located is error:

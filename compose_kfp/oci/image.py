@@ -24,8 +24,9 @@ import base64
 import datetime as _dt
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -166,23 +167,71 @@ class _Document(_Model):
 # --------------------------------------------------------------------------- platform
 
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386", "i686": "386",
-                 "armhf": "arm", "armel": "arm"}
-_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
-# Variants a CPU of a given variant also runs, best first (as containerd's platform matcher).
-_COMPATIBLE = {
-    ("arm", "v8"): ("v8", "v7", "v6", "v5"), ("arm", "v7"): ("v7", "v6", "v5"), ("arm", "v6"): ("v6", "v5"),
-    ("amd64", "v4"): ("v4", "v3", "v2", "v1"), ("amd64", "v3"): ("v3", "v2", "v1"), ("amd64", "v2"): ("v2", "v1"),
-    ("arm64", "v9"): ("v9", "v8"),
-}
+#: How deep :func:`platform_candidates` follows an index nested in an index (the OCI image spec allows any depth).
+MAX_INDEX_DEPTH = 8
+
+_VARIANT_SPELLING = re.compile(r"(?:arm(?:64)?|aarch64)?v?(\d+(?:\.\d+)?)")
+
+
+def normalize_platform(os_name: str, architecture: str, variant: str | None = None) -> tuple[str, str, str]:
+    """``(os, architecture, variant)`` in containerd's canonical form (``platforms.Normalize``).
+
+    The one normalization every platform comparison goes through. As containerd's ``normalizeArch``:
+    everything lower-cased; ``i386`` -> ``386`` (no variant); ``x86_64``/``x86-64`` -> ``amd64``, variant
+    ``v1`` -> ``""``; ``aarch64`` -> ``arm64``, variant ``8``/``v8``/``v8.0`` -> ``""`` and ``9``/``9.0``/``v9.0``
+    -> ``v9``; ``armhf`` -> ``arm/v7``; ``armel`` -> ``arm/v6``; ``arm`` with no variant or ``7`` -> ``v7``,
+    ``5``/``6``/``8`` -> ``v5``/``v6``/``v8``; ``macos`` -> ``darwin``. One spelling more than containerd: a variant
+    written with the architecture in front (``armv7``, ``armv8``, ``arm64v8``, as some indexes and ``uname -m``
+    write it) is read as ``v7``, ``v8``, ``v8``, then normalized as above.
+
+    Returns:
+        the normalized triple; ``variant`` is ``""`` when the architecture's default applies.
+    """
+    osname = os_name.lower()
+    if osname == "macos":
+        osname = "darwin"
+    arch = architecture.lower()
+    var = (variant or "").lower()
+    spelled = _VARIANT_SPELLING.fullmatch(var)
+    if spelled and var != spelled.group(1):
+        var = "v" + spelled.group(1)
+    if arch == "i386":
+        arch, var = "386", ""
+    elif arch in ("x86_64", "x86-64", "amd64"):
+        arch = "amd64"
+        var = "" if var in ("v1", "1") else var
+    elif arch in ("aarch64", "arm64"):
+        arch = "arm64"
+        var = {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9", "v9.0": "v9"}.get(var, var)
+    elif arch == "armhf":
+        arch, var = "arm", "v7"
+    elif arch == "armel":
+        arch, var = "arm", "v6"
+    elif arch == "arm":
+        var = {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(var, var)
+    return osname, arch, var
+
+
+def compatible_variants(architecture: str, variant: str) -> tuple[str, ...]:
+    """Variants (normalized, :func:`normalize_platform`) a CPU of ``architecture``/``variant`` also runs, best
+    first: containerd's ``platformVector`` within one architecture (arm/v8 runs v8, v7, v6, v5; amd64/v3 runs v3,
+    v2, v1; arm64/v9 runs v9, v8). containerd's cross-architecture fallbacks (amd64 -> 386, arm64 -> arm) are
+    left out: a base for one architecture is never another's."""
+    m = re.fullmatch(r"v(\d+)", variant)
+    if architecture == "arm" and m and int(m.group(1)) > 5:
+        return tuple(f"v{n}" for n in range(int(m.group(1)), 4, -1))
+    if architecture == "amd64" and m and int(m.group(1)) > 1:
+        return tuple(f"v{n}" for n in range(int(m.group(1)), 1, -1)) + ("",)
+    if architecture == "arm64" and variant == "v9":
+        return ("v9", "")
+    return (variant,)
 
 
 class Platform(_Model):
     """A descriptor's platform (``image-index.md``): ``os``, ``architecture``, optional ``variant``.
 
-    :meth:`parse` reads ``"os/arch[/variant]"``; :meth:`normalized` applies the
-    usual aliases (``x86_64`` -> ``amd64``, ``aarch64`` -> ``arm64``) and
-    default variants (arm64 -> v8, arm -> v7, amd64 -> v1).
+    :meth:`parse` reads ``"os/arch[/variant]"``; :meth:`normalized` is containerd's canonical form
+    (:func:`normalize_platform`: ``x86_64`` -> ``amd64``, ``aarch64`` -> ``arm64``, arm64/v8 -> arm64, arm -> arm/v7).
     """
 
     architecture: str
@@ -207,18 +256,8 @@ class Platform(_Model):
         return cls(os=parts[0], architecture=parts[1], variant=parts[2] if len(parts) == 3 else None)
 
     def normalized(self) -> tuple[str, str, str]:
-        """``(os, architecture, variant)`` lower-cased, aliases resolved, default variant filled in."""
-        osname = self.os.lower()
-        arch = self.architecture.lower()
-        variant = (self.variant or "").lower()
-        if arch == "armel" and not variant:
-            variant = "v6"
-        arch = _ARCH_ALIASES.get(arch, arch)
-        if variant and variant[0].isdigit():
-            variant = "v" + variant
-        if not variant:
-            variant = _DEFAULT_VARIANT.get(arch, "")
-        return osname, arch, variant
+        """``(os, architecture, variant)`` as :func:`normalize_platform` gives them (``""``: the default variant)."""
+        return normalize_platform(self.os, self.architecture, self.variant)
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
@@ -507,36 +546,93 @@ def _platforms(entries: Sequence[Descriptor]) -> list[str]:
     return seen
 
 
-def select_platform(index_or_list: Index | Sequence[Descriptor], platform: str | Platform) -> Descriptor:
-    """The manifest descriptor of ``index_or_list`` for ``platform``.
+#: Reads the index a descriptor points to (its raw bytes; ``None`` when it is not available), for
+#: :func:`platform_candidates`.
+FetchIndex = Callable[[Descriptor], "bytes | None"]
 
-    Matching compares normalized ``(os, architecture, variant)`` (see
-    :meth:`Platform.normalized`): an exact variant match is preferred, then
-    compatible older variants (an arm/v7 host runs arm/v6 images). Entries
-    without a platform and attestation entries (``unknown/unknown``) are skipped.
+
+def _walk(entries: Sequence[Descriptor], fetch: FetchIndex | None, depth: int, max_depth: int,
+          found: list[Descriptor], nested: list[Descriptor]) -> None:
+    """Image manifest entries of ``entries`` and of the indexes nested in them, depth first, in document order;
+    nested indexes not read (no ``fetch``, or it has none) go to ``nested``."""
+    for d in entries:
+        if d.media_type not in INDEX_MEDIA_TYPES:
+            found.append(d)
+            continue
+        if depth >= max_depth:
+            raise ImageError(f"image index {d.digest}: indexes nested more than {max_depth} deep")
+        raw = fetch(d) if fetch is not None else None
+        if raw is None:
+            nested.append(d)
+        else:
+            _walk(Index.from_bytes(raw, d.media_type).manifests, fetch, depth + 1, max_depth, found, nested)
+
+
+def platform_candidates(index_or_list: Index | Sequence[Descriptor], platform: str | Platform, *,
+                        fetch: FetchIndex | None = None, max_depth: int = MAX_INDEX_DEPTH) -> list[Descriptor]:
+    """Every image manifest descriptor of ``index_or_list`` that runs on ``platform``, best first.
+
+    As containerd's ``platforms.Only`` matcher within one architecture: both sides are normalized
+    (:func:`normalize_platform`), an exact variant ranks first, then the compatible older variants of
+    :func:`compatible_variants` (an arm/v7 host runs arm/v6 images); equal ranks keep document order.
+    Entries without a platform and attestation entries (``unknown/unknown``) never match. An entry that is
+    itself an index (OCI ``image-index.md`` allows nesting) is read with ``fetch`` and its entries are
+    matched in its place, up to ``max_depth`` levels.
 
     Raises:
-        PlatformNotFound: no entry matches; the message lists the platforms present.
+        PlatformNotFound: nothing matches; the message lists the platforms present, those of nested
+            indexes included, and names a nested index that could not be read (no ``fetch``, or it gave ``None``).
+        ImageError: a nested index is malformed or nested deeper than ``max_depth``.
     """
     want = Platform.parse(platform)
     entries = list(index_or_list.manifests if isinstance(index_or_list, Index) else index_or_list)
+    found: list[Descriptor] = []
+    nested: list[Descriptor] = []
+    _walk(entries, fetch, 0, max_depth, found, nested)
     w_os, w_arch, w_var = want.normalized()
-    order = _COMPATIBLE.get((w_arch, w_var), (w_var,))
-    best: tuple[int, Descriptor] | None = None
-    for d in entries:
+    order = compatible_variants(w_arch, w_var)
+    ranked = []
+    for position, d in enumerate(found):
         if d.platform is None:
             continue
         os_, arch, var = d.platform.normalized()
-        if os_ != w_os or arch != w_arch or var not in order:
-            continue
-        rank = order.index(var)
-        if best is None or rank < best[0]:
-            best = (rank, d)
-    if best is None:
-        available = _platforms(entries)
-        raise PlatformNotFound(f"no image for platform {want} in this index; available: "
-                               f"{', '.join(available) if available else 'none'}")
-    return best[1]
+        if os_ == w_os and arch == w_arch and var in order:
+            ranked.append((order.index(var), position, d))
+    if not ranked:
+        available = _platforms(found)
+        message = (f"no image for platform {want} in this index; available: "
+                   f"{', '.join(available) if available else 'none'}")
+        if nested:
+            message += "; not searched: nested index " + ", ".join(
+                d.digest + (f" ({d.platform})" if d.platform else "") for d in nested)
+        raise PlatformNotFound(message)
+    return [d for _, _, d in sorted(ranked, key=lambda r: r[:2])]
+
+
+def select_platform(index_or_list: Index | Sequence[Descriptor], platform: str | Platform, *,
+                    fetch: FetchIndex | None = None, present: Callable[[Descriptor], bool] | None = None
+                    ) -> Descriptor:
+    """The best manifest descriptor of ``index_or_list`` for ``platform`` (:func:`platform_candidates`).
+
+    Args:
+        fetch: reads a nested index (see :func:`platform_candidates`); without it nested indexes are only named
+            in the error.
+        present: whether a candidate's manifest can be read (a layout whose index lists platforms it holds no
+            blobs of); the first candidate for which it is true wins. ``None``: the first candidate.
+
+    Raises:
+        PlatformNotFound: no entry matches, or (with ``present``) no matching entry's manifest is there;
+            the message lists the platforms present.
+        ImageError: see :func:`platform_candidates`.
+    """
+    candidates = platform_candidates(index_or_list, platform, fetch=fetch)
+    if present is None:
+        return candidates[0]
+    for d in candidates:
+        if present(d):
+            return d
+    raise PlatformNotFound(f"the index lists an image for platform {Platform.parse(platform)} "
+                           f"({', '.join(d.digest for d in candidates)}) but its manifest is not stored here")
 
 
 # --------------------------------------------------------------------------- append
@@ -738,5 +834,6 @@ __all__ = [name for name in dir() if name.startswith("MEDIA_TYPE_")] + [
     "ANNOTATION_REF_NAME", "ANNOTATION_REVISION", "ANNOTATION_SOURCE", "ContainerConfig", "Descriptor",
     "History", "INDEX_MEDIA_TYPES", "IMAGE_CONFIG_MEDIA_TYPES", "ImageConfig", "Index", "LayerLike",
     "MANIFEST_MEDIA_TYPES", "Manifest", "Platform", "RootFS", "append", "canonical_json", "format_created",
-    "merge_env", "parse_manifest", "select_platform",
+    "MAX_INDEX_DEPTH", "FetchIndex", "compatible_variants", "merge_env", "normalize_platform", "parse_manifest",
+    "platform_candidates", "select_platform",
 ]

@@ -36,6 +36,7 @@ from compose_kfp.oci.errors import DigestMismatch, ImageError, LayoutError
 from compose_kfp.oci.image import (
     ANNOTATION_REF_NAME,
     INDEX_MEDIA_TYPES,
+    MAX_INDEX_DEPTH,
     MEDIA_TYPE_DOCKER_CONFIG,
     MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LAYER_GZIP,
@@ -204,24 +205,35 @@ class OCILayout:
     def resolve(self, tag: str | None = None, *, platform: str | Platform | None = None) -> Descriptor:
         """The image manifest descriptor for ``tag`` (or the only entry), following nested indexes.
 
+        With ``platform``, the best match (:func:`~compose_kfp.oci.image.select_platform`, nested indexes read)
+        whose manifest blob the layout holds.
+
         Raises:
             LayoutError: unknown tag (the message lists the tags), several entries and no tag,
                 or an index and no platform.
-            PlatformNotFound: the platform is not in a nested index.
+            PlatformNotFound: the platform is not in the index or the indexes nested in it, or no manifest
+                of that platform it lists is stored in the layout.
+            ImageError: indexes nested deeper than :data:`~compose_kfp.oci.image.MAX_INDEX_DEPTH`.
         """
         desc = _choose(self.index().manifests, lambda d: [(d.annotations or {}).get(ANNOTATION_REF_NAME, "")],
                        tag, self.path)
-        for _ in range(8):
-            if desc.media_type not in INDEX_MEDIA_TYPES:
-                return desc
-            nested = Index.from_bytes(self.store.read_bytes(desc.digest), desc.media_type)
-            if platform is None:
-                if len(nested.manifests) == 1:
-                    desc = nested.manifests[0]
-                    continue
-                raise LayoutError(f"{tag or 'the image'} in {self.path} is a multi-platform index; pass a platform")
-            desc = select_platform(nested, platform)
-        raise LayoutError(f"{self.path}: indexes nested too deeply")
+        if platform is None:
+            for _ in range(MAX_INDEX_DEPTH):
+                if desc.media_type not in INDEX_MEDIA_TYPES:
+                    return desc
+                nested = Index.from_bytes(self.store.read_bytes(desc.digest), desc.media_type)
+                if len(nested.manifests) != 1:
+                    raise LayoutError(f"{tag or 'the image'} in {self.path} is a multi-platform index; "
+                                      "pass a platform")
+                desc = nested.manifests[0]
+            raise LayoutError(f"{self.path}: indexes nested too deeply")
+        if desc.media_type not in INDEX_MEDIA_TYPES:
+            return desc
+        top = Index.from_bytes(self.store.read_bytes(desc.digest), desc.media_type)
+        # The index may list platforms whose blobs were never copied here (a single-platform export).
+        return select_platform(top, platform,
+                               fetch=lambda d: self.store.read_bytes(d.digest) if self.store.has(d.digest) else None,
+                               present=lambda d: self.store.has(d.digest))
 
     def read_image(self, tag: str | None = None, *, platform: str | Platform | None = None) -> LocalImage:
         """Read manifest and config of ``tag`` (see :meth:`resolve`); blobs are verified by digest."""
@@ -384,7 +396,8 @@ def read_docker_dir(path: str | os.PathLike[str], *, platform: str | Platform | 
     if isinstance(doc, Index):
         if platform is None:
             raise LayoutError(f"{p} holds a multi-platform image; pass a platform")
-        desc = select_platform(doc, platform)
+        desc = select_platform(doc, platform, present=lambda d: (p / f"{d.digest.split(':', 1)[1]}.manifest.json")
+                               .is_file())
         _, hexd = desc.digest.split(":", 1)
         try:
             raw = (p / f"{hexd}.manifest.json").read_bytes()

@@ -31,7 +31,7 @@ import heapq
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -201,7 +201,8 @@ class Task:
         dependencies: every task this one waits for (data and ``after``), in graph order.
         outputs: one per component output, in declaration order.
         settings: the step's ``[steps.NAME]`` settings (resources, retries, ...).
-        where: ``"<kfp.toml path>: pipeline.tasks.<name>"``, the prefix of messages about this task.
+        where: ``"<kfp.toml path>[:LINE]: pipeline.tasks.<name>"``, the prefix of messages about this task
+            (see the ``where`` argument of :func:`resolve_graph`).
     """
 
     name: str
@@ -311,7 +312,8 @@ def _suggest(name: str, known: Sequence[str]) -> str:
 
 
 def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentSpec], *,
-                  manifest_path: Path, images: Mapping[str, str] | None = None) -> TaskGraph:
+                  manifest_path: Path, images: Mapping[str, str] | None = None,
+                  where: Callable[[str], str] | None = None) -> TaskGraph:
     """Resolve and validate ``[pipeline]`` of ``manifest`` into a :class:`TaskGraph`.
 
     Args:
@@ -322,6 +324,12 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
             given, every task gets its step's image (or the component's own image for a
             third-party step missing here), and a task without one is an error. ``None``
             resolves for validation only: images stay as the components have them.
+        where: key path (``pipeline.tasks."Data file".args.x``) -> the ``FILE:LINE`` to put in front of a
+            message about it (:meth:`compose_kfp.manifest.load.LoadedManifest.where`: the path as messages
+            show it, and the key's line, quoted keys included); default: ``manifest_path`` as given. Errors
+            read ``<where(key)>: <key>: ...`` and :attr:`Task.where` is ``<where(task key)>: <task key>``, so
+            messages that reach the user without the CLI's error boundary (a task failed in a local run, a
+            render warning) carry the line too.
 
     Returns:
         The frozen graph.
@@ -332,10 +340,10 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
             a type mismatch between an argument and an input; a cycle (the message names
             its tasks); two task names that map to the same Kubernetes name; a missing image.
     """
-    where = str(manifest_path)
+    locate = where or (lambda key: str(manifest_path))
 
     def error(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{where}: {key}: {message}")
+        return ConfigError(f"{locate(key)}: {key}: {message}")
 
     pipeline = manifest.pipeline
     if pipeline is None or not pipeline.tasks:
@@ -468,7 +476,8 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
             name=tname, k8s_name=dns1123_name(tname), step=r["conf"].step, component=r["component"],
             image=r["image"], arguments=r["arguments"], after=tuple(r["conf"].after),
             dependencies=tuple(sorted(r["deps"], key=position.__getitem__)), outputs=tuple(outputs),
-            settings=manifest.steps[r["conf"].step], where=f"{where}: pipeline.tasks.{_key(tname)}"))
+            settings=manifest.steps[r["conf"].step],
+            where=f"{locate(f'pipeline.tasks.{_key(tname)}')}: pipeline.tasks.{_key(tname)}"))
     graph = TaskGraph(name=name, k8s_name=k8s_name,
                       description=pipeline.description or manifest.project.description,
                       params=tuple(params), tasks=tuple(tasks), manifest_path=Path(manifest_path))

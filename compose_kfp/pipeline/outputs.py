@@ -9,6 +9,8 @@
   tagged: every changed file written in full beside its target) and :meth:`StagedOutputs.commit` (after the
   tags: renames only); :func:`write_rendered` is both.
 - :func:`render_from_lock`: ``compose-kfp render``, with the digests recorded in kfp.lock.
+- :func:`render_warnings`: what is worth knowing about the images the rendered files name (an ``oci:`` layout's
+  images cannot be pulled by a cluster).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from compose_kfp.build.lock import lock_component_images, lock_images
 from compose_kfp.build.staging import StagedFiles, check_name_fits
 from compose_kfp.build.statedir import ProjectState
 from compose_kfp.errors import ConfigError, RenderError
+from compose_kfp.manifest.fences import LAYOUT_PREFIX
 from compose_kfp.oci.blobs import atomic_write
 
 if TYPE_CHECKING:
@@ -88,7 +91,8 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
         files[_rel(component_path(out_dir, name), root)] = text.encode("utf-8")
     if manifest.pipeline is not None and manifest.pipeline.tasks:
         pinned = {name: spec.image for name, spec in specs.items() if spec.image}
-        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned)
+        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned,
+                              where=project.loaded.where)
         if "argo" in manifest.render.targets:
             from compose_kfp.pipeline.render.workflow import render_workflow
 
@@ -366,6 +370,25 @@ def render_from_lock(project: Project) -> list[str]:
                                                             **lock_component_images(project)}))
 
 
+def render_warnings(project: Project) -> tuple[str, ...]:
+    """Warnings (``FILE:LINE: KEY: text``) about the images the rendered files name, in order.
+
+    With ``repository = "oci:PATH"`` the images are in an OCI image layout on this machine and the rendered
+    files (``workflow.yaml``, the component files, ``pipeline.yaml``) name them ``oci:PATH@sha256:...``: no
+    cluster can pull that (``run --local`` can). :func:`compose_kfp.build.plan.plan_project` adds these to the
+    plan's warnings (so ``plan`` and ``apply`` show them) and ``compose-kfp render`` prints them. Reads nothing.
+    """
+    repository = project.manifest.image.repository
+    if not repository.startswith(LAYOUT_PREFIX):
+        return ()
+    where = project.loaded.where(("image", "repository"))
+    return (f"{where}: image.repository: {repository!r} is an OCI image layout on this machine, so the rendered "
+            f"files name the images {repository}@sha256:..., which no cluster can pull (`compose-kfp run --local` "
+            "runs them as they are). To submit the workflow, set image.repository to a registry repository "
+            "(e.g. ghcr.io/acme/app) and run `compose-kfp apply` again",)
+
+
 __all__ = ["KFP_PIPELINE_FILE", "WORKFLOW_FILE", "StagedOutputs", "check_output_writable", "digests_of",
-           "managed_prefixes", "render_from_lock", "render_outputs", "rendered_digests", "rendered_names",
+           "managed_prefixes", "render_from_lock", "render_outputs", "render_warnings", "rendered_digests",
+           "rendered_names",
            "stage_rendered", "write_rendered"]

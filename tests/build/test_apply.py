@@ -47,6 +47,16 @@ def _layer(p, name, image="main"):
     return next(ly for ly in plat.layers if ly.name == name)
 
 
+def _project_on_an_index(project_factory, make_wheel, simple_index, tmp_path, requirements: str,
+                         *wheels: tuple[str, str, str]):
+    """A project whose ``requirements.txt`` is ``requirements`` and whose ``image.index_url`` is a simple index
+    of ``wheels`` (``(name, version, text of name/__init__.py)``) built in ``tmp_path/wheels``."""
+    for name, version, init in wheels:
+        make_wheel(tmp_path / "wheels", name, version, modules={f"{name}/__init__.py": init})
+    index = simple_index(tmp_path / "wheels")
+    return project_factory(requirements=requirements, extra_image=f'index_url = "{index.url}"\n')
+
+
 def test_first_apply_pushes_every_layer_then_nothing(project_factory, registry):
     root = project_factory()
     p = _plan(root)
@@ -285,11 +295,8 @@ def test_cli_frozen_stale_exit_code(project_factory, registry, capsys):
 
 def test_requirements_layer_is_built_by_apply_and_reused(project_factory, registry, make_wheel, simple_index,
                                                          tmp_path):
-    wheels = tmp_path / "wheels"
-    make_wheel(wheels, "tinylib", "1.0", modules={"tinylib/__init__.py": "X = 1\n"})
-    make_wheel(wheels, "tinylib", "1.1", modules={"tinylib/__init__.py": "X = 2\n"})
-    index = simple_index(wheels)
-    root = project_factory(requirements="tinylib==1.0\n", extra_image=f'index_url = "{index.url}"\n')
+    root = _project_on_an_index(project_factory, make_wheel, simple_index, tmp_path, "tinylib==1.0\n",
+                                ("tinylib", "1.0", "X = 1\n"), ("tinylib", "1.1", "X = 2\n"))
     p = _plan(root)
     deps = _layer(p, "deps")
     assert deps.action == "add" and deps.after is None and deps.build
@@ -671,3 +678,89 @@ def test_ctrl_c_during_an_upload_exits_at_once_and_tags_nothing(project_factory,
     except NotFound:  # the repository does not even exist: nothing was completed
         tags = []
     assert tags == []
+
+
+def test_a_docker_base_goes_into_an_oci_layout_with_oci_media_types(tmp_path, registry, skopeo_inspect,
+                                                                     umoci_unpack, capsys):
+    """Issue 19.4: a Docker v2.2 base and ``repository = "oci:PATH"``: the layout gets an OCI manifest and config
+    (converted, as ``skopeo copy docker://... oci:...`` does), the base layer keeps its digest with the OCI layer
+    media type, and skopeo and umoci read the result; ``format = "docker"`` there is refused with its key."""
+    from compose_kfp.oci import image as I
+    from compose_kfp.oci.layer import build_mapping_layer
+    from compose_kfp.oci.registry import push_image
+    from tests.fixtures.project import write_project
+
+    layer = build_mapping_layer({"/etc/os-release": b"ID=dockerbase\n"}, store=str(tmp_path / "blobs"))
+    manifest, config = I.append(None, None, [layer], env={"PYTHON_VERSION": "3.11.7"}, platform="linux/amd64",
+                                family="docker")
+    assert manifest.media_type == I.MEDIA_TYPE_DOCKER_MANIFEST
+    repo = f"test/dockerbase-{uuid.uuid4().hex[:8]}"
+    client = _client(registry)
+    try:
+        push_image(client, repo, ["v1"], manifest.raw_bytes(), manifest.media_type, config.raw_bytes(), [layer])
+    finally:
+        client.close()
+    root = write_project(tmp_path / "proj", base=f"{registry.host}/{repo}:v1", repository="oci:out/layout")
+    result = _apply(root)
+    assert result.plan.image("main").platforms[0].recipe.family == "oci"
+    layout = OCILayout.open(root / "out" / "layout")
+    tag = next(t for t in layout.tags() if t.startswith("kfp-"))
+    raw = json.loads(layout.store.read_bytes(layout.tags()[tag].digest))
+    assert raw["mediaType"] == I.MEDIA_TYPE_OCI_MANIFEST
+    assert raw["config"]["mediaType"] == I.MEDIA_TYPE_OCI_CONFIG
+    assert raw["layers"][0] == {"mediaType": I.MEDIA_TYPE_OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+    assert {d["mediaType"] for d in raw["layers"]} == {I.MEDIA_TYPE_OCI_LAYER_GZIP}
+    inspected = skopeo_inspect(f"oci:{layout.path}:{tag}")
+    assert inspected["Layers"][0] == layer.digest and len(inspected["Layers"]) == 4
+    rootfs = umoci_unpack(layout.path, tag)
+    assert (rootfs / "etc" / "os-release").read_text() == "ID=dockerbase\n"
+    assert (rootfs / "app" / "src" / "model.py").is_file()
+    assert not _plan(root).has_changes
+
+    text = (root / "kfp.toml").read_text().replace('repository = "oci:out/layout"',
+                                                   'repository = "oci:out/layout"\nformat = "docker"')
+    (root / "kfp.toml").write_text(text)
+    line = text.splitlines().index('format = "docker"') + 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "plan"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {root / 'kfp.toml'}:{line}: image.format: Docker v2.2 manifests cannot go into "
+                          "the OCI image layout 'oci:out/layout'"), err
+
+
+def test_after_lock_plan_installs_from_the_lock_until_the_requirements_change(project_factory, registry, make_wheel,
+                                                                             simple_index, tmp_path, capsys):
+    """Issue 19.7: after `compose-kfp lock` the warning is gone and the layer installs from the .lock.txt file
+    (as poetry and uv use a current lock); editing requirements.txt brings a warning that says to lock again."""
+    root = _project_on_an_index(project_factory, make_wheel, simple_index, tmp_path, "tinylib==1.0\n",
+                                ("tinylib", "1.0", "X = 1\n"), ("otherlib", "2.0", "Y = 2\n"))
+    before = _plan(root)
+    assert [w for w in before.warnings if "pinned but not locked" in w and "run `compose-kfp lock` (it writes "
+            "requirements.lock.txt, which plan and apply then install from" in w], before.warnings
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(root), "lock"])
+    assert e.value.code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.startswith("requirements.lock.txt: 1 pinned package(s) for ")
+    assert "`plan` and `apply` install image.layers.0 from it while requirements.txt is unchanged" in out
+    assert (root / "requirements.lock.txt").read_text().startswith("# compose-kfp lock of requirements.txt sha256:")
+    after = _plan(root)
+    assert after.warnings == ()
+    assert _layer(after, "deps").action == "add"
+    result = _apply(root)
+    assert not _plan(root).has_changes
+    # the layer was installed from the lock: the same key as a layer naming the lock file itself
+    from compose_kfp.build.images import desired_images
+    spec = next(s for s in desired_images(load_project(root).manifest, root)[0].layers if s.name == "deps")
+    assert spec.requirements == str(root / "requirements.lock.txt")
+    assert spec.locked_from == str(root / "requirements.txt")
+    assert _layer(result.plan, "deps").key == _layer(after, "deps").key
+    # requirements.txt edited: installed as written, with a warning to lock again
+    (root / "requirements.txt").write_text("tinylib==1.0\notherlib==2.0\n")
+    edited = _plan(root)
+    assert [w for w in edited.warnings if "run `compose-kfp lock` again (requirements.lock.txt was locked from "
+            "an earlier requirements.txt" in w], edited.warnings
+    assert _layer(edited, "deps").action == "replace"

@@ -124,10 +124,108 @@ def test_select_platform_not_found_lists_available(corpus):
     assert I.select_platform(docker_list, "linux/amd64").platform.features == ["sse4"]
 
 
+@pytest.mark.parametrize("written, canonical", [
+    # containerd platforms.Normalize (database.go normalizeArch)
+    (("linux", "x86_64", None), ("linux", "amd64", "")),
+    (("linux", "amd64", "v1"), ("linux", "amd64", "")),
+    (("linux", "amd64", "v3"), ("linux", "amd64", "v3")),
+    (("linux", "i386", "v1"), ("linux", "386", "")),
+    (("linux", "aarch64", None), ("linux", "arm64", "")),
+    (("linux", "arm64", "v8"), ("linux", "arm64", "")),
+    (("linux", "arm64", "8"), ("linux", "arm64", "")),
+    (("linux", "arm64", "v8.0"), ("linux", "arm64", "")),
+    (("linux", "arm64", "9"), ("linux", "arm64", "v9")),
+    (("linux", "armhf", None), ("linux", "arm", "v7")),
+    (("linux", "armel", None), ("linux", "arm", "v6")),
+    (("linux", "arm", None), ("linux", "arm", "v7")),
+    (("linux", "arm", "7"), ("linux", "arm", "v7")),
+    (("linux", "arm", "6"), ("linux", "arm", "v6")),
+    (("Linux", "ARM", "V5"), ("linux", "arm", "v5")),
+    (("macos", "arm64", None), ("darwin", "arm64", "")),
+    # the variant written with the architecture in front, as some indexes do
+    (("linux", "arm", "armv7"), ("linux", "arm", "v7")),
+    (("linux", "arm64", "armv8"), ("linux", "arm64", "")),
+    (("linux", "arm", "unrecognized-present"), ("linux", "arm", "unrecognized-present")),
+])
+def test_normalize_platform_as_containerd(written, canonical):
+    assert I.normalize_platform(*written) == canonical
+    assert I.Platform(os=written[0], architecture=written[1], variant=written[2]).normalized() == canonical
+
+
+def _desc(n: int, platform: str | None, media_type: str = I.MEDIA_TYPE_OCI_MANIFEST) -> I.Descriptor:
+    return I.Descriptor(media_type=media_type, digest="sha256:" + f"{n:x}" * 64, size=n,
+                        platform=I.Platform.parse(platform) if platform else None)
+
+
+def test_variants_spelled_armv7_armv8_in_a_base_index_match():
+    """Issue 19.9: an index whose entries write the variant as ``armv7`` / ``armv8``."""
+    idx = I.Index.from_bytes(json.dumps({"schemaVersion": 2, "mediaType": I.MEDIA_TYPE_OCI_INDEX, "manifests": [
+        {"mediaType": I.MEDIA_TYPE_OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1,
+         "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": I.MEDIA_TYPE_OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 2,
+         "platform": {"os": "linux", "architecture": "arm", "variant": "armv7"}},
+        {"mediaType": I.MEDIA_TYPE_OCI_MANIFEST, "digest": "sha256:" + "c" * 64, "size": 3,
+         "platform": {"os": "linux", "architecture": "arm64", "variant": "armv8"}},
+    ]}).encode())
+    assert I.select_platform(idx, "linux/arm/v7").size == 2
+    assert I.select_platform(idx, "linux/arm").size == 2
+    assert I.select_platform(idx, "linux/arm64").size == 3
+    assert I.select_platform(idx, "linux/arm64/v8").size == 3
+    assert I.select_platform(idx, "linux/aarch64").size == 3
+
+
+def test_candidates_best_first_and_the_first_present_wins(corpus):
+    """Issue 19.9: for arm/v6 the v6 entry ranks first, then v5; a candidate whose blob is absent is skipped."""
+    idx = I.Index.from_bytes((corpus / "oci" /
+                              "containers__image__internal__manifest__testdata__schema2list-variants.json").read_bytes())
+    v5 = _desc(9, "linux/arm/v5", I.MEDIA_TYPE_DOCKER_MANIFEST)
+    entries = list(idx.manifests) + [v5]
+    ranked = I.platform_candidates(entries, "linux/arm/v6")
+    assert [d.digest[:13] for d in ranked] == ["sha256:f36562", v5.digest[:13]]
+    absent = {ranked[0].digest}
+    assert I.select_platform(entries, "linux/arm/v6", present=lambda d: d.digest not in absent) == v5
+    with pytest.raises(PlatformNotFound, match="not stored"):
+        I.select_platform(entries, "linux/arm/v6", present=lambda d: False)
+    # v8 runs v7, v6, v5 (best first); arm64 does not fall back to 32-bit arm (a base is for one architecture)
+    assert [d.digest[:13] for d in I.platform_candidates(entries, "linux/arm/v8")] == [
+        "sha256:c84b0a", "sha256:f36562", v5.digest[:13]]
+    with pytest.raises(PlatformNotFound):
+        I.platform_candidates(entries, "linux/arm64")
+
+
+def test_nested_index_is_searched_or_named(corpus):
+    """Issue 19.10: the OCI image spec's nested index; the wanted platform is only inside the nested index."""
+    outer = I.Index.from_bytes((corpus / "oci" /
+                                "opencontainers__image-spec__image-index.md__example-multiplatform-index.json")
+                               .read_bytes())
+    inner = I.Index(schema_version=2, media_type=I.MEDIA_TYPE_OCI_INDEX,
+                    manifests=[_desc(7, "linux/arm64/v8"), _desc(8, "linux/s390x")])
+    nested = I.Descriptor.of(inner, I.MEDIA_TYPE_OCI_INDEX)
+    top = outer.model_copy(update={"manifests": list(outer.manifests) + [nested]})
+    blobs = {nested.digest: inner.raw_bytes()}
+    found = I.select_platform(top, "linux/arm64", fetch=lambda d: blobs[d.digest])
+    assert found.size == 7
+    # without a way to read it, the error names the nested index, not only the outer platforms
+    with pytest.raises(PlatformNotFound) as info:
+        I.select_platform(top, "linux/arm64")
+    assert "linux/ppc64le" in str(info.value) and nested.digest in str(info.value)
+    with pytest.raises(PlatformNotFound, match=nested.digest):  # a nested index whose blob is not there
+        I.select_platform(top, "linux/arm64", fetch=lambda d: None)
+    assert I.select_platform(top, "linux/amd64", fetch=lambda d: None).platform.architecture == "amd64"
+    # when read and still not found, the nested index's platforms are listed too
+    with pytest.raises(PlatformNotFound, match="linux/s390x"):
+        I.select_platform(top, "linux/riscv64", fetch=lambda d: blobs[d.digest])
+    # an index that refers to itself is stopped at the depth limit
+    loop = I.Descriptor(media_type=I.MEDIA_TYPE_OCI_INDEX, digest="sha256:" + "e" * 64, size=1)
+    looping = I.Index(schema_version=2, media_type=I.MEDIA_TYPE_OCI_INDEX, manifests=[loop])
+    with pytest.raises(ImageError, match="nested more than"):
+        I.select_platform(looping, "linux/amd64", fetch=lambda d: looping.raw_bytes())
+
+
 def test_platform_parse_and_errors():
     p = I.Platform.parse("linux/arm64/v8")
     assert (p.os, p.architecture, p.variant, str(p)) == ("linux", "arm64", "v8", "linux/arm64/v8")
-    assert I.Platform.parse("linux/aarch64").normalized() == ("linux", "arm64", "v8")
+    assert I.Platform.parse("linux/aarch64").normalized() == ("linux", "arm64", "")  # containerd: v8 is the default
     with pytest.raises(ImageError, match="linux"):
         I.Platform.parse("linux")
 

@@ -348,3 +348,41 @@ step = "hello"
     optional = dataclasses.replace(hello, inputs=(InputSpec("x", "String", optional=True),))
     graph = resolve_graph(manifest, {"hello": optional}, manifest_path=Path("kfp.toml"))
     assert graph.task("hello").present_inputs == frozenset()
+
+
+NOTEBOOK_COMPONENT = """\
+name: Run notebook
+inputs:
+- {name: Notebook, type: String}
+- {name: Parameters, type: JsonObject, default: '{}'}
+- {name: Packages to install, type: JsonArray, default: '[]'}
+implementation:
+  container:
+    image: "python@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+    command: [sh, -c, 'echo "$0" "$1" "$2"', {inputValue: Notebook}, {inputValue: Parameters},
+              {inputValue: Packages to install}]
+"""
+
+
+@pytest.mark.parametrize("arg", ['args."Packages to install" = 5', "args.Parameters = 5"])
+def test_a_quoted_key_has_its_line_and_a_relative_path_like_a_bare_one(tmp_path, monkeypatch, arg):
+    """Issue 19.5: ``args."Packages to install" = 5`` is reported like ``args.Parameters = 5``:
+    ``kfp.toml:LINE: KEY: ...``, also where no error boundary locates it (a task's messages in a local run)."""
+    from compose_kfp.manifest.project import load_project
+
+    text = ('[project]\nname = "demo"\n\n[image]\nbase = "scratch"\nrepository = "oci:build/image"\n\n'
+            '[steps.nb]\ncomponent = "run_notebook.yaml"\n\n[pipeline.tasks."Run nb"]\nstep = "nb"\n'
+            f'args.Notebook = "in.ipynb"\n{arg}\n')
+    (tmp_path / "kfp.toml").write_text(text)
+    (tmp_path / "run_notebook.yaml").write_text(NOTEBOOK_COMPONENT)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path)
+    line = text.splitlines().index(arg) + 1
+    key = 'pipeline.tasks."Run nb".args.' + arg.split(".", 1)[1].split(" = ")[0]
+    assert str(info.value).startswith(f"kfp.toml:{line}: {key}: type mismatch: literal '5' is Integer"), info.value
+    assert (info.value.file, info.value.line, info.value.key) == ("kfp.toml", line, key)
+    (tmp_path / "kfp.toml").write_text(text.replace(arg, ""))
+    task = load_project(tmp_path).graph.tasks[0]
+    table = text.splitlines().index('[pipeline.tasks."Run nb"]') + 1
+    assert task.where == f'kfp.toml:{table}: pipeline.tasks."Run nb"'

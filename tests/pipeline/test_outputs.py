@@ -18,8 +18,10 @@ import pytest
 
 from compose_kfp import errors
 from compose_kfp.build import staging
+from compose_kfp.manifest.project import load_project
+from compose_kfp.pipeline.outputs import render_warnings
 from tests.fixtures.project import manifest_puts, write_project
-from tests.fixtures.cli import run
+from tests.fixtures.cli import SCRATCH_MANIFEST, run
 
 RENDERED = ["build/components/load.yaml", "build/components/train.yaml", "build/workflow.yaml"]
 
@@ -214,3 +216,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_oci_layout_destination_warns_that_no_cluster_can_pull_the_rendered_images(scratch_project, monkeypatch):
+    """Issue 19.8: ``repository = "oci:..."`` renders ``oci:build/image@sha256:...``: plan, apply and render say so."""
+    line = SCRATCH_MANIFEST.splitlines().index('repository = "oci:build/image"') + 1
+    expected = (f"kfp.toml:{line}: image.repository: 'oci:build/image' is an OCI image layout on this machine, so "
+                "the rendered files name the images oci:build/image@sha256:..., which no cluster can pull")
+    monkeypatch.chdir(scratch_project)
+    code, out, err = run("plan", "--json")
+    assert code == 0, err
+    assert [w[:len(expected)] for w in json.loads(out)["warnings"]] == [expected]
+    code, out, err = run("apply", "-y")
+    assert code == 0, err
+    assert f"  ! {expected}" in out
+    workflow = (scratch_project / "build" / "workflow.yaml").read_text()
+    assert "image: \"oci:build/image@sha256:" in workflow
+    code, out, err = run("render")
+    assert code == 0 and err.startswith(f"warning: {expected}"), err
+    # a registry destination renders pullable references: no warning
+    (scratch_project / "kfp.toml").write_text(SCRATCH_MANIFEST.replace("oci:build/image", "127.0.0.1:5999/team/app"))
+    assert render_warnings(load_project(scratch_project)) == ()

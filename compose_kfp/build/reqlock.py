@@ -17,6 +17,7 @@ from compose_kfp.build.destination import registries_for
 from compose_kfp.build.images import desired_images
 from compose_kfp.build.observe import deps_target, resolve_base
 from compose_kfp.build.statedir import ProjectState
+from compose_kfp.steps.notebook import NOTEBOOK_LAYER
 
 if TYPE_CHECKING:
     from compose_kfp.manifest.project import Project
@@ -62,8 +63,8 @@ def lock_project_requirements(project: Project,
         bases = None
         for image in images:
             for spec in image.layers:
-                if spec.kind != "requirements" or spec.requirements in seen:
-                    continue
+                if spec.kind != "requirements" or spec.requirements in seen or spec.name == NOTEBOOK_LAYER:
+                    continue  # the notebook layer's requirements are compose-kfp's own file, pinned there
                 seen.add(spec.requirements)  # type: ignore[arg-type]
                 if bases is None:
                     bases = resolve_base(first.base, [platform], registries, ProjectState(project.root))

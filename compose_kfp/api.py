@@ -387,7 +387,9 @@ def build_image(base: str, include_paths: Sequence[IncludePath], repository: str
         context: the folder relative paths start from (default: the current directory).
         workspace: the folder of the generated ``kfp.toml``, its ``kfp.lock`` and the ``.compose-kfp`` layer cache
             (default: a folder per repository under ``$XDG_CACHE_HOME/compose-kfp/images``).
-        env, progress: as :func:`plan`.
+        env: as :func:`plan`, except that ``COMPOSE_KFP_BASE``, ``_REPOSITORY``, ``_PLATFORMS`` and ``_TAGS`` are
+            not read (the arguments say those); ``COMPOSE_KFP_INSECURE``, ``_INDEX_URL``, ``_COMPRESSION`` are.
+        progress: as :func:`plan`.
 
     Returns:
         ``repository@sha256:<manifest or index digest>`` (for a layout, ``oci:/abs/path@sha256:...``).
@@ -405,8 +407,20 @@ def build_image(base: str, include_paths: Sequence[IncludePath], repository: str
     manifest = folder / IMAGE_MANIFEST
     if not manifest.is_file() or manifest.read_text(encoding="utf-8") != text:
         manifest.write_text(text, encoding="utf-8")
-    result = apply(manifest, env=env, progress=progress)
+    result = apply(manifest, env=_without_argument_vars(env), progress=progress)
     return result.plan.images[0].reference or ""
+
+
+#: The kfp.toml keys :func:`build_image` takes as arguments: their ``COMPOSE_KFP_*`` variables must not override
+#: them (a notebook server's ``COMPOSE_KFP_REPOSITORY`` is for kfp.toml projects, not for an explicit argument).
+_ARGUMENT_KEYS = frozenset({"image.base", "image.repository", "image.platforms", "image.tags"})
+
+
+def _without_argument_vars(env: Mapping[str, str] | None) -> dict[str, str]:
+    from compose_kfp.manifest.load import ENV_VARS
+
+    dropped = {var.name for var in ENV_VARS if var.key in _ARGUMENT_KEYS}
+    return {k: v for k, v in (os.environ if env is None else env).items() if k not in dropped}
 
 
 def extend_image(layout_or_ref: str | os.PathLike[str], include_paths: Sequence[IncludePath], *,

@@ -61,8 +61,10 @@ def test_build_image_pushes_the_image_the_cli_builds(registry, base_image, uniqu
     repository = f"{registry.host}/{unique_repo}"
     monkeypatch.chdir(src)
     events = []
+    monkeypatch.setenv("COMPOSE_KFP_REPOSITORY", "oci:elsewhere")  # for kfp.toml projects: the argument wins
     ref = compose_kfp.build_image(base_image.reference, ["pkg", ("notes.txt", "/etc/notes.txt")], repository,
                                   tags=["v1"], name="img", progress=lambda *e: events.append(e))
+    monkeypatch.delenv("COMPOSE_KFP_REPOSITORY")
     assert ref.startswith(repository + "@sha256:") and len(ref.split("@sha256:")[1]) == 64
     assert {e[0] for e in events} >= {"upload"} and all(e[2] <= e[3] or not e[3] for e in events)
     assert capsys.readouterr() == ("", "")  # the API never prints
@@ -205,3 +207,44 @@ def test_errors_are_the_cli_errors(tmp_path, twin_projects):
         api.save_component("bad.py:f", image="x@sha256:" + "a" * 64, root=tmp_path)
     with pytest.raises(ConfigError, match=r"nowhere/kfp.toml: no such file"):
         api.plan(tmp_path / "nowhere" / "kfp.toml", progress=None)
+
+
+@pytest.mark.slow
+def test_a_notebook_builds_pushes_and_saves_a_component_with_the_api(registry, base_image, unique_repo, tmp_path,
+                                                                      monkeypatch):
+    """The thesis's workflow: a notebook cell calls build_image and save_component (executed with papermill)."""
+    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("ipykernel")
+    from tests.fixtures.notebooks import write_notebook
+
+    project = write_project(tmp_path / "proj", base=base_image.reference, repository="unused", pipeline=False)
+    repository = f"{registry.host}/{unique_repo}"
+    write_notebook(project / "build.ipynb", [
+        ("markdown", "# Build from a notebook"),
+        ("code", 'base: str = ""\nrepository: str = ""', ["parameters"]),
+        ("code", "import compose_kfp\n\nref = compose_kfp.build_image(base, [\"src\", \"data\"], repository, "
+                 "tags=[\"nb\"], name=\"img\")\nprint(ref)"),
+        ("code", "path = compose_kfp.save_component(\"src/model.py:train\", image=ref, output=\"out/train.yaml\")\n"
+                 "print(path)\nspec = compose_kfp.load_component(path)\nassert spec.image == ref"),
+    ])
+    monkeypatch.setenv("PYTHONPATH", str(Path(compose_kfp.__file__).parents[1]))  # the kernel imports this tree
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(project / "build.ipynb"), str(out), cwd=str(project), kernel_name="python3",
+                               parameters={"base": base_image.reference, "repository": repository},
+                               progress_bar=False)
+    executed = json.loads(out.read_text())
+    printed = ["".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", [])
+               if o.get("name") == "stdout"]
+    assert not any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))
+    ref, path = printed[0].strip(), Path(printed[1].strip())
+    assert ref.startswith(repository + "@sha256:") and path == project / "out" / "train.yaml"
+    # the same image as the CLI builds from the same files, and the component file apply would render
+    cli = _cli_image_project(tmp_path / "cli", base_image.reference, repository,
+                             {str(project / "src"): "/app/src", str(project / "data"): "/app/data"}, tags=["nb"])
+    code, out_text, err = run("-C", str(cli), "apply", "-y", "--print-reference")
+    assert code == 0 and out_text.strip() == ref, err
+    import yaml
+
+    container = yaml.safe_load(path.read_text())["implementation"]["container"]
+    assert container["image"] == ref and container["command"] == ["python3", "-m", "compose_kfp.runtime",
+                                                                  "src/model.py:train"]

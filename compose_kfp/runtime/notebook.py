@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from compose_kfp.runtime.entrypoint import StepFailure, UsageError, _convert_inputs, _output_paths, _write_one
-from compose_kfp.runtime.entrypoint import parse_args
+from compose_kfp.runtime.entrypoint import main as entrypoint_main, parse_args
 from compose_kfp.runtime.signature import Output, Parameter, Signature, SignatureError
 
 __all__ = ["NOTEBOOK_MODULE", "NOTEBOOK_OUTPUT", "NotebookError", "analyze_notebook", "main", "write_outputs"]
@@ -422,15 +422,7 @@ def run(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status (0, 1 or 2) instead of raising."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except UsageError as exc:
-        _log("error: {}".format(exc))
-        return 2
-    except StepFailure as exc:
-        _log("error: {}".format(exc))
-        return 1
+    return entrypoint_main(argv, runner=run, log=_log)
 
 
 if __name__ == "__main__":

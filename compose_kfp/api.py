@@ -88,7 +88,11 @@ def _notebook_bars() -> contextlib.AbstractContextManager[Progress | None]:
     if shell is None or "ipykernel" not in sys.modules:
         return contextlib.nullcontext(None)
     try:
-        from tqdm.auto import tqdm
+        import warnings
+
+        with warnings.catch_warnings():  # without ipywidgets tqdm.auto draws text bars and warns about it
+            warnings.simplefilter("ignore")
+            from tqdm.auto import tqdm
     except ImportError:
         tqdm = None
     if tqdm is not None:

@@ -4,6 +4,7 @@ inputs: the same digests, the same rendered files, the same ``--json`` data, the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import textwrap
@@ -237,6 +238,11 @@ def test_a_notebook_builds_pushes_and_saves_a_component_with_the_api(registry, b
                if o.get("name") == "stdout"]
     assert not any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))
     ref, path = printed[0].strip(), Path(printed[1].strip())
+    # in the kernel the default progress="auto" drew bars (tqdm), in the cell's output, not on the test's stdout
+    cell = next(c for c in executed["cells"] if "build_image" in "".join(c["source"]))
+    shown = "".join("".join(o.get("text", "")) for o in cell["outputs"] if o.get("name") == "stderr")
+    assert re.search(r"uploading sha256:[0-9a-f]{12}…: 100%", shown), shown
+    assert "TqdmWarning" not in shown
     assert ref.startswith(repository + "@sha256:") and path == project / "out" / "train.yaml"
     # the same image as the CLI builds from the same files, and the component file apply would render
     cli = _cli_image_project(tmp_path / "cli", base_image.reference, repository,

@@ -23,6 +23,8 @@ Exit codes (documented in the README, stable across releases):
 
 from __future__ import annotations
 
+from typing import Any
+
 from compose_kfp.oci import errors as oci_errors
 
 
@@ -151,6 +153,18 @@ def from_oci(error: oci_errors.OCIError, context: str | None = None, *, input_im
         if cls in _OCI_KINDS:
             return _OCI_KINDS[cls](message)
     return ComposeError(message)
+
+
+def located(error: ComposeError | oci_errors.OCIError, loaded: Any = None) -> ComposeError:
+    """``error`` as one of ours (:func:`from_oci`), in the ``kfp.toml:LINE: KEY:`` form when it is about a key of
+    ``loaded`` (a :class:`~compose_kfp.manifest.load.LoadedManifest`, through its ``locate``; ``None``: no manifest
+    loaded yet): what the CLI prints and what the Python API raises, so both name the same file, line and key.
+
+    Returns:
+        ``error`` itself when it is already ours and not about a key of ``loaded``, else a new error (not raised).
+    """
+    ours = from_oci(error) if isinstance(error, oci_errors.OCIError) else error
+    return loaded.locate(ours) if loaded is not None else ours
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -480,13 +480,17 @@ class Toleration(_Model):
 
 
 class StepConfig(_Model):
-    """``[steps.NAME]``: a Python function or a third-party component file."""
+    """``[steps.NAME]``: a Python function, a Jupyter notebook or a third-party component file."""
 
     function: str | None = Field(
         default=None, description="`path/to/file.py:function`, relative to kfp.toml; run by the in-image runtime."
     )
     component: str | None = Field(
         default=None, description="Path to a KFP component YAML file (v1, or a single-container v2 file)."
+    )
+    notebook: str | None = Field(
+        default=None, description="`path/to/analysis.ipynb`, relative to kfp.toml: a Jupyter notebook run with "
+        "papermill; the cell tagged `parameters` gives the typed inputs, a cell tagged `outputs` the outputs."
     )
     description: str | None = Field(default=None, description="Overrides the docstring's first paragraph.")
     resources: Resources | None = Field(default=None, description="CPU, memory and GPU.")
@@ -512,18 +516,35 @@ class StepConfig(_Model):
             raise ValueError(f"expected `path/to/file.py:function_name`, got {v!r}")
         return v
 
+    @field_validator("notebook")
+    @classmethod
+    def _notebook(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith(".ipynb"):
+            raise ValueError(f"expected `path/to/notebook.ipynb`, got {v!r}")
+        return _check_relative_path(v, "`notebook`") if v is not None else v
+
     @model_validator(mode="after")
     def _function_or_component(self) -> "StepConfig":
-        if (self.function is None) == (self.component is None):
-            raise ValueError("a step needs exactly one of `function` or `component`")
+        if [self.function, self.component, self.notebook].count(None) != 2:
+            raise ValueError("a step needs exactly one of `function`, `notebook` or `component`")
         if self.component is not None and (self.requirements or self.layers):
-            raise ValueError("`requirements` and `layers` only apply to `function` steps; "
+            raise ValueError("`requirements` and `layers` only apply to `function` and `notebook` steps; "
                              "a component file brings its own image")
         return self
 
     @property
+    def builds_image(self) -> bool:
+        """The step runs in an image compose-kfp builds (a ``function`` or ``notebook`` step)."""
+        return self.component is None
+
+    @property
+    def step_file(self) -> str | None:
+        """The file the image must hold at ``<workdir>/<file>``: :attr:`function_file` or :attr:`notebook`."""
+        return self.function_file or self.notebook
+
+    @property
     def function_file(self) -> str | None:
-        """The ``path/to/file.py`` part of :attr:`function`, or ``None`` for a component step."""
+        """The ``path/to/file.py`` part of :attr:`function`, or ``None`` for a component or notebook step."""
         return self.function.rpartition(":")[0] if self.function else None
 
     @property
@@ -647,7 +668,7 @@ class Manifest(_Model):
     project: ProjectConfig = Field(description="The project: its name and description.")
     image: ImageSettings = Field(description="The image: base, destination, layers, credentials.")
     steps: dict[StepName, StepConfig] = Field(
-        default_factory=dict, description="Pipeline steps by name: Python functions or component files."
+        default_factory=dict, description="Pipeline steps by name: Python functions, notebooks or component files."
     )
     pipeline: PipelineConfig | None = Field(
         default=None, description="How the steps are wired into a pipeline; without it only components are rendered."

@@ -430,6 +430,12 @@ class ApplyOutcome:
     result: ApplyResult | None = None
     cancelled: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``apply --json`` and the Python API: ``{"plan": Plan.to_dict(), "result":
+        ApplyResult.to_dict() or None (nothing applied), "changed": whether anything was written}``."""
+        return {"plan": self.plan.to_dict(), "result": self.result.to_dict() if self.result is not None else None,
+                "changed": self.result.changed if self.result is not None else False}
+
 
 def _no_progress() -> ContextManager[Progress | None]:
     return contextlib.nullcontext(None)

@@ -14,10 +14,13 @@ Layer order, base first:
 
 1. ``runtime``: the in-image step runtime (:func:`compose_kfp.runtime.runtime_files`)
    under ``/opt/compose-kfp``. **Decision:** it is added to an image exactly when a
-   ``function`` step runs in it (so always for step images, and for ``main``
-   when some function step uses it). An image that no Python step runs in
+   ``function`` or ``notebook`` step runs in it (so always for step images, and for ``main``
+   when some such step uses it). An image that no Python step runs in
    (a base image built from a ``rootfs`` layer, say) stays free of it. It sits
    lowest because it changes only when compose-kfp is upgraded.
+1b. ``notebook-runtime``: when a ``notebook`` step runs in the image, a requirements layer of
+   :data:`compose_kfp.steps.notebook.NOTEBOOK_REQUIREMENTS` (papermill, nbclient, ipykernel), built and cached
+   like any requirements layer; it too changes only with compose-kfp.
 2. the ``[[image.layers]]`` entries, in file order (``requirements`` via
    :mod:`compose_kfp.build.deps`, ``paths``, ``rootfs``);
 3. for a step image: ``<step>-deps`` for the step's ``requirements``, then the
@@ -51,6 +54,7 @@ from compose_kfp.build.spec import MAIN_IMAGE, RUNTIME_LAYER, ImageSpec, LayerSp
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.fences import exclusions, owned_paths
 from compose_kfp.schema import LayerConfig, Manifest, PathMapping
+from compose_kfp.steps.notebook import NOTEBOOK_LAYER, NOTEBOOK_REQUIREMENTS
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,12 @@ def requirements_layer(name: str, requirements: str, where: str, ignore: tuple[s
         return LayerSpec(name, "requirements", requirements=str(lock), locked_from=requirements, ignore=ignore,
                          where=where)
     return LayerSpec(name, "requirements", requirements=requirements, ignore=ignore, where=where)
+
+
+def notebook_layer() -> LayerSpec:
+    """The requirements layer that lets an image run notebook steps (papermill, nbclient, ipykernel)."""
+    return LayerSpec(name=NOTEBOOK_LAYER, kind="requirements", requirements=str(NOTEBOOK_REQUIREMENTS),
+                     where="(notebook runtime)")
 
 
 def _layer_spec(layer: LayerConfig, root: Path, workdir: str, where: str, owned: tuple[str, ...] = ()) -> LayerSpec:
@@ -121,7 +131,7 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
     owned = owned_paths(manifest, root)
     shared = tuple(_layer_spec(layer, root, img.workdir, f"image.layers.{i}", owned)
                    for i, layer in enumerate(img.layers or ()))
-    function_steps = [n for n, s in manifest.steps.items() if s.function]
+    function_steps = [n for n, s in manifest.steps.items() if s.builds_image]
     own = [n for n in function_steps if manifest.steps[n].requirements or manifest.steps[n].layers]
     main_steps = tuple(n for n in function_steps if n not in own)
     common = dict(
@@ -131,9 +141,19 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
         python=img.python, libc=img.libc, index_url=img.index_url, extra_index_urls=tuple(img.extra_index_urls),
     )
     runtime = (runtime_layer(),)
-    images = [ImageSpec(name=MAIN_IMAGE, steps=main_steps, layers=(runtime if main_steps else ()) + shared,
-                        **common)]
-    shared_names = {layer.name for layer in shared} | {RUNTIME_LAYER}
+    notebook = (notebook_layer(),)
+
+    def runtimes(steps: tuple[str, ...]) -> tuple[LayerSpec, ...]:
+        if not steps:
+            return ()
+        return runtime + (notebook if any(manifest.steps[n].notebook for n in steps) else ())
+
+    images = [ImageSpec(name=MAIN_IMAGE, steps=main_steps, layers=runtimes(main_steps) + shared, **common)]
+    shared_names = {layer.name for layer in shared} | {RUNTIME_LAYER, NOTEBOOK_LAYER}
+    for layer in shared:
+        if layer.name == NOTEBOOK_LAYER:
+            raise ConfigError(f"{layer.where}: layer name {NOTEBOOK_LAYER!r} is reserved for the layer that runs "
+                              "notebook steps; give the layer another name")
     for name in own:
         step = manifest.steps[name]
         extra: list[LayerSpec] = []
@@ -150,8 +170,8 @@ def desired_images(manifest: Manifest, root: Path | str) -> tuple[ImageSpec, ...
                 )
         if name == MAIN_IMAGE:
             raise ConfigError(f"steps.{name}: a step with its own image cannot be called {MAIN_IMAGE!r}; rename it")
-        images.append(ImageSpec(name=name, steps=(name,), layers=runtime + shared + tuple(extra), **common))
+        images.append(ImageSpec(name=name, steps=(name,), layers=runtimes((name,)) + shared + tuple(extra), **common))
     return tuple(images)
 
 
-__all__ = ["desired_images", "runtime_layer"]
+__all__ = ["desired_images", "notebook_layer", "runtime_layer"]

@@ -20,6 +20,7 @@ from compose_kfp.build.images import desired_images
 from compose_kfp.build.observe import deps_target, resolve_base
 from compose_kfp.build.requirements import lock_file_for
 from compose_kfp.build.statedir import ProjectState
+from compose_kfp.steps.notebook import NOTEBOOK_LAYER
 
 if TYPE_CHECKING:
     from compose_kfp.manifest.project import Project
@@ -70,8 +71,8 @@ def lock_project_requirements(project: Project,
         for image in images:
             for spec in image.layers:
                 source = spec.locked_from or spec.requirements  # the file kfp.toml names, not its lock
-                if spec.kind != "requirements" or source in seen:
-                    continue
+                if spec.kind != "requirements" or source in seen or spec.name == NOTEBOOK_LAYER:
+                    continue  # the notebook layer's requirements are compose-kfp's own file, pinned there
                 seen.add(source)  # type: ignore[arg-type]
                 if bases is None:
                     bases = resolve_base(first.base, [platform], registries, ProjectState(project.root))

@@ -19,7 +19,7 @@ import typer
 from typer.exceptions import TyperException
 
 from compose_kfp.cli.app import Session, Settings, _CtrlC, app
-from compose_kfp.errors import ComposeError, exit_code_for, from_oci
+from compose_kfp.errors import ComposeError, exit_code_for, located
 from compose_kfp.oci.errors import OCIError
 
 
@@ -92,12 +92,8 @@ def _json(session: Session) -> bool:
 
 
 def _located(error: ComposeError | OCIError, settings: Settings | None) -> ComposeError:
-    """``error`` as one of ours (:func:`~compose_kfp.errors.from_oci`), in the ``kfp.toml:LINE: KEY:`` form when
-    it is about a key of the manifest the command loaded
-    (:meth:`~compose_kfp.manifest.load.LoadedManifest.locate`: registry, layer and graph errors alike)."""
-    ours = from_oci(error) if isinstance(error, OCIError) else error
-    loaded = settings.loaded if settings is not None else None
-    return loaded.locate(ours) if loaded is not None else ours
+    """``error`` located in the manifest the command loaded (:func:`compose_kfp.errors.located`)."""
+    return located(error, settings.loaded if settings is not None else None)
 
 
 def _print_error(session: Session, message: str, error: BaseException, code: int) -> None:

@@ -200,15 +200,13 @@ def apply(
         raise typer.Exit(1)
     if result is None:
         if as_json:
-            settings.result.print(json.dumps({"plan": p.to_dict(), "result": None, "changed": False}, indent=2,
-                                             sort_keys=True), markup=False)
+            settings.result.print(json.dumps(outcome.to_dict(), indent=2, sort_keys=True), markup=False)
         else:
             out.print("Nothing to do: nothing uploaded.", markup=False)
             _print_references(settings, p, print_reference)
         return
     if as_json:
-        settings.result.print(json.dumps({"plan": p.to_dict(), "result": result.to_dict(),
-                                          "changed": result.changed}, indent=2, sort_keys=True), markup=False)
+        settings.result.print(json.dumps(outcome.to_dict(), indent=2, sort_keys=True), markup=False)
         return
     if result.uploaded:
         out.print(f"Uploaded {len(result.uploaded)} blob(s), {human_bytes(result.uploaded_bytes)}"

@@ -58,6 +58,8 @@ def check_files(manifest: Manifest, root: Path, problems: "Problems", *, check_l
     for name, step in manifest.steps.items():
         if step.function_file:
             must_exist(("steps", name, "function"), step.function_file, "file")
+        if step.notebook:
+            must_exist(("steps", name, "notebook"), step.notebook, "file")
         if step.component:
             must_exist(("steps", name, "component"), step.component, "file")
         if step.requirements:

@@ -89,6 +89,8 @@ def named_paths(manifest: Manifest, root: Path, *, layers_defaulted: bool = Fals
         if step.function_file:
             yield Named(base + ("function",), step.function_file, _real(root, step.function_file),
                         f"the file of step {name!r}")
+        if step.notebook:
+            yield Named(base + ("notebook",), step.notebook, _real(root, step.notebook), f"the notebook of step {name!r}")
         if step.component:
             yield Named(base + ("component",), step.component, _real(root, step.component), "a component file")
         if step.requirements:

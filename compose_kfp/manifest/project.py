@@ -125,7 +125,8 @@ def _check_step_files(manifest: Manifest, root: Path) -> None:
 
     for image in desired_images(manifest, root):
         for step_name in image.steps:
-            file = manifest.steps[step_name].function_file
+            step = manifest.steps[step_name]
+            file = step.step_file or ""
             target = posixpath.normpath(posixpath.join(image.workdir, file))
             considered: list[str] = []
             reasons: list[str] = []
@@ -151,9 +152,11 @@ def _check_step_files(manifest: Manifest, root: Path) -> None:
             image_name = "the main image" if image.name == "main" else f"the step's own image {image.name!r}"
             why = "; ".join(reasons) if reasons else "no layer puts a file there"
             listed = "; ".join(considered) if considered else "none (the image has no paths/rootfs layer)"
+            key, runs = (("function", f"compose_kfp.runtime {file}:{step.function_name}") if step.function else
+                         ("notebook", f"compose_kfp.runtime.notebook {file}"))
             raise ConfigError(
-                f"steps.{step_name}.function: {file} is not in {image_name} at {target}, where the step runs it "
-                f"(`python3 -m compose_kfp.runtime {file}:{manifest.steps[step_name].function_name}` in "
+                f"steps.{step_name}.{key}: {file} is not in {image_name} at {target}, where the step runs it "
+                f"(`python3 -m {runs}` in "
                 f"{image.workdir}): {why}. Layers considered: {listed}. " + (
                     "Change the ignore patterns so that they keep it" if reasons else
                     f"Add the file (or its folder) to a layer's paths, e.g. paths = [{json.dumps(file.split('/')[0])}]")

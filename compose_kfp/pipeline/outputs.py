@@ -78,7 +78,7 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
     templates = (root / manifest.render.templates) if manifest.render.templates else None
     specs = {}
     for name, spec in project.components.items():
-        if manifest.steps[name].function and name not in images:
+        if manifest.steps[name].builds_image and name not in images:
             raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
         if name in images:
             spec = dataclasses.replace(spec, image=images[name])

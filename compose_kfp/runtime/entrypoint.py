@@ -40,7 +40,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from compose_kfp.runtime import marshal
 from compose_kfp.runtime.signature import Output, Parameter, Signature, SignatureError, analyze_file
@@ -330,14 +330,20 @@ def run(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (0, 1 or 2) instead of raising."""
+def main(argv: Optional[Sequence[str]] = None, runner: Optional[Callable[[Sequence[str]], int]] = None,
+         log: Optional[Callable[[str], None]] = None) -> int:
+    """Command-line entry point; returns the exit status (0, 1 or 2) instead of raising.
+
+    ``runner`` (default :func:`run`) and ``log`` (default: ``compose-kfp runtime: ...`` on stderr) let the
+    notebook runner (:mod:`compose_kfp.runtime.notebook`) share this exit-status mapping.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    log = log or _log
     try:
-        return run(args)
+        return (runner or run)(args)
     except UsageError as exc:
-        _log("error: {}".format(exc))
+        log("error: {}".format(exc))
         return 2
     except StepFailure as exc:
-        _log("error: {}".format(exc))
+        log("error: {}".format(exc))
         return 1

@@ -311,6 +311,10 @@ def step_components(manifest: Any, root: Path) -> dict[str, ComponentSpec]:
     for name, step in manifest.steps.items():
         if step.function is not None:
             spec = function_component(root, step.function, step_name=name)
+        elif step.notebook is not None:
+            from compose_kfp.steps.notebook import notebook_component
+
+            spec = notebook_component(root, step.notebook, step_name=name)
         else:
             file = root / step.component
             if not file.is_file():

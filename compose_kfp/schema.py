@@ -713,11 +713,6 @@ class SecretVolume(_Model):
         return v
 
 
-def _check_env_ref_names(env: dict[str, Any]) -> dict[str, Any]:
-    _check_env_names(env)
-    return env
-
-
 class TaskConfig(_Model):
     """``[pipeline.tasks.NAME]``: one use of a step in the pipeline."""
 
@@ -739,7 +734,7 @@ class TaskConfig(_Model):
         "the item with `{ item = true }` or a field of an object item with `{ item = \"FIELD\" }`.")
     parallelism: int | None = Field(default=None, gt=0, description="With `for_each`: at most this many "
                                     "iterations at once.")
-    env: Annotated[dict[str, EnvRef], AfterValidator(_check_env_ref_names)] = Field(
+    env: Annotated[dict[str, EnvRef], AfterValidator(_check_env_names)] = Field(
         default_factory=dict, description="Environment variables from Kubernetes Secrets and ConfigMaps, by "
         "reference only: `{ secret = ..., key = ... }` or `{ config_map = ..., key = ... }`.")
     secret_volumes: list[SecretVolume] = Field(default_factory=list, description="Kubernetes Secrets mounted "

@@ -27,7 +27,9 @@ Mapping from the graph:
   comparison of an ``and``; an ``or`` cannot be nested and is refused), a task whose upstream task may be
   skipped is placed in the same ``dsl.If`` block (KFP v2 skips a block as a whole); ``for_each`` ->
   ``dsl.ParallelFor`` (``parallelism``), ``collect`` -> ``dsl.Collected``; ``pipeline.on_exit`` ->
-  ``dsl.ExitHandler`` around every other task; task ``env`` and ``secret_volumes`` -> kfp-kubernetes
+  ``dsl.ExitHandler`` around every other task, its ``{ status = "pipeline" }`` input typed
+  ``PipelineTaskFinalStatus`` (KFP passes a JSON object, ``{"state": "SUCCEEDED", ...}``, where Argo passes
+  ``Succeeded``); task ``env`` and ``secret_volumes`` -> kfp-kubernetes
   ``use_secret_as_env``, ``use_config_map_as_env``, ``use_secret_as_volume`` (references only).
 """
 
@@ -202,9 +204,7 @@ def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mappi
             elif arg.source == "item":
                 kwargs[name] = getattr(item, arg.item_field) if arg.item_field else item
             elif arg.source == "status":
-                raise RenderError(f"{graph.manifest_path}: {arg.key}: KFP v2 gives the pipeline's final status only "
-                                  f"to Python components with a dsl.PipelineTaskFinalStatus parameter, not to a "
-                                  f"component file's input; render this pipeline for Argo, or drop the argument")
+                continue  # typed PipelineTaskFinalStatus by _adapt_types: KFP fills it in the exit task
             else:
                 kwargs[name] = _constant(graph, task, arg)
         kfp_task = component(**kwargs)
@@ -253,6 +253,9 @@ def _adapt_types(graph: TaskGraph, task: Task, doc: dict[str, Any]) -> dict[str,
     for arg in task.arguments:
         entry = inputs.get(arg.input)
         if entry is None or arg.from_default:
+            continue
+        if arg.source == "status":
+            entry["type"] = "PipelineTaskFinalStatus"
             continue
         if arg.uses_path and arg.uses_value and arg.source == "task":
             raise RenderError(f"{graph.manifest_path}: {arg.key}: input {arg.input!r} is read both as a value and "

@@ -50,6 +50,11 @@ step = "square"
 for_each = [4, 5]
 args.x = { item = true }
 
+[pipeline.tasks.square_field]
+step = "square"
+for_each = [{ x = 2 }, { x = 3 }]
+args.x = { item = "x" }
+
 [pipeline.tasks.numbers]
 step = "numbers"
 
@@ -91,6 +96,8 @@ def test_argo_workflow_has_when_loops_depends_and_on_exit(tmp_path, argo_workflo
     assert dag["after-deploy"]["depends"] == "deploy.Succeeded"  # a skipped deploy skips (omits) it
     assert all("dependencies" not in t for t in dag.values())
     assert dag["square-literal"]["withItems"] == [4, 5]
+    assert dag["square-field"]["withItems"] == [{"x": 2}, {"x": 3}]
+    assert dag["square-field"]["arguments"]["parameters"] == [{"name": "x", "value": "{{item.x}}"}]
     assert dag["square-output"]["withParam"] == "{{tasks.numbers.outputs.parameters.output}}"
     # parallelism: the loop runs in a DAG template of its own that limits it and re-exports the aggregate
     assert dag["square"]["template"] == "square-loop"
@@ -145,11 +152,14 @@ def without_status(pipeline: str) -> str:
 
 
 def test_kfp_pipeline_nests_if_parallel_for_collected_and_exit_handler(tmp_path):
-    project, graph = graph_of(tmp_path, without_status(PIPELINE))
+    project, graph = graph_of(tmp_path)
     spec, platform = compile_kfp(graph, project, tmp_path)
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"exit-handler-1", "notify"}
     assert root["notify"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert root["notify"]["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+    assert spec["components"]["comp-notify"]["inputDefinitions"]["parameters"]["status"]["parameterType"] == \
+        "TASK_FINAL_STATUS"
     comps = spec["components"]
     body = comps["comp-exit-handler-1"]["dag"]["tasks"]
     conditions = [t for t in body.values() if "triggerPolicy" in t and "condition" in t["triggerPolicy"]]
@@ -165,6 +175,11 @@ def test_kfp_pipeline_nests_if_parallel_for_collected_and_exit_handler(tmp_path)
     loops = {t["taskInfo"]["name"]: t for t in body.values() if "parameterIterator" in t}
     assert {t["parameterIterator"]["itemInput"] for t in loops.values()} >= {"pipelinechannel--ns-loop-item"}
     assert any(t.get("iteratorPolicy", {}).get("parallelismLimit") == 2 for t in loops.values())
+    field_loop = next(t for t in loops.values() if t["taskInfo"]["name"].startswith("for-loop")
+                      and t["parameterIterator"]["items"].get("raw") == '[{"x": 2}, {"x": 3}]')
+    field_body = comps[field_loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert field_body["square-field"]["inputs"]["parameters"]["x"]["parameterExpressionSelector"] == \
+        'parseJson(string_value)["x"]'
     summarize = body["summarize"]["inputs"]["parameters"]["values"]
     assert "taskOutputParameter" in summarize  # dsl.Collected of the loop's output
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -188,8 +203,6 @@ def test_secrets_are_references_only_in_every_rendered_file(tmp_path, monkeypatc
     ('{ not = { param = "mode", op = "==", value = "9" } }',
      '{ any = [{ param = "mode", op = "==", value = "9" }, { param = "mode", op = "==", value = "8" }] }',
      "KFP v2 nests dsl.If blocks, which makes `all` (and) but not `any` (or)"),
-    ('args.status = "done"', 'args.status = { status = "pipeline" }',
-     "KFP v2 gives the pipeline's final status only to Python components"),
 ])
 def test_what_kfp_v2_cannot_express_is_a_render_error(tmp_path, old, new, message):
     pipeline = without_status(PIPELINE)

@@ -50,7 +50,12 @@ Executors (``executor=``):
     chroot when running as root.
 
 Independent tasks run in parallel, at most ``max_parallel`` at a time, started in
-graph order. A task that fails (non-zero exit, missing output, timeout, image
+graph order. Control flow follows the rendered Workflow (:mod:`compose_kfp.localrun.control`): a task
+is decided once every task it depends on has finished; a false ``when`` skips it (and, through the
+``depends`` rules, its dependents); a ``for_each`` task runs one iteration per item (at most its
+``parallelism`` and ``max_parallel`` at once), each in ``<run_dir>/<task>/<index>/``, and its result
+holds one result per iteration; an empty list skips it and its collectors get ``[]``; the exit handler
+runs last with the status ``Succeeded`` or ``Failed``. A task that fails (non-zero exit, missing output, timeout, image
 that cannot be fetched) makes every task downstream of it ``skipped``; the
 other tasks still run. Task failures are reported in the :class:`~compose_kfp.localrun.results.RunResult`,
 never raised; the CLI turns a failed run into :class:`~compose_kfp.errors.RunError`

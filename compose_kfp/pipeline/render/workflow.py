@@ -26,6 +26,13 @@ The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
 - with ``pipeline.data_passing = "volume"`` files stay on one volume per workflow
   (``volumeClaimTemplates``) mounted at ``/mnt/compose-kfp``; each task writes under
   ``/mnt/compose-kfp/<task>/`` and consumers receive the upstream path as a parameter;
+- with control flow (:attr:`TaskGraph.has_control_flow <compose_kfp.pipeline.graph.TaskGraph.has_control_flow>`)
+  every DAG task has ``depends`` instead of ``dependencies`` (``x.Succeeded``, see ``_Builder._depends``),
+  a condition becomes ``when`` (:func:`compose_kfp.pipeline.conditions.argo_expression`), ``for_each``
+  ``withItems``/``withParam`` (with ``parallelism``, inside a DAG template of its own), a collected output
+  the aggregated ``{{tasks.T.outputs.parameters.P}}``, the exit handler a DAG template named by ``onExit``;
+  task ``env`` references become ``valueFrom.secretKeyRef``/``configMapKeyRef``, ``secret_volumes`` template
+  ``volumes`` mounted read-only;
 - placeholders are resolved with :func:`compose_kfp.steps.placeholders.resolve_command_line`,
   the same resolver the local runner uses; literal strings in third-party commands
   (``{{workflow.uid}}``) pass through unchanged.

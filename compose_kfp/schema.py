@@ -560,10 +560,42 @@ class ParamRef(_Model):
 
 
 class TaskOutputRef(_Model):
-    """An argument taken from another task's output: ``{ task = "load", output = "train_set" }``."""
+    """An argument taken from another task's output: ``{ task = "load", output = "train_set" }``.
+
+    With ``collect = true`` the task is a ``for_each`` loop and the argument is the list of
+    that output's values over all iterations (fan-in; Argo's aggregated output parameter,
+    KFP's ``dsl.Collected``).
+    """
 
     task: str = Field(description="Name of a task of `[pipeline.tasks]`.")
     output: str = Field(description="Name of an output of that task's step.")
+    collect: bool = Field(default=False, description="The task is a `for_each` loop: pass the list of this output's "
+                                                     "values over all its iterations (fan-in), `[]` when it ran none.")
+
+
+class ItemRef(_Model):
+    """An argument taken from the current ``for_each`` item: ``{ item = true }``, or a field of an object item ``{ item = "lr" }``."""
+
+    item: bool | str = Field(description="`true` for the whole item of the task's `for_each`, or the name of a "
+                                         "field of an object (table) item.")
+
+    @field_validator("item")
+    @classmethod
+    def _item(cls, v: bool | str) -> bool | str:
+        if v is False:
+            raise ValueError("`item = false` means nothing; write `item = true` for the item or "
+                             "`item = \"FIELD\"` for a field of an object item")
+        if isinstance(v, str) and not _IDENTIFIER.match(v):
+            raise ValueError(f"expected a field name (letters, digits, `_`), got {v!r}")
+        return v
+
+
+class StatusRef(_Model):
+    """An argument of the exit handler: the pipeline's final status, ``{ status = "pipeline" }``
+    (``Succeeded``, ``Failed`` or ``Error``, Argo's ``{{workflow.status}}``)."""
+
+    status: Literal["pipeline"] = Field(description="`\"pipeline\"`: the final status of the pipeline "
+                                                    "(`Succeeded`, `Failed` or `Error`); only in the `pipeline.on_exit` task.")
 
 
 class LiteralValue(_Model):
@@ -572,7 +604,8 @@ class LiteralValue(_Model):
     value: JsonValue = Field(description="The literal: any TOML value, a table included.")
 
 
-_ARG_MARKERS = {"param": "ParamRef", "task": "TaskOutputRef", "value": "LiteralValue"}
+_ARG_MARKERS = {"param": "ParamRef", "task": "TaskOutputRef", "value": "LiteralValue", "item": "ItemRef",
+                "status": "StatusRef"}
 
 
 def _arg_tag(value: Any) -> str | None:
@@ -590,6 +623,8 @@ ArgValue = Annotated[
         Annotated[ParamRef, Tag("ParamRef")],
         Annotated[TaskOutputRef, Tag("TaskOutputRef")],
         Annotated[LiteralValue, Tag("LiteralValue")],
+        Annotated[ItemRef, Tag("ItemRef")],
+        Annotated[StatusRef, Tag("StatusRef")],
         Annotated[bool, Tag("bool")],
         Annotated[int, Tag("int")],
         Annotated[float, Tag("float")],
@@ -600,9 +635,106 @@ ArgValue = Annotated[
         _arg_tag,
         custom_error_type="argument",
         custom_error_message='expected a literal (string, number, boolean, array), { param = "..." }, '
-        '{ task = "...", output = "..." } or { value = ... } for a literal table',
+        '{ task = "...", output = "..." }, { item = true }, { status = "pipeline" } or { value = ... } for a '
+        'literal table',
     ),
 ]
+
+
+#: Comparison operators of a condition (``when``), as Argo's ``when`` (govaluate) and KFP's ``dsl.If`` write them.
+Operator = Literal["==", "!=", "<", "<=", ">", ">="]
+#: The constant side of a comparison: a TOML scalar, or ``{ param = ... }``.
+ConditionValue = Union[bool, int, float, str, ParamRef]
+
+
+class Condition(_Model):
+    """A condition (``when``): one comparison, or ``all``/``any``/``not`` of conditions.
+
+    A comparison names what is compared (``param``, or ``task`` + ``output``), ``op`` and
+    ``value`` (a constant or ``{ param = ... }``): ``{ task = "evaluate", output = "accuracy",
+    op = ">", value = { param = "threshold" } }``. Strings compare as strings, numbers as numbers.
+    """
+
+    param: str | None = Field(default=None, description="Compare this pipeline param (a key of `[pipeline.params]`).")
+    task: str | None = Field(default=None, description="Compare an output of this task (with `output`).")
+    output: str | None = Field(default=None, description="The output of `task` to compare.")
+    op: Operator | None = Field(default=None, description="The comparison: `==`, `!=`, `<`, `<=`, `>`, `>=`.")
+    value: ConditionValue | None = Field(default=None, description="What to compare with: a constant (string, "
+                                         "number, boolean) or `{ param = ... }`.")
+    all: list["Condition"] | None = Field(default=None, description="True when every condition in the list is (and).")
+    any: list["Condition"] | None = Field(default=None, description="True when at least one condition in the list "
+                                                                   "is (or).")
+    not_: "Condition | None" = Field(default=None, alias="not", description="True when this condition is not.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "Condition":
+        compare = [k for k in ("param", "task", "output", "op", "value") if getattr(self, k) is not None]
+        logical = [k for k, v in (("all", self.all), ("any", self.any), ("not", self.not_)) if v is not None]
+        if logical and compare or len(logical) > 1:
+            raise ValueError("a condition is one comparison ({ param|task = ..., op = ..., value = ... }) or one "
+                             f"of `all`, `any`, `not`; got {', '.join(logical + compare)}")
+        if logical:
+            if (self.all is not None and not self.all) or (self.any is not None and not self.any):
+                raise ValueError(f"`{logical[0]}` needs at least one condition")
+            return self
+        if (self.param is None) == (self.task is None):
+            raise ValueError("a comparison names exactly one of `param` or `task` (with `output`)")
+        if self.task is not None and self.output is None:
+            raise ValueError("a comparison of a task names its `output`")
+        if self.param is not None and self.output is not None:
+            raise ValueError("`output` goes with `task`, not with `param`")
+        if self.op is None or self.value is None:
+            raise ValueError("a comparison needs `op` (==, !=, <, <=, >, >=) and `value`")
+        return self
+
+
+class SecretKeyRef(_Model):
+    """An environment variable from a key of a Kubernetes Secret: ``{ secret = "db", key = "password" }``."""
+
+    secret: str = Field(description="Name of the Kubernetes Secret.")
+    key: str = Field(description="Key in the Secret.")
+
+
+class ConfigMapKeyRef(_Model):
+    """An environment variable from a key of a Kubernetes ConfigMap: ``{ config_map = "settings", key = "region" }``."""
+
+    config_map: str = Field(description="Name of the Kubernetes ConfigMap.")
+    key: str = Field(description="Key in the ConfigMap.")
+
+
+def _env_ref_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "secret" in value and "config_map" not in value:
+            return "SecretKeyRef"
+        if "config_map" in value and "secret" not in value:
+            return "ConfigMapKeyRef"
+    return None
+
+
+EnvRef = Annotated[
+    Union[Annotated[SecretKeyRef, Tag("SecretKeyRef")], Annotated[ConfigMapKeyRef, Tag("ConfigMapKeyRef")]],
+    Discriminator(
+        _env_ref_tag,
+        custom_error_type="env_reference",
+        custom_error_message='a task\'s env takes references only: { secret = "NAME", key = "KEY" } or '
+        '{ config_map = "NAME", key = "KEY" }; a literal value is refused here (it is not shown) because it would '
+        'be written in clear into the rendered files. Put plain settings in [steps.NAME] env',
+    ),
+]
+
+
+class SecretVolume(_Model):
+    """A Kubernetes Secret mounted as files: ``{ secret = "tls", mount_path = "/etc/tls" }`` (one file per key)."""
+
+    secret: str = Field(description="Name of the Kubernetes Secret.")
+    mount_path: str = Field(description="Absolute folder in the container; each key of the Secret becomes a file.")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, v: str) -> str:
+        if not v.startswith("/") or v == "/":
+            raise ValueError(f"expected an absolute folder other than `/`, got {v!r}")
+        return v
 
 
 class TaskConfig(_Model):
@@ -615,11 +747,57 @@ class TaskConfig(_Model):
         "or `{value = ...}` for a literal table.",
     )
     after: list[str] = Field(default_factory=list, description="Tasks that must finish first (besides data dependencies).")
+    when: Condition | None = Field(default=None, description="Run the task only when this condition holds; "
+                                   "otherwise it is skipped, and so are the tasks that depend on it.")
+    when_upstream_skipped: Literal["skip", "run"] = Field(
+        default="skip", description="What to do when a task this one runs `after` was skipped by its condition: "
+        "`skip` this task too, or `run` it anyway (a task reading a skipped task's output cannot run).")
+    for_each: Union[ParamRef, TaskOutputRef, list] | None = Field(
+        default=None, description="Run the task once per item (fan-out): a literal array, `{ param = ... }` "
+        "(a list param) or `{ task = ..., output = ... }` (an upstream output typed as a list). Arguments take "
+        "the item with `{ item = true }` or a field of an object item with `{ item = \"FIELD\" }`.")
+    parallelism: int | None = Field(default=None, gt=0, description="With `for_each`: at most this many "
+                                    "iterations at once.")
+    env: Annotated[dict[str, EnvRef], AfterValidator(_check_env_names)] = Field(
+        default_factory=dict, description="Environment variables from Kubernetes Secrets and ConfigMaps, by "
+        "reference only: `{ secret = ..., key = ... }` or `{ config_map = ..., key = ... }`.")
+    secret_volumes: list[SecretVolume] = Field(default_factory=list, description="Kubernetes Secrets mounted "
+                                               "as files.")
+
+    @field_validator("for_each", mode="before")
+    @classmethod
+    def _for_each(cls, v: Any) -> Any:
+        if isinstance(v, dict) and not ("param" in v or "task" in v):
+            raise ValueError('expected an array, { param = "..." } or { task = "...", output = "..." }')
+        return v
+
+    @model_validator(mode="after")
+    def _loop_settings(self) -> "TaskConfig":
+        if self.parallelism is not None and self.for_each is None:
+            raise ValueError("`parallelism` limits the iterations of `for_each`; this task has no `for_each`")
+        if isinstance(self.for_each, TaskOutputRef) and self.for_each.collect:
+            raise ValueError("`for_each` takes the upstream output as it is; `collect` belongs to arguments")
+        return self
 
     def dependencies(self) -> list[str]:
         """Names of the tasks this one waits for: data dependencies (in argument order), then ``after``; no repeats."""
-        deps = [a.task for a in self.args.values() if isinstance(a, TaskOutputRef)] + list(self.after)
+        refs = [a.task for a in self.args.values() if isinstance(a, TaskOutputRef)]
+        if isinstance(self.for_each, TaskOutputRef):
+            refs.append(self.for_each.task)
+        refs += [c.task for c in _comparisons(self.when) if c.task is not None]
+        deps = refs + list(self.after)
         return list(dict.fromkeys(deps))
+
+
+def _comparisons(condition: Condition | None) -> list[Condition]:
+    """The comparisons of ``condition``, depth first (none for ``None``)."""
+    if condition is None:
+        return []
+    if condition.all is not None or condition.any is not None:
+        return [c for inner in (condition.all or condition.any or []) for c in _comparisons(inner)]
+    if condition.not_ is not None:
+        return _comparisons(condition.not_)
+    return [condition]
 
 
 class VolumeConfig(_Model):
@@ -637,6 +815,9 @@ class PipelineConfig(_Model):
     description: str | None = Field(default=None, description="Pipeline description.")
     params: dict[str, JsonValue] = Field(default_factory=dict, description="Pipeline parameters and their defaults.")
     tasks: dict[TaskName, TaskConfig] = Field(default_factory=dict, description="The tasks, by name.")
+    on_exit: str | None = Field(default=None, description="Name of a task of `[pipeline.tasks]` that runs after "
+                                "all the others, whatever happened (the exit handler); it may take "
+                                "`{ status = \"pipeline\" }`, params and literals, not other tasks' outputs.")
     service_account: str | None = Field(default=None, description="Kubernetes service account for the pods.")
     image_pull_secrets: list[str] = Field(default_factory=list, description="Names of image pull secrets.")
     parallelism: int | None = Field(default=None, gt=0, description="At most this many pods at once.")
@@ -660,6 +841,9 @@ class RenderSettings(_Model):
     targets: list[Literal["argo", "kfp"]] = Field(
         default_factory=lambda: ["argo"], description="What to render besides component files."
     )
+
+
+Condition.model_rebuild()
 
 
 class Manifest(_Model):

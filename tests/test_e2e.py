@@ -137,7 +137,7 @@ def test_iris_build_render_and_run_locally(iris: IrisBuild, e2e_cli, e2e_base, r
 
     # Rendered components load in kfp and are pinned to the pushed digest; so is every workflow template.
     pinned = f"{iris.repository}@{digest}"
-    loaded = _check_components(iris.root, {"load": pinned, "train": pinned, "evaluate": pinned})
+    loaded = _check_components(iris.root, {"load": pinned, "train": pinned, "evaluate": pinned, "deploy": pinned})
     assert set(loaded["train"].component_spec.inputs) >= {"dataset", "n_estimators", "seed"}
     assert _workflow_images(iris.root) == {pinned}
     workflow = yaml.safe_load((iris.root / "build" / "workflow.yaml").read_text())
@@ -152,7 +152,7 @@ def test_iris_build_render_and_run_locally(iris: IrisBuild, e2e_cli, e2e_base, r
     run_seconds = time.monotonic() - started
     tasks = read_outputs(run_dir)
     assert {name: t["status"] for name, t in tasks.items()} == {
-        "load": "succeeded", "train": "succeeded", "evaluate": "succeeded"}, result.describe()
+        "load": "succeeded", "train": "succeeded", "evaluate": "succeeded", "deploy": "succeeded"}, result.describe()
     assert all(t["image"] == pinned for t in tasks.values())
     accuracy = float((run_dir / "evaluate" / "outputs" / "accuracy" / "data").read_text())
     assert accuracy > 0.9, result.describe()
@@ -162,7 +162,21 @@ def test_iris_build_render_and_run_locally(iris: IrisBuild, e2e_cli, e2e_base, r
     matrix = json.loads((run_dir / "evaluate" / "outputs" / "confusion_matrix" / "data").read_text())
     assert sum(map(sum, matrix)) == 45  # test_size 0.3 of 150 rows
     assert f"accuracy: {accuracy:.4f}" in (run_dir / "evaluate" / "log.txt").read_text()
-    assert "3/3 tasks succeeded" in result.stdout + result.stderr
+    assert "4/4 tasks succeeded" in result.stdout + result.stderr
+    # deploy ran because the accuracy is above the threshold param (0.9), and read the model train fitted
+    assert tasks["deploy"]["outputs"]["output"] == f"deployed a random forest of 7 trees (accuracy {accuracy:.4f})"
+    assert workflow["spec"]["templates"][0]["dag"]["tasks"][3]["when"] == \
+        "{{tasks.evaluate.outputs.parameters.accuracy}} > {{workflow.parameters.threshold}}"
+
+    # Above the accuracy, deploy is skipped by its condition; the run still succeeds and says so.
+    high_dir = tmp_path / "run-high"
+    high = _run(e2e_cli, iris.root, iris.env, high_dir, "n_estimators=7", "threshold=0.99")
+    high_tasks = read_outputs(high_dir)
+    assert {name: t["status"] for name, t in high_tasks.items()} == {
+        "load": "succeeded", "train": "succeeded", "evaluate": "succeeded", "deploy": "skipped"}, high.describe()
+    assert high_tasks["deploy"]["error"] == "condition is false: evaluate.accuracy > threshold"
+    assert re.search(r"deploy\s+│\s+skipped\s+│\s+-\s+│\s+condition is false: evaluate.accuracy > threshold",
+                     high.stdout), high.describe()
     print(f"\niris: first apply {iris.apply_seconds:.1f} s, local run ({EXECUTOR}) {run_seconds:.1f} s")
 
 
@@ -213,7 +227,7 @@ def test_iris_one_line_edit_replaces_only_the_src_layer(iris: IrisBuild, e2e_cli
     assert f"{new_digest}" in manifest_puts(registry, since)
     # The rendered components now pin the new digest.
     pinned = f"{iris.repository}@{new_digest}"
-    _check_components(iris.root, {"load": pinned, "train": pinned, "evaluate": pinned})
+    _check_components(iris.root, {"load": pinned, "train": pinned, "evaluate": pinned, "deploy": pinned})
 
     e2e_cli(iris.root, "plan", "--exit-code", env=iris.env, check=0)
 
@@ -415,3 +429,53 @@ def corpus_or_none(request):
         check(yaml.safe_dump(doc))
 
     return validate
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+
+
+def test_sweep_example_fans_out_collects_and_reports(e2e_cli, e2e_base, registry, corpus_or_none, tmp_path):
+    """examples/sweep: one training per item of a list param (two at a time), the accuracies collected, the exit
+    handler last with the status; the Workflow validates and the KFP v2 package compiles (``render --target kfp``)."""
+    root = copy_example("sweep", tmp_path / "sweep")
+    env = example_env(registry, e2e_base, "e2e/sweep")
+    e2e_cli(root, "apply", "--yes", env=env)
+    workflow = yaml.safe_load((root / "build" / "workflow.yaml").read_text())
+    if corpus_or_none is not None:
+        corpus_or_none(workflow)
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    assert workflow["spec"]["onExit"] == "iris-sweep-exit"
+    assert templates["train-loop"]["parallelism"] == 2
+    e2e_cli(root, "render", "--target", "kfp", "--output-dir", str(tmp_path / "kfp"), env=env)
+    from kfp import components
+
+    components.load_component_from_file(str(tmp_path / "kfp" / "pipeline.yaml"))
+
+    run_dir = tmp_path / "run"
+    result = _run(e2e_cli, root, env, run_dir, "n_estimators_grid=[1, 10, 50, 100]")
+    tasks = read_outputs(run_dir)
+    assert {name: t["status"] for name, t in tasks.items()} == {
+        "split": "succeeded", "train": "succeeded", "best": "succeeded", "report": "succeeded"}, result.describe()
+    iterations = tasks["train"]["iterations"]
+    assert [it["item"] for it in iterations] == [1, 10, 50, 100]
+    accuracies = [float(it["outputs"]["output"]) for it in iterations]
+    assert all(0.5 < a <= 1 for a in accuracies)
+    scores = json.loads((run_dir / "best" / "outputs" / "scores" / "data").read_text())
+    assert scores == {str(n): a for n, a in zip([1, 10, 50, 100], accuracies)}
+    best = int(tasks["best"]["outputs"]["n_estimators"])
+    assert accuracies[[1, 10, 50, 100].index(best)] == max(accuracies)
+    assert tasks["report"]["outputs"]["output"] == "sweep finished: Succeeded"
+    for i, n in enumerate([1, 10, 50, 100]):
+        assert f"n_estimators={n}: accuracy" in (run_dir / "train" / str(i) / "log.txt").read_text()
+    out = result.stdout
+    assert re.search(r"train\s+│\s+succeeded\s+│.*│\s+4 iterations", out), result.describe()
+    assert re.search(r"train\[3\]\s+│\s+succeeded\s+│.*│\s+item 100: output = ", out), result.describe()
+
+    # An empty grid runs no training; the collector gets [] and fails on it, and the exit handler still runs.
+    empty_dir = tmp_path / "run-empty"
+    empty = _run(e2e_cli, root, env, empty_dir, "n_estimators_grid=[]", check=7)
+    tasks = read_outputs(empty_dir)
+    assert tasks["train"]["status"] == "skipped" and "iterations" not in tasks["train"]
+    assert tasks["best"]["status"] == "failed"
+    assert "max() arg is an empty sequence" in (empty_dir / "best" / "log.txt").read_text(), empty.describe()
+    assert tasks["report"]["outputs"]["output"] == "sweep finished: Failed"

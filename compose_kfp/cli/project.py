@@ -79,7 +79,7 @@ def validate(ctx: typer.Context) -> None:
     for warning in project.loaded.warnings:
         settings.err.print(f"warning: {warning}", markup=False)
     manifest = project.manifest
-    tasks = len(project.graph.tasks) if project.graph is not None else 0
+    tasks = len(project.graph.all_tasks) if project.graph is not None else 0
     settings.out.print(
         f"OK {project.loaded.display_path}: {len(manifest.steps)} step(s), {tasks} task(s), "
         f"{len(manifest.image.layers or [])} layer(s)", markup=False)

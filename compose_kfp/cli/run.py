@@ -60,6 +60,9 @@ def run(
     ] = ExecutorChoice.auto,
     parallel: Annotated[int, typer.Option("--parallel", help="Tasks run at the same time at most.", min=1)] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run result as JSON.")] = False,
+    secrets_dir: Annotated[Optional[Path], typer.Option(
+        "--secrets-dir", help="Folder of SECRET/KEY files for tasks' Secret and ConfigMap references (an environment "
+                              "variable of the same name wins).", file_okay=False)] = None,
 ) -> None:
     """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
     from compose_kfp.localrun.project import run_project
@@ -88,7 +91,7 @@ def run(
                                markup=False)
 
     result = run_project(project, params=params, run_dir=run_dir, executor=executor.value,  # type: ignore[arg-type]
-                         max_parallel=parallel, on_event=on_event, on_notice=on_notice)
+                         max_parallel=parallel, on_event=on_event, on_notice=on_notice, secrets_dir=secrets_dir)
     if as_json:
         settings.result.print(json.dumps(result.to_dict(), indent=2), markup=False)
     else:

@@ -130,7 +130,7 @@ def registry_options(project: Project) -> RegistryOptions:
 
 def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | None = None,
                 executor: Executor = "auto", max_parallel: int = 2, on_event: EventCallback | None = None,
-                on_notice: NoticeCallback | None = None) -> RunResult:
+                on_notice: NoticeCallback | None = None, secrets_dir: Path | None = None) -> RunResult:
     """Run the pipeline of ``project`` on this machine in the images kfp.lock pins (the one call of ``run``).
 
     In order: the project must have a ``[pipeline]``; ``params`` (name -> value) must fit the params'
@@ -140,7 +140,8 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
     their files name); the graph is resolved with those images; the run folder defaults to
     ``<output dir>/runs/<YYYYmmdd-HHMMSS>`` (local time); then
     :func:`~compose_kfp.localrun.runner.run_local` runs it with :func:`registry_options`, ``executor``,
-    ``max_parallel`` (tasks at the same time) and ``on_event``.
+    ``max_parallel`` (tasks at the same time), ``on_event`` and ``secrets_dir`` (files for tasks' Secret and
+    ConfigMap references; relative to the current folder).
 
     Returns:
         the :class:`~compose_kfp.localrun.results.RunResult`; task failures are in it, not raised
@@ -176,4 +177,4 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
         run_dir = project.loaded.output_dir / "runs" / stamp
     options = registry_options(project)
     return run_local(graph, run_dir=run_dir, params=params, executor=executor, max_parallel=max_parallel,
-                     registry=options, on_event=on_event)
+                     registry=options, on_event=on_event, secrets_dir=Path(secrets_dir).absolute() if secrets_dir else None)

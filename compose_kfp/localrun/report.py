@@ -5,6 +5,7 @@ Reads a :class:`~compose_kfp.localrun.results.RunResult`; prints nothing (the CL
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from compose_kfp.errors import RunError
@@ -36,12 +37,18 @@ def format_summary(result: RunResult):
     table.add_column("Outputs / reason")
     style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
     for t in result.tasks:
-        if t.status == "succeeded":
-            detail = "\n".join(f"{k} = {_shown_output(v, result.run_dir)}" for k, v in t.outputs.items()) or "-"
-        else:
-            detail = t.error or ""
-        table.add_row(t.name, f"[{style[t.status]}]{t.status}[/]", f"{t.duration:.1f} s" if t.attempts else "-",
-                      detail)
+        rows = [t, *t.iterations]
+        for row in rows:
+            if row.iterations:
+                detail = f"{len(row.iterations)} iterations" + (f"; {row.error}" if row.error else "")
+            elif row.status == "succeeded":
+                detail = "\n".join(f"{k} = {_shown_output(v, result.run_dir)}" for k, v in row.outputs.items()) or "-"
+            else:
+                detail = row.error or ""
+            if row is not t:
+                detail = f"item {_shown_output(json.dumps(row.item), result.run_dir)}: {detail}"
+            table.add_row(row.name, f"[{style[row.status]}]{row.status}[/]",
+                          f"{row.duration:.1f} s" if row.attempts else "-", detail)
     return table
 
 

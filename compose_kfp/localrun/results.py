@@ -33,7 +33,9 @@ class TaskResult:
         error: why it failed or was skipped, ``None`` when it succeeded.
         argv: the command line that ran (after placeholder and Argo variable substitution).
         image: the image reference it ran in.
-        attempts: how many times the command ran.
+        attempts: how many times the command ran (all iterations, for a ``for_each`` task).
+        iterations: for a ``for_each`` task, one result per item, in item order (named ``task[i]``).
+        item: for one iteration, its item.
     """
 
     name: str
@@ -48,6 +50,8 @@ class TaskResult:
     argv: tuple[str, ...] = ()
     image: str | None = None
     attempts: int = 0
+    iterations: tuple["TaskResult", ...] = ()
+    item: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
@@ -57,6 +61,8 @@ class TaskResult:
             "output_paths": {k: str(v) for k, v in self.output_paths.items()},
             "log": str(self.log_path) if self.log_path else None, "exit_code": self.exit_code,
             "error": self.error, "argv": list(self.argv), "image": self.image, "attempts": self.attempts,
+            **({"iterations": [it.to_dict() for it in self.iterations]} if self.iterations else {}),
+            **({"item": self.item} if self.item is not None else {}),
         }
 
 
@@ -73,8 +79,9 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """Every task succeeded."""
-        return all(t.status == "succeeded" for t in self.tasks)
+        """No task failed (tasks skipped by a condition, an empty loop or a failed upstream task do not count;
+        a failed upstream task is itself in :attr:`failed`)."""
+        return not self.failed
 
     @property
     def failed(self) -> tuple[TaskResult, ...]:

@@ -53,7 +53,12 @@ Executors (``executor=``):
     chroot when running as root.
 
 Independent tasks run in parallel, at most ``max_parallel`` at a time, started in
-graph order. A task that fails (non-zero exit, missing output, timeout, image
+graph order. Control flow follows the rendered Workflow (:mod:`compose_kfp.localrun.control`): a task
+is decided once every task it depends on has finished; a false ``when`` skips it (and, through the
+``depends`` rules, its dependents); a ``for_each`` task runs one iteration per item (at most its
+``parallelism`` and ``max_parallel`` at once), each in ``<run_dir>/<task>/<index>/``, and its result
+holds one result per iteration; an empty list skips it and its collectors get ``[]``; the exit handler
+runs last with the status ``Succeeded`` or ``Failed``. A task that fails (non-zero exit, missing output, timeout, image
 that cannot be fetched) makes every task downstream of it ``skipped``; the
 other tasks still run. Task failures are reported in the :class:`~compose_kfp.localrun.results.RunResult`,
 never raised; the CLI turns a failed run into :class:`~compose_kfp.errors.RunError`
@@ -87,7 +92,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compose_kfp.errors import ConfigError, RegistryError, RunError
-from compose_kfp.localrun.results import EventCallback, RunResult, Status, TaskEvent, TaskResult
+from compose_kfp.localrun import control
+from compose_kfp.localrun.results import EventCallback, RunResult, TaskEvent, TaskResult
+from compose_kfp.pipeline.loops import collected_text, item_value
 from compose_kfp.localrun.rootfs import ImageStore, RegistryOptions, image_user
 from compose_kfp.pipeline.graph import Task, TaskGraph, literal_text
 from compose_kfp.oci import errors as oci_errors
@@ -220,6 +227,8 @@ class _Prepared:
     env: dict[str, str]
     binds: list[tuple[Path, str, bool]]  # (host source, container destination, read-only)
     outputs_dir: Path
+    secret_env: dict[str, str] = dataclasses.field(default_factory=dict)  # never written to task.json
+    sources: list[str] = dataclasses.field(default_factory=list)  # where each secret_env value came from
 
 
 def _substitute(text: str, variables: Mapping[str, str]) -> str:
@@ -258,8 +267,10 @@ class _Runner:
     """Runs the tasks of one graph (see :func:`run_local`)."""
 
     def __init__(self, graph: TaskGraph, run_dir: Path, params: Mapping[str, str], executor: str, cache: Path,
-                 options: RegistryOptions, on_event: EventCallback | None):
+                 options: RegistryOptions, on_event: EventCallback | None, secrets_dir: Path | None = None):
         self.graph = graph
+        self.secrets_dir = secrets_dir
+        self.status_text = "Running"
         self.run_dir = run_dir
         self.params = params
         self.executor = executor
@@ -298,7 +309,26 @@ class _Runner:
             raise RunError(f"{task.where}: output {output!r} of task {arg_task!r} is not available")
         return up.output_paths[output]
 
-    def prepare(self, task: Task, task_dir: Path) -> _Prepared:
+    def _collected(self, task: Task, arg_task: str, output: str) -> str:
+        up = self.results.get(arg_task)
+        if up is None:
+            raise RunError(f"{task.where}: output {output!r} of task {arg_task!r} is not available")
+        texts = []
+        for it in up.iterations:
+            value = _read_value(it.output_paths[output]) if output in it.output_paths else None
+            if value is None:
+                raise RunError(f"{task.where}: output {output!r} of {it.name} is not a value to collect")
+            texts.append(value)
+        return collected_text(texts)
+
+    def _output_text(self, task: Task, arg_task: str, output: str) -> str:
+        src = self._upstream_path(task, arg_task, output)
+        value = _read_value(src)
+        if value is None:
+            raise RunError(f"{task.where}: output {output!r} of task {arg_task!r} is not a UTF-8 text value")
+        return value
+
+    def prepare(self, task: Task, task_dir: Path, item: Any = None) -> _Prepared:
         values: dict[str, str] = {}
         in_paths: dict[str, str] = {}
         binds: list[tuple[Path, str, bool]] = []
@@ -308,6 +338,12 @@ class _Runner:
                 text = arg.text if arg.text is not None else literal_text(arg.value)
             elif arg.source == "param":
                 text = self.params[arg.param]
+            elif arg.source == "item":
+                text = literal_text(item_value(item, arg.item_field))
+            elif arg.source == "status":
+                text = self.status_text
+            elif arg.collect:
+                text = self._collected(task, arg.task, arg.output)
             else:
                 text = None
             if arg.uses_value:
@@ -339,8 +375,10 @@ class _Runner:
         env = {k: _substitute(v, variables) for k, v in task.component.env}
         env.update({k: _substitute(str(v), variables) for k, v in task.settings.env.items()})
         binds.append((outputs_dir, OUTPUTS_ROOT, False))
+        secret_env, sources = control.reference_values(task, self.secrets_dir)
+        binds += [(folder, mount, True) for folder, mount in control.secret_folders(task, self.secrets_dir)]
         return _Prepared(argv=[*command, *args], command=command, args=args, env=env, binds=binds,
-                         outputs_dir=outputs_dir)
+                         outputs_dir=outputs_dir, secret_env=secret_env, sources=sources)
 
     # ------------------------------------------------------------ execution
 
@@ -379,6 +417,8 @@ class _Runner:
             cmd += ["-v", f"{src}:{dst}" + (":ro" if read_only else "")]
         for key, value in prep.env.items():
             cmd += ["-e", f"{key}={value}"]
+        for key in prep.secret_env:  # the value comes from podman's own environment, not the command line
+            cmd += ["-e", key]
         if prep.command:
             cmd += ["--entrypoint", json.dumps(prep.command)]
         return [*cmd, task.image, *prep.args]
@@ -397,6 +437,7 @@ class _Runner:
         env.setdefault("HOME", home)
         env["HOSTNAME"] = task.k8s_name
         env.update(prep.env)
+        env.update(prep.secret_env)
         if prep.command:
             argv = prep.argv
         else:
@@ -414,15 +455,36 @@ class _Runner:
                 "cwd": (cc.working_dir if cc and cc.working_dir else "/"), "argv": argv, "uid": uid, "gid": gid,
                 "hostname": task.k8s_name, "bwrap": shutil.which("bwrap") or "bwrap"}
         spec_path = box / "spec.json"
-        spec_path.write_text(json.dumps(spec, indent=1))
+        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold secret values
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(spec, indent=1))
         return [sys.executable, "-I", "-S", str(_SANDBOX), str(spec_path)], box
 
-    def run_task(self, task: Task) -> TaskResult:
-        task_dir = self.run_dir / task.k8s_name
+    def run_loop(self, task: Task, items: list[Any], max_parallel: int) -> TaskResult:
+        """Run one iteration of ``task`` per item (at most ``parallelism`` and ``max_parallel`` at once)."""
+        folder = self.run_dir / task.k8s_name
+        remove_tree(folder)
+        workers = max(1, min(max_parallel, task.loop.parallelism or max_parallel))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="item") as pool:
+            futures = [pool.submit(self.run_task, task, folder / str(i), item, f"{task.name}[{i}]")
+                       for i, item in enumerate(items)]
+            iterations = tuple(f.result() for f in futures)
+        failed = [it for it in iterations if it.status != "succeeded"]
+        return TaskResult(name=task.name, k8s_name=task.k8s_name, image=task.image,
+                          status="failed" if failed else "succeeded",
+                          error=f"{failed[0].name} failed: {failed[0].error}" if failed else None,
+                          duration=sum(it.duration for it in iterations),
+                          attempts=sum(it.attempts for it in iterations), iterations=iterations)
+
+    def run_task(self, task: Task, task_dir: Path | None = None, item: Any = None,
+                 name: str | None = None) -> TaskResult:
+        task_dir = task_dir or self.run_dir / task.k8s_name
         remove_tree(task_dir)
         task_dir.mkdir(parents=True)
         log_path = task_dir / "log.txt"
-        base = dict(name=task.name, k8s_name=task.k8s_name, log_path=log_path, image=task.image)
+        base = dict(name=name or task.name, k8s_name=task.k8s_name, log_path=log_path, image=task.image)
+        if name is not None:
+            base["item"] = item
         attempts = 1 + max(0, task.settings.retries)
         total = 0.0
         argv: list[str] = []
@@ -430,8 +492,11 @@ class _Runner:
             try:
                 if not task.image:
                     raise RunError(f"{task.where}: step {task.step!r} has no image; run `compose-kfp apply` first")
-                prep = self.prepare(task, task_dir)
+                prep = self.prepare(task, task_dir, item)
                 argv = prep.argv
+                for line in prep.sources:
+                    log_file.write(f"compose-kfp: {line}\n")
+                    log.info("%s: %s", base["name"], line)
             except (RunError, ConfigError) as e:
                 log_file.write(f"compose-kfp: {e}\n")
                 return TaskResult(status="failed", error=str(e), **base)
@@ -477,6 +542,8 @@ class _Runner:
         timeout = task.settings.timeout
         start = time.monotonic()
         try:
+            if prep.secret_env:
+                env = {**(env or os.environ), **prep.secret_env} if self.executor == "podman" else env
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True)
             try:
@@ -552,26 +619,61 @@ class _Runner:
 
     # ------------------------------------------------------------ scheduling
 
+    def _operand_text(self, task: Task):
+        def value_of(operand) -> str:
+            if operand.source == "param":
+                return self.params[operand.param]
+            return self._output_text(task, operand.task, operand.output)
+        return value_of
+
+    def _start(self, task: Task, phases: dict[str, str], pool, max_parallel: int):
+        """Decide ``task`` (its upstream tasks finished): a skipped result now, or a future running it."""
+        try:
+            verdict = control.gate(self.graph, task, phases, self._operand_text(task))
+            items = None
+            if verdict is None and task.loop is not None:
+                items = control.loop_items(task, self.params, lambda t, o: self._output_text(task, t, o))
+                if not items:
+                    verdict = ("Skipped", "for_each has no items: no iteration ran")
+        except RunError as e:
+            return TaskResult(name=task.name, k8s_name=task.k8s_name, status="failed", error=str(e),
+                              image=task.image), "Failed"
+        if verdict is not None:
+            phase, reason = verdict
+            return TaskResult(name=task.name, k8s_name=task.k8s_name, status="skipped", error=reason,
+                              image=task.image), phase
+        if items is not None:
+            return pool.submit(self.run_loop, task, items, max_parallel), None
+        return pool.submit(self.run_task, task), None
+
     def run(self, max_parallel: int) -> tuple[TaskResult, ...]:
-        status: dict[str, Status] = {}
+        phases: dict[str, str] = {}
         pending = list(self.graph.tasks)
         running: dict[concurrent.futures.Future[TaskResult], Task] = {}
+
+        def record(task: Task, result: TaskResult, phase: str | None = None) -> None:
+            self.results[task.name] = result
+            phases[task.name] = phase or {"succeeded": "Succeeded", "failed": "Failed"}.get(result.status, "Omitted")
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="task") as pool:
             while pending or running:
-                for task in list(pending):
-                    blocked = [d for d in task.dependencies if status.get(d) in ("failed", "skipped")]
-                    if blocked:
+                progressed = True
+                while progressed:
+                    progressed = False
+                    for task in list(pending):
+                        if not all(d in phases for d in task.dependencies):
+                            continue
+                        if len(running) >= max_parallel:
+                            break
                         pending.remove(task)
-                        reason = f"upstream task {blocked[0]!r} {status[blocked[0]]}"
-                        result = TaskResult(name=task.name, k8s_name=task.k8s_name, status="skipped",
-                                            error=reason, image=task.image)
-                        self.results[task.name] = result
-                        status[task.name] = "skipped"
-                        self.emit(TaskEvent(task.name, "skipped", result, reason))
-                        continue
-                    if len(running) < max_parallel and all(status.get(d) == "succeeded" for d in task.dependencies):
-                        pending.remove(task)
-                        running[pool.submit(self.run_task, task)] = task
+                        started, phase = self._start(task, phases, pool, max_parallel)
+                        if isinstance(started, TaskResult):
+                            record(task, started, phase)
+                            self.emit(TaskEvent(task.name, "skipped" if started.status == "skipped" else "finished",
+                                                started, started.error or ""))
+                            progressed = True
+                        else:
+                            running[started] = task
                 if not running:
                     break
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -583,12 +685,24 @@ class _Runner:
                         log.exception("task %s crashed", task.name)
                         result = TaskResult(name=task.name, k8s_name=task.k8s_name, status="failed",
                                             error=f"{type(e).__name__}: {e}", image=task.image)
-                    self.results[task.name] = result
-                    status[task.name] = result.status
+                    record(task, result)
                     self.emit(TaskEvent(task.name, "finished", result))
+        order = [t.name for t in self.graph.tasks]
+        if self.graph.exit_task is not None:
+            exit_task = self.graph.exit_task
+            self.status_text = "Failed" if any(p == "Failed" for p in phases.values()) else "Succeeded"
+            try:
+                result = self.run_task(exit_task)
+            except Exception as e:
+                log.exception("task %s crashed", exit_task.name)
+                result = TaskResult(name=exit_task.name, k8s_name=exit_task.k8s_name, status="failed",
+                                    error=f"{type(e).__name__}: {e}", image=exit_task.image)
+            self.results[exit_task.name] = result
+            self.emit(TaskEvent(exit_task.name, "finished", result))
+            order.append(exit_task.name)
         if self.images is not None:
             self.images.close()
-        return tuple(self.results[t.name] for t in self.graph.tasks)
+        return tuple(self.results[name] for name in order)
 
 
 _PARAM_EXAMPLES = {"Integer": "a whole number such as 10", "Float": "a number such as 0.5",
@@ -643,7 +757,8 @@ def resolve_params(graph: TaskGraph, params: Mapping[str, Any] | None) -> dict[s
 
 def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | None = None,
               executor: Executor = "auto", max_parallel: int = 2, registry: RegistryOptions | None = None,
-              cache_dir: Path | None = None, on_event: EventCallback | None = None) -> RunResult:
+              cache_dir: Path | None = None, on_event: EventCallback | None = None,
+              secrets_dir: Path | None = None) -> RunResult:
     """Run every task of ``graph`` on this machine, each inside its image (see the module docstring).
 
     Args:
@@ -658,6 +773,8 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
             (default ``$XDG_CACHE_HOME/compose-kfp/local-run``).
         on_event: called with a :class:`TaskEvent` when a task is fetching its image, starts,
             finishes or is skipped; may be called from worker threads.
+        secrets_dir: a folder of ``<secret or config map>/<key>`` files for tasks' ``env`` references and
+            ``secret_volumes`` (:mod:`compose_kfp.localrun.control`); environment variables win.
 
     Returns:
         the :class:`RunResult` (also written to ``<run_dir>/run.json``). Task failures are in it,
@@ -679,7 +796,7 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
                           f"choose another --run-dir")
     cache = _cache_root(cache_dir).absolute()
     cache.mkdir(parents=True, exist_ok=True)
-    layout_images = sorted({t.image for t in graph.tasks if t.image and t.image.startswith("oci:")})
+    layout_images = sorted({t.image for t in graph.all_tasks if t.image and t.image.startswith("oci:")})
     if layout_images and executor == "podman":
         raise RunError(f"image {layout_images[0]} is in a local OCI layout, which podman cannot run by digest; "
                        f"use --executor bwrap or chroot (or push the image to a registry)")
@@ -689,7 +806,7 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("running pipeline %s locally with %s in %s", graph.name, chosen, run_dir)
     start = time.monotonic()
-    runner = _Runner(graph, run_dir, values, chosen, cache, registry or RegistryOptions(), on_event)
+    runner = _Runner(graph, run_dir, values, chosen, cache, registry or RegistryOptions(), on_event, secrets_dir)
     tasks = runner.run(max_parallel)
     result = RunResult(pipeline=graph.name, run_dir=run_dir, executor=chosen, tasks=tasks,
                        duration=time.monotonic() - start, params=values)

@@ -44,12 +44,18 @@ class KeyDoc:
     description: str
 
 
-def iter_keys(model: type[BaseModel] = Manifest, prefix: str = "") -> Iterator[KeyDoc]:
-    """Every key of the manifest, depth first in declaration order (tables before their keys)."""
+def iter_keys(model: type[BaseModel] = Manifest, prefix: str = "",
+              _open: tuple[type[BaseModel], ...] = ()) -> Iterator[KeyDoc]:
+    """Every key of the manifest, depth first in declaration order (tables before their keys).
+
+    Keys are written as in TOML (a field's alias, such as ``not``, when it has one). A model that
+    contains itself (a condition's ``all``/``any``/``not``) is listed once: its inner keys are not repeated.
+    """
     import json
 
+    _open = _open + (model,)
     for name, info in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = f"{prefix}{info.alias or name}"
         ann = info.annotation
         default = None
         if not info.is_required():
@@ -62,18 +68,20 @@ def iter_keys(model: type[BaseModel] = Manifest, prefix: str = "") -> Iterator[K
         for t in flatten_annotation(ann):
             origin, args = typing.get_origin(t), typing.get_args(t)
             if isinstance(t, type) and issubclass(t, BaseModel):
-                yield from iter_keys(t, path + ".")
+                if t not in _open:
+                    yield from iter_keys(t, path + ".", _open)
             elif origin is list and args:
                 for m in flatten_annotation(args[0]):
-                    if isinstance(m, type) and issubclass(m, BaseModel):
-                        yield from iter_keys(m, path + "[].")
+                    if isinstance(m, type) and issubclass(m, BaseModel) and m not in _open:
+                        yield from iter_keys(m, path + "[].", _open)
             elif origin is dict and len(args) == 2:
-                placeholder = {"steps": "<step>", "tasks": "<task>", "args": "<input>"}.get(name, "<name>")
+                placeholder = {"steps": "<step>", "tasks": "<task>", "args": "<input>", "env": "<variable>"}.get(
+                    name, "<name>")
                 seen: set[type] = set()
                 for m in flatten_annotation(args[1]):
-                    if isinstance(m, type) and issubclass(m, BaseModel) and m not in seen:
+                    if isinstance(m, type) and issubclass(m, BaseModel) and m not in seen and m not in _open:
                         seen.add(m)
-                        yield from iter_keys(m, f"{path}.{placeholder}.")
+                        yield from iter_keys(m, f"{path}.{placeholder}.", _open)
 
 
 def _toml_type(annotation: Any) -> str:

@@ -41,6 +41,8 @@ from compose_kfp.steps.component import PARAMETER_TYPES, ComponentSpec, canonica
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.keys import key_part
 from compose_kfp.steps.placeholders import Bindings, CommandLine, resolve_command_line
+from compose_kfp.pipeline.conditions import ResolvedCondition, comparisons, resolve_condition
+from compose_kfp.pipeline.loops import Loop, item_value, resolve_loop
 
 __all__ = [
     "Argument",
@@ -128,7 +130,9 @@ class Argument:
 
     Attributes:
         input: the component input name.
-        source: ``"literal"`` (``value``/``text``), ``"param"`` (``param``) or ``"task"`` (``task``, ``output``).
+        source: ``"literal"`` (``value``/``text``), ``"param"`` (``param``), ``"task"`` (``task``, ``output``),
+            ``"item"`` (the task's ``for_each`` item, or its field ``item_field``) or ``"status"`` (the
+            pipeline's final status, in the exit handler only).
         uses_value: the command reads it through ``{inputValue: ...}``.
         uses_path: the command reads it through ``{inputPath: ...}`` (a file).
         value: for literals, the TOML value (or the component default string).
@@ -136,10 +140,12 @@ class Argument:
         param / task / output: the referenced param, or task and output.
         from_default: the literal is the component's default (no argument in ``kfp.toml``).
         key: the ``kfp.toml`` key path of the argument, for messages.
+        collect: for ``task``: the list of the output's values over all iterations of a ``for_each`` task.
+        item_field: for ``item``: the field of an object item (``None``: the whole item).
     """
 
     input: str
-    source: Literal["literal", "param", "task"]
+    source: Literal["literal", "param", "task", "item", "status"]
     uses_value: bool
     uses_path: bool
     value: Any = None
@@ -149,6 +155,8 @@ class Argument:
     output: str | None = None
     from_default: bool = False
     key: str = ""
+    collect: bool = False
+    item_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,12 @@ class Task:
         settings: the step's ``[steps.NAME]`` settings (resources, retries, ...).
         where: ``"<kfp.toml path>[:LINE]: pipeline.tasks.<name>"``, the prefix of messages about this task
             (see the ``where`` argument of :func:`resolve_graph`).
+        when: the task's condition (``None``: always runs); see :mod:`compose_kfp.pipeline.conditions`.
+        loop: its ``for_each`` (``None``: runs once); see :mod:`compose_kfp.pipeline.loops`.
+        when_upstream_skipped: ``skip`` (a skipped upstream task skips this one) or ``run``.
+        env_refs: ``(variable, SecretKeyRef | ConfigMapKeyRef)`` pairs, in kfp.toml order.
+        secret_volumes: the Secrets mounted as files.
+        exit_handler: this is the ``pipeline.on_exit`` task (runs after all others, outside the DAG).
     """
 
     name: str
@@ -216,6 +230,12 @@ class Task:
     outputs: tuple[OutputUse, ...]
     settings: schema.StepConfig
     where: str = ""
+    when: ResolvedCondition | None = None
+    loop: Loop | None = None
+    when_upstream_skipped: str = "skip"
+    env_refs: tuple[tuple[str, Any], ...] = ()
+    secret_volumes: tuple[schema.SecretVolume, ...] = ()
+    exit_handler: bool = False
 
     def argument(self, input_name: str) -> Argument | None:
         """The argument of input ``input_name``, or ``None`` when the input is absent."""
@@ -265,8 +285,9 @@ class TaskGraph:
             ``generateName`` suffix keeps pod names within 63 characters.
         description: ``pipeline.description`` or ``project.description``.
         params: in ``kfp.toml`` order.
-        tasks: in topological order (ties: declaration order).
+        tasks: in topological order (ties: declaration order); the exit handler is not among them.
         manifest_path: the ``kfp.toml`` this came from.
+        exit_task: the ``pipeline.on_exit`` task, or ``None``.
     """
 
     name: str
@@ -275,10 +296,30 @@ class TaskGraph:
     params: tuple[Param, ...]
     tasks: tuple[Task, ...]
     manifest_path: Path
+    exit_task: Task | None = None
+
+    @property
+    def all_tasks(self) -> tuple[Task, ...]:
+        """:attr:`tasks`, then the exit handler when there is one."""
+        return self.tasks + ((self.exit_task,) if self.exit_task is not None else ())
+
+    @property
+    def has_control_flow(self) -> bool:
+        """Some task has a condition or a loop, or there is an exit handler (renderers then use
+        Argo's ``depends`` instead of ``dependencies``; plain pipelines render as before)."""
+        return self.exit_task is not None or any(t.when is not None or t.loop is not None for t in self.tasks)
+
+    def may_skip(self, name: str) -> bool:
+        """Whether task ``name`` can be skipped by a condition: it has one, or an upstream task that
+        can be skipped skips it (``when_upstream_skipped = "skip"``)."""
+        task = self.task(name)
+        if task.when is not None:
+            return True
+        return task.when_upstream_skipped == "skip" and any(self.may_skip(d) for d in task.dependencies)
 
     def task(self, name: str) -> Task:
-        """The task called ``name``; ``KeyError`` if there is none."""
-        for task in self.tasks:
+        """The task called ``name`` (the exit handler included); ``KeyError`` if there is none."""
+        for task in self.all_tasks:
             if task.name == name:
                 return task
         raise KeyError(name)
@@ -293,7 +334,7 @@ class TaskGraph:
     @property
     def steps(self) -> tuple[str, ...]:
         """Names of the steps used by tasks, in the order of first use."""
-        return tuple(dict.fromkeys(t.step for t in self.tasks))
+        return tuple(dict.fromkeys(t.step for t in self.all_tasks))
 
     def downstream(self, name: str) -> tuple[str, ...]:
         """Tasks that depend on task ``name`` directly or indirectly, in graph order."""
@@ -362,6 +403,25 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
                         "a param name must be an identifier (letters, digits, `_`, not starting with a digit)")
         params.append(Param(pname, default, literal_type(default)))
     params_by_name = {p.name: p for p in params}
+    param_types = {p.name: p.type for p in params}
+    exit_name = pipeline.on_exit
+    if exit_name is not None and exit_name not in pipeline.tasks:
+        raise error("pipeline.on_exit", f"unknown task {exit_name!r}" + _suggest(exit_name, list(pipeline.tasks)))
+
+    def output_type(task_name: str, output: str, key: str) -> str | None:
+        """The type of ``output`` of task ``task_name`` (errors at ``key`` for an unknown task or output)."""
+        if task_name not in pipeline.tasks:
+            raise error(f"{key}.task", f"unknown task {task_name!r}" + _suggest(task_name, task_names))
+        up_step = pipeline.tasks[task_name].step
+        up_component = components.get(up_step)
+        if up_step not in manifest.steps or up_component is None:
+            raise error(f"pipeline.tasks.{_key(task_name)}.step", f"unknown step {up_step!r}"
+                        + _suggest(up_step, list(manifest.steps)))
+        up_out = up_component.output(output)
+        if up_out is None:
+            raise error(f"{key}.output", f"task {task_name!r} (step {up_step!r}) has no output {output!r}"
+                        + _suggest(output, [o.name for o in up_component.outputs]))
+        return up_out.type
 
     task_names = list(pipeline.tasks)
     seen_k8s: dict[str, str] = {}
@@ -390,6 +450,18 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
                             + _suggest(arg_name, [i.name for i in component.inputs]))
         arguments: list[Argument] = []
         deps: list[str] = []
+        loop = resolve_loop(tconf, tkey, params=pipeline.params, param_types=param_types, output_type=output_type,
+                            error=error)
+        if loop is not None and loop.task is not None:
+            deps.append(loop.task)
+        when = None
+        if tconf.when is not None:
+            when = resolve_condition(tconf.when, f"{tkey}.when", params=param_types, output_type=output_type,
+                                     error=error)
+            for comparison in comparisons(when):
+                for side in (comparison.left, comparison.right):
+                    if side.task is not None and side.task not in deps:
+                        deps.append(side.task)
         for spec_in in component.inputs:
             usage = {k for k, n in component.placeholders() if n == spec_in.name}
             uses_value, uses_path = "inputValue" in usage, "inputPath" in usage
@@ -413,26 +485,30 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
                 _check_value_type(error, akey, param.type, spec_in, f"param {param.name!r}")
                 arguments.append(Argument(spec_in.name, "param", uses_value, uses_path, param=param.name, key=akey))
             elif isinstance(raw, schema.TaskOutputRef):
-                if raw.task not in pipeline.tasks:
-                    raise error(f"{akey}.task", f"unknown task {raw.task!r}" + _suggest(raw.task, task_names))
-                up_step = pipeline.tasks[raw.task].step
-                up_component = components.get(up_step)
-                if up_step not in manifest.steps or up_component is None:
-                    raise error(f"pipeline.tasks.{_key(raw.task)}.step", f"unknown step {up_step!r}"
-                                + _suggest(up_step, list(manifest.steps)))
-                up_out = up_component.output(raw.output)
-                if up_out is None:
-                    raise error(f"{akey}.output",
-                                f"task {raw.task!r} (step {up_step!r}) has no output {raw.output!r}"
-                                + _suggest(raw.output, [o.name for o in up_component.outputs]))
-                if not types_compatible(up_out.type, spec_in.type):
+                up_type = output_type(raw.task, raw.output, akey)
+                if raw.collect:
+                    _check_collect(error, akey, pipeline, raw, up_type, spec_in, uses_path)
+                elif pipeline.tasks[raw.task].for_each is not None:
+                    raise error(akey, _per_iteration(raw.task, tconf.for_each is not None))
+                elif not types_compatible(up_type, spec_in.type):
                     raise error(akey, f"type mismatch: output {raw.output!r} of task {raw.task!r} is "
-                                      f"{up_out.type}, input {spec_in.name!r} of step {tconf.step!r} expects "
+                                      f"{up_type}, input {spec_in.name!r} of step {tconf.step!r} expects "
                                       f"{spec_in.type}")
                 arguments.append(Argument(spec_in.name, "task", uses_value, uses_path, task=raw.task,
-                                          output=raw.output, key=akey))
+                                          output=raw.output, key=akey, collect=raw.collect))
                 if raw.task not in deps:
                     deps.append(raw.task)
+            elif isinstance(raw, schema.ItemRef):
+                field = raw.item if isinstance(raw.item, str) else None
+                _check_item(error, akey, loop, field, spec_in)
+                arguments.append(Argument(spec_in.name, "item", uses_value, uses_path, item_field=field, key=akey))
+            elif isinstance(raw, schema.StatusRef):
+                if tname != exit_name:
+                    raise error(f"{akey}.status", "the pipeline's status is known only to the exit handler; name "
+                                                  "this task in `pipeline.on_exit` or remove the argument")
+                if canonical_type(spec_in.type) not in (None, "String"):
+                    raise error(akey, f"the status is a String; input {spec_in.name!r} expects {spec_in.type}")
+                arguments.append(Argument(spec_in.name, "status", uses_value, uses_path, key=akey))
             else:
                 value = raw.value if isinstance(raw, schema.LiteralValue) else raw
                 _check_value_type(error, akey, literal_type(value), spec_in, f"literal {literal_text(value)[:60]!r}")
@@ -450,19 +526,28 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
                 raise error(f"steps.{_key(tconf.step)}", f"no image digest for step {tconf.step!r}; build it first "
                                                     f"(`compose-kfp apply`) or check kfp.lock")
         resolved[tname] = {"conf": tconf, "component": component, "arguments": tuple(arguments), "deps": deps,
-                           "image": image}
+                           "image": image, "when": when, "loop": loop}
 
+    _check_control_flow(error, pipeline, resolved)
     order = _topological_order(task_names, {t: r["deps"] for t, r in resolved.items()}, error)
+    if exit_name is not None:
+        order.remove(exit_name)
     position = {t: i for i, t in enumerate(order)}
 
     consumers: dict[tuple[str, str], list[tuple[str, Argument]]] = {}
+    read_as_value: set[tuple[str, str]] = set()  # outputs a condition or a for_each reads (Argo output parameters)
     for tname in order:
         for arg in resolved[tname]["arguments"]:
             if arg.source == "task":
                 consumers.setdefault((arg.task, arg.output), []).append((tname, arg))
+        loop = resolved[tname]["loop"]
+        if loop is not None and loop.task is not None:
+            read_as_value.add((loop.task, loop.output))
+        read_as_value.update((c.left.task, c.left.output) for c in comparisons(resolved[tname]["when"])
+                             if c.left.task is not None)
 
     tasks: list[Task] = []
-    for tname in order:
+    for tname in order + ([exit_name] if exit_name else []):
         r = resolved[tname]
         outputs = []
         for spec_out in r["component"].outputs:
@@ -470,19 +555,112 @@ def resolve_graph(manifest: schema.Manifest, components: Mapping[str, ComponentS
             outputs.append(OutputUse(
                 name=spec_out.name, type=spec_out.type,
                 consumers=tuple((t, a.input) for t, a in uses),
-                by_value=any(a.uses_value for _, a in uses),
+                by_value=any(a.uses_value for _, a in uses) or (tname, spec_out.name) in read_as_value,
                 by_path=any(a.uses_path for _, a in uses)))
         tasks.append(Task(
             name=tname, k8s_name=dns1123_name(tname), step=r["conf"].step, component=r["component"],
             image=r["image"], arguments=r["arguments"], after=tuple(r["conf"].after),
             dependencies=tuple(sorted(r["deps"], key=position.__getitem__)), outputs=tuple(outputs),
             settings=manifest.steps[r["conf"].step],
-            where=f"{locate(f'pipeline.tasks.{_key(tname)}')}: pipeline.tasks.{_key(tname)}"))
+            where=f"{locate(f'pipeline.tasks.{_key(tname)}')}: pipeline.tasks.{_key(tname)}",
+            when=r["when"], loop=r["loop"], when_upstream_skipped=r["conf"].when_upstream_skipped,
+            env_refs=tuple(r["conf"].env.items()), secret_volumes=tuple(r["conf"].secret_volumes),
+            exit_handler=tname == exit_name))
+    exit_task = tasks.pop() if exit_name else None
     graph = TaskGraph(name=name, k8s_name=k8s_name,
                       description=pipeline.description or manifest.project.description,
-                      params=tuple(params), tasks=tuple(tasks), manifest_path=Path(manifest_path))
+                      params=tuple(params), tasks=tuple(tasks), manifest_path=Path(manifest_path),
+                      exit_task=exit_task)
     log.debug("resolved pipeline %s: %d tasks, %d params", name, len(tasks), len(params))
     return graph
+
+
+def _check_collect(error, key: str, pipeline: schema.PipelineConfig, raw: schema.TaskOutputRef,
+                   up_type: str | None, spec_in, uses_path: bool) -> None:
+    """A ``collect = true`` argument: the upstream task loops, its output is a parameter, the input takes a list."""
+    if pipeline.tasks[raw.task].for_each is None:
+        raise error(f"{key}.collect", f"task {raw.task!r} has no `for_each`, so there is nothing to collect; "
+                                      f"remove `collect = true` to take its output as it is")
+    if canonical_type(up_type) not in PARAMETER_TYPES:
+        raise error(f"{key}.output", f"output {raw.output!r} of task {raw.task!r} is {up_type or 'untyped'}: only "
+                                     f"values (String, Integer, Float, Boolean, JsonArray, JsonObject) can be "
+                                     f"collected, not files")
+    if canonical_type(spec_in.type) not in (None, "JsonArray") or uses_path:
+        raise error(key, f"input {spec_in.name!r} receives the collected list as a value: it must be a list "
+                         f"(JsonArray, `list` in Python) read by value, not {spec_in.type or 'a file'}")
+
+
+def _check_item(error, key: str, loop: Loop | None, field: str | None, spec_in) -> None:
+    """An ``{ item = ... }`` argument: the task loops, and known items have ``field`` and fit the input's type."""
+    if loop is None:
+        raise error(f"{key}.item", "`{ item = ... }` takes the item of the task's `for_each`, and this task has "
+                                   "none; add `for_each = [...]` to the task")
+    for i, item in enumerate(loop.items or ()):
+        try:
+            value = item_value(item, field)
+        except KeyError:
+            raise error(f"{key}.item", f"item {i} of {loop.key} ({literal_text(item)[:60]}) has no field "
+                                       f"{field!r}") from None
+        _check_value_type(error, key, literal_type(value), spec_in, f"item {i} ({literal_text(value)[:60]!r})")
+
+
+def _per_iteration(upstream: str, looped: bool) -> str:
+    inner = " (a loop inside a loop is not supported)" if looped else ""
+    return f"task {upstream!r} runs once per item of its `for_each`; take its outputs as a list with `collect = true`{inner}"
+
+
+def _check_control_flow(error, pipeline: schema.PipelineConfig, resolved: Mapping[str, dict[str, Any]]) -> None:
+    """Cross-task rules of loops, skipping and the exit handler (see :mod:`compose_kfp.pipeline.loops`).
+
+    Raises:
+        ConfigError: a per-iteration output read outside ``collect`` (a loop inside a loop); a task with
+            ``when_upstream_skipped = "run"`` reading an output of a task that may be skipped; the exit
+            handler reading other tasks, looping, having a condition, or a task depending on it.
+    """
+    exit_name = pipeline.on_exit
+    skippable: dict[str, bool] = {}
+
+    def may_skip(name: str) -> bool:
+        if name not in skippable:
+            skippable[name] = False  # cycles are reported later, by the topological sort
+            r = resolved[name]
+            skippable[name] = r["when"] is not None or (
+                r["conf"].when_upstream_skipped == "skip" and any(may_skip(d) for d in r["deps"]))
+        return skippable[name]
+
+    for tname, r in resolved.items():
+        tkey = f"pipeline.tasks.{_key(tname)}"
+        refs = [(a.key, a.task, a.collect) for a in r["arguments"] if a.source == "task"]
+        if r["loop"] is not None and r["loop"].task is not None:
+            refs.append((r["loop"].key, r["loop"].task, False))
+        for comparison in comparisons(r["when"]):
+            if comparison.left.task is not None:
+                refs.append((comparison.key, comparison.left.task, False))
+        for key, up, collect in refs:
+            if up == exit_name:
+                raise error(key, f"task {up!r} is the exit handler (`pipeline.on_exit`); it runs after every other "
+                                 f"task, so no task can take its outputs")
+            if resolved[up]["loop"] is not None and not collect:
+                raise error(key, _per_iteration(up, r["loop"] is not None))
+            if r["conf"].when_upstream_skipped == "run" and may_skip(up):
+                raise error(f"{tkey}.when_upstream_skipped",
+                            f"this task reads an output of task {up!r}, which may be skipped by a condition, so "
+                            f"it cannot run without it; take the dependency with `after` only, or use \"skip\"")
+        for i, other in enumerate(r["conf"].after):
+            if other == exit_name:
+                raise error(f"{tkey}.after.{i}", f"task {other!r} is the exit handler (`pipeline.on_exit`); it "
+                                                 f"always runs last")
+    if exit_name is not None:
+        conf = resolved[exit_name]["conf"]
+        ekey = f"pipeline.tasks.{_key(exit_name)}"
+        for field, what in (("for_each", "a loop"), ("when", "a condition")):
+            if getattr(conf, field) is not None:
+                raise error(f"{ekey}.{field}", f"the exit handler (`pipeline.on_exit`) always runs once; it "
+                                               f"cannot have {what}")
+        if resolved[exit_name]["deps"]:
+            raise error(ekey, "the exit handler (`pipeline.on_exit`) runs after every task whatever happened, so it "
+                              "takes only params, literals and `{ status = \"pipeline\" }`, not other tasks' "
+                              f"outputs or `after` (it depends on {resolved[exit_name]['deps'][0]!r})")
 
 
 def _check_value_type(error, key: str, value_type: str, spec_in, what: str) -> None:

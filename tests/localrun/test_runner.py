@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,54 +28,10 @@ from compose_kfp.localrun.report import failure_report, format_summary, raise_fo
 from compose_kfp.localrun.results import TaskEvent
 from compose_kfp.localrun.rootfs import RegistryOptions
 from compose_kfp.localrun.runner import run_local
-from compose_kfp.oci.image import append
-from compose_kfp.oci.layer import Content, build_mapping_layer
-from compose_kfp.oci.registry import RegistryClient, push_image
+from tests.fixtures.localrun import executor_or_skip, sh
 from tests.fixtures.pipeline_graphs import manifest_from_toml
 
-BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "cat", "echo", "printf", "wc", "mkdir", "dirname", "sleep", "seq", "pwd", "touch", "tr", "ls",
-           "expr", "head", "hostname")
-
 pytestmark = pytest.mark.registry
-
-
-@pytest.fixture(scope="session")
-def busybox_image(registry, tmp_path_factory) -> str:
-    """``<registry>/test/localrun-busybox@sha256:...``: busybox at /bin with applet symlinks, Env and WorkingDir set."""
-    if not BUSYBOX.is_file():
-        pytest.skip("static busybox not installed (apt-get install busybox-static)")
-    work = tmp_path_factory.mktemp("busybox-image")
-    bin_dir = work / "bin"
-    bin_dir.mkdir()
-    shutil.copy2(BUSYBOX, bin_dir / "busybox")
-    for applet in APPLETS:
-        os.symlink("busybox", bin_dir / applet)
-    files = {"/bin": bin_dir, "/tmp/.keep": b"", "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
-             "/usr/share/greeting": Content("/usr/share/greeting", b"hello from the image\n", 0o644)}
-    layer = build_mapping_layer(files, store=work / "store", rootfs=True)
-    manifest, config = append(None, None, [layer], platform="linux/amd64",
-                              env={"PATH": "/bin", "GREETING": "from-image"}, workdir="/work")
-    repo = "test/localrun-busybox"
-    with RegistryClient(registry.host) as client:
-        digest = push_image(client, repo, ["latest"], manifest.to_bytes(), manifest.effective_media_type,
-                            config.to_bytes(), [layer])
-    image = f"{registry.host}/{repo}@{digest}"
-    yield image
-    if shutil.which("podman"):
-        subprocess.run(["podman", "rmi", "--force", image], capture_output=True)
-
-
-@pytest.fixture(scope="session")
-def run_cache(tmp_path_factory) -> Path:
-    """One cache (unpacked trees, containers.conf) for the whole session, so images are unpacked once."""
-    return tmp_path_factory.mktemp("localrun-cache")
-
-
-def sh(name: str, script: str, inputs=(), outputs=(), args=()) -> ComponentSpec:
-    """A third-party-style component: ``sh -ec SCRIPT arg0 arg1 ...`` (``$0``, ``$1``... in the script)."""
-    return ComponentSpec(name=name, inputs=tuple(inputs), outputs=tuple(outputs), command=("sh", "-ec", script),
-                         args=tuple(args), source=f"components/{name}.yaml")
 
 
 COMPONENTS = {
@@ -148,13 +103,6 @@ def make_graph(image: str, body: str = PIPELINE):
     manifest = manifest_from_toml(body)
     return resolve_graph(manifest, COMPONENTS, manifest_path=Path("proj/kfp.toml"),
                          images={name: image for name in COMPONENTS})
-
-
-def executor_or_skip(name: str, cache: Path) -> str:
-    try:
-        return localrun.select_executor(name, cache)
-    except RunError as e:
-        pytest.skip(str(e))
 
 
 @pytest.mark.parametrize("executor", [pytest.param("podman", marks=pytest.mark.podman), "bwrap", "chroot"])

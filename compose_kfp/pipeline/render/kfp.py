@@ -26,7 +26,15 @@ Mapping from the graph:
   ``nvidia.com/gpu`` accelerator; ``retries`` -> ``set_retry`` with the same backoff as
   the Argo Workflow; ``env`` -> ``set_env_variable``. ``timeout``, ``node_selector`` and
   ``tolerations`` have no KFP v2 IR form without the ``kfp-kubernetes`` extension; they
-  are left out with a warning in the log.
+  are left out with a warning in the log;
+- control flow (:mod:`compose_kfp.pipeline.control_kfp`): ``when`` -> nested ``dsl.If`` blocks (one per
+  comparison of an ``and``; an ``or`` cannot be nested and is refused), a task whose upstream task may be
+  skipped is placed in the same ``dsl.If`` block (KFP v2 skips a block as a whole); ``for_each`` ->
+  ``dsl.ParallelFor`` (``parallelism``), ``collect`` -> ``dsl.Collected``; ``pipeline.on_exit`` ->
+  ``dsl.ExitHandler`` around every other task, its ``{ status = "pipeline" }`` input typed
+  ``PipelineTaskFinalStatus`` (KFP passes a JSON object, ``{"state": "SUCCEEDED", ...}``, where Argo passes
+  ``Succeeded``); task ``env`` and ``secret_volumes`` -> kfp-kubernetes
+  ``use_secret_as_env``, ``use_config_map_as_env``, ``use_secret_as_volume`` (references only).
 """
 
 from __future__ import annotations
@@ -123,8 +131,14 @@ def build_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str]):
     def pipeline_func(*channels: Any) -> None:
         by_param = {p.name: channel for p, channel in zip(params, channels)}
         tasks: dict[str, Any] = {}
-        for task in graph.tasks:
-            tasks[task.name] = _add_task(graph, task, docs[task.step], by_param, tasks)
+        if not graph.has_control_flow:
+            for task in graph.tasks:
+                tasks[task.name] = _add_task(graph, task, docs[task.step], by_param, tasks)
+            return
+        from compose_kfp.pipeline.render.control_kfp import add_with_control_flow
+
+        add_with_control_flow(graph, lambda task, items: _add_task(graph, task, docs[task.step], by_param, tasks,
+                                                                    items), by_param, tasks)
 
     pipeline_func.__name__ = graph.k8s_name.replace("-", "_")
     pipeline_func.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
@@ -165,7 +179,7 @@ def _component_doc(graph: TaskGraph, step: str, component_yaml: Mapping[str, str
 
 
 def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mapping[str, Any],
-              tasks: Mapping[str, Any]) -> Any:
+              tasks: Mapping[str, Any], item: Any = None) -> Any:
     from kfp import components
     from kfp.dsl import utils as kfp_utils
 
@@ -179,8 +193,16 @@ def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mappi
             name = kfp_utils.sanitize_input_name(arg.input)
             if arg.source == "param":
                 kwargs[name] = by_param[arg.param]
+            elif arg.source == "task" and arg.collect:
+                from kfp import dsl
+
+                kwargs[name] = dsl.Collected(tasks[arg.task].outputs[kfp_utils.sanitize_input_name(arg.output)])
             elif arg.source == "task":
                 kwargs[name] = tasks[arg.task].outputs[kfp_utils.sanitize_input_name(arg.output)]
+            elif arg.source == "item":
+                kwargs[name] = getattr(item, arg.item_field) if arg.item_field else item
+            elif arg.source == "status":
+                continue  # typed PipelineTaskFinalStatus by _adapt_types: KFP fills it in the exit task
             else:
                 kwargs[name] = _constant(graph, task, arg)
         kfp_task = component(**kwargs)
@@ -188,6 +210,7 @@ def _add_task(graph: TaskGraph, task: Task, doc: dict[str, Any], by_param: Mappi
         if after:
             kfp_task.after(*after)
         _apply_settings(task, kfp_task)
+        _apply_references(task, kfp_task)
     except RenderError:
         raise
     except Exception as exc:
@@ -229,6 +252,9 @@ def _adapt_types(graph: TaskGraph, task: Task, doc: dict[str, Any]) -> dict[str,
         entry = inputs.get(arg.input)
         if entry is None or arg.from_default:
             continue
+        if arg.source == "status":
+            entry["type"] = "PipelineTaskFinalStatus"
+            continue
         if arg.uses_path and arg.uses_value and arg.source == "task":
             raise RenderError(f"{graph.manifest_path}: {arg.key}: input {arg.input!r} is read both as a value and "
                               f"as a file; KFP v2 cannot pass one task output both ways")
@@ -239,6 +265,8 @@ def _adapt_types(graph: TaskGraph, task: Task, doc: dict[str, Any]) -> dict[str,
         source_type = None
         if arg.source == "param":
             source_type = graph.param(arg.param).type
+        elif arg.source == "task" and arg.collect:
+            source_type = "JsonArray"  # dsl.Collected: a list of the loop's values
         elif arg.source == "task":
             source_type = graph.task(arg.task).component.output(arg.output).type
         if entry.get("type") is None:
@@ -273,6 +301,24 @@ def _constant(graph: TaskGraph, task: Task, arg: Argument) -> Any:
         return value
     raise RenderError(f"{graph.manifest_path}: {arg.key}: KFP v2 cannot pass a literal to input {arg.input!r} of type {spec_in.type} "
                       f"(an artifact); pass it from another task's output or change the input's type")
+
+
+def _apply_references(task: Task, kfp_task: Any) -> None:
+    """Task ``env`` from Secrets and ConfigMaps and ``secret_volumes``, through kfp-kubernetes (names and keys only)."""
+    if not task.env_refs and not task.secret_volumes:
+        return
+    from kfp import kubernetes
+
+    from compose_kfp import schema
+
+    for name, ref in task.env_refs:
+        if isinstance(ref, schema.SecretKeyRef):
+            kubernetes.use_secret_as_env(kfp_task, secret_name=ref.secret, secret_key_to_env={ref.key: name})
+        else:
+            kubernetes.use_config_map_as_env(kfp_task, config_map_name=ref.config_map,
+                                             config_map_key_to_env={ref.key: name})
+    for volume in task.secret_volumes:
+        kubernetes.use_secret_as_volume(kfp_task, secret_name=volume.secret, mount_path=volume.mount_path)
 
 
 def _apply_settings(task: Task, kfp_task: Any) -> None:

@@ -27,6 +27,13 @@ The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
 - with ``pipeline.data_passing = "volume"`` files stay on one volume per workflow
   (``volumeClaimTemplates``) mounted at ``/mnt/compose-kfp``; each task writes under
   ``/mnt/compose-kfp/<task>/`` and consumers receive the upstream path as a parameter;
+- with control flow (:attr:`TaskGraph.has_control_flow <compose_kfp.pipeline.graph.TaskGraph.has_control_flow>`)
+  every DAG task has ``depends`` instead of ``dependencies`` (``x.Succeeded``, see ``_Builder._depends``),
+  a condition becomes ``when`` (:func:`compose_kfp.pipeline.conditions.argo_expression`), ``for_each``
+  ``withItems``/``withParam`` (with ``parallelism``, inside a DAG template of its own), a collected output
+  the aggregated ``{{tasks.T.outputs.parameters.P}}``, the exit handler a DAG template named by ``onExit``;
+  task ``env`` references become ``valueFrom.secretKeyRef``/``configMapKeyRef``, ``secret_volumes`` template
+  ``volumes`` mounted read-only;
 - placeholders are resolved with :func:`compose_kfp.steps.placeholders.resolve_command_line`,
   the same resolver the local runner uses; literal strings in third-party commands
   (``{{workflow.uid}}``) pass through unchanged.
@@ -41,6 +48,7 @@ from typing import Any
 
 from compose_kfp import schema
 from compose_kfp.errors import RenderError
+from compose_kfp.pipeline.conditions import argo_expression
 from compose_kfp.pipeline.graph import Argument, Task, TaskGraph, dns1123_name
 from compose_kfp.steps.placeholders import component_output_path, input_path, io_name
 from compose_kfp.pipeline.render import make_environment, render_template
@@ -100,9 +108,12 @@ def workflow_context(graph: TaskGraph, manifest: schema.Manifest) -> dict[str, A
     volume_mode = pipeline.data_passing == "volume"
     builder = _Builder(graph, volume_mode)
     dag_tasks = [builder.task(task) for task in graph.tasks]
+    exit_dag = None
+    if graph.exit_task is not None:
+        exit_dag = {"name": builder.unique_name(f"{graph.k8s_name}-exit"), "tasks": [builder.task(graph.exit_task)]}
     templates = builder.templates
     entrypoint = graph.k8s_name
-    if any(t["name"] == entrypoint for t in templates):
+    if entrypoint in builder.names:
         entrypoint = dns1123_name(f"{graph.k8s_name}-pipeline")
     volume = None
     if volume_mode:
@@ -122,6 +133,8 @@ def workflow_context(graph: TaskGraph, manifest: schema.Manifest) -> dict[str, A
         "pod_gc": pipeline.pod_gc,
         "volume": volume,
         "dag": {"name": entrypoint, "tasks": dag_tasks},
+        "exit_dag": exit_dag,
+        "loop_templates": builder.loop_templates,
         "templates": templates,
     }}
 
@@ -133,8 +146,19 @@ class _Builder:
         self.graph = graph
         self.volume_mode = volume_mode
         self.templates: list[dict[str, Any]] = []
+        self.loop_templates: list[dict[str, Any]] = []
         self._by_content: dict[str, str] = {}
-        self._names: set[str] = set()
+        self.names: set[str] = set()
+
+    def unique_name(self, base: str) -> str:
+        """``base`` as a DNS-1123 template name not used yet (``-2``, ``-3``, ... appended when needed); reserved."""
+        base = dns1123_name(base) or "template"
+        name, n = base, 1
+        while name in self.names:
+            n += 1
+            name = dns1123_name(f"{base[:58]}-{n}")
+        self.names.add(name)
+        return name
 
     def fail(self, task: Task, message: str) -> RenderError:
         return RenderError(f"{task.where}: {message}")
@@ -148,6 +172,10 @@ class _Builder:
             return arg.text
         if arg.source == "param":
             return f"{{{{workflow.parameters.{arg.param}}}}}"
+        if arg.source == "item":
+            return f"{{{{item.{arg.item_field}}}}}" if arg.item_field else "{{item}}"
+        if arg.source == "status":
+            return "{{workflow.status}}"
         up, out = self._upstream_io(arg)
         return f"{{{{tasks.{up}.outputs.{kind}.{out}}}}}"
 
@@ -235,8 +263,11 @@ class _Builder:
         in_artifacts = [a for a in in_artifacts if a["name"] in kept_artifacts]
         arg_artifacts = [a for a in arg_artifacts if a["name"] in kept_artifacts]
         settings = task.settings
-        env = [{"name": k, "value": v} for k, v in task.component.env]
+        env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in task.component.env]
         env += [{"name": k, "value": v} for k, v in settings.env.items()]
+        env += [_env_ref(name, ref) for name, ref in task.env_refs]
+        secret_volumes = [{"name": dns1123_name(f"secret-{i}-{v.secret}"), "secret": v.secret,
+                           "mount_path": v.mount_path} for i, v in enumerate(task.secret_volumes)]
         template: dict[str, Any] = {
             "image": task.image,
             "command": list(line.command),
@@ -249,30 +280,108 @@ class _Builder:
             "timeout": str(settings.timeout) if settings.timeout else None,
             "node_selector": dict(settings.node_selector),
             "tolerations": [t.model_dump(exclude_none=True) for t in settings.tolerations],
-            "volume_mounts": [{"name": VOLUME_NAME, "mountPath": VOLUME_MOUNT}] if self.volume_mode else [],
+            "volume_mounts": ([{"name": VOLUME_NAME, "mountPath": VOLUME_MOUNT}] if self.volume_mode else [])
+            + [{"name": v["name"], "mountPath": v["mount_path"], "readOnly": True} for v in secret_volumes],
             "labels": {_LABEL_STEP: dns1123_name(task.step) or "step"},
         }
-        return {
+        if secret_volumes:  # only then: templates of pipelines without secrets keep their exact content
+            template["secret_volumes"] = [{"name": v["name"], "secret": {"secretName": v["secret"]}}
+                                          for v in secret_volumes]
+        dag_task: dict[str, Any] = {
             "name": task.k8s_name,
             "template": self._template_name(task, template),
             "dependencies": [self.graph.task(d).k8s_name for d in task.dependencies],
             "parameters": arg_params,
             "artifacts": arg_artifacts,
         }
+        if not self.graph.has_control_flow:
+            return dag_task
+        dag_task["depends"] = self._depends(task)
+        dag_task["dependencies"] = []
+        if task.when is not None:
+            dag_task["when"] = argo_expression(task.when, lambda t, o: f"{{{{tasks.{self.graph.task(t).k8s_name}"
+                                                                       f".outputs.parameters.{io_name(o)}}}}}")
+        if task.loop is not None:
+            loop = task.loop
+            if loop.source == "literal":
+                dag_task["with_items"] = list(loop.items or ())
+            elif loop.source == "param":
+                dag_task["with_param"] = f"{{{{workflow.parameters.{loop.param}}}}}"
+            else:
+                dag_task["with_param"] = (f"{{{{tasks.{self.graph.task(loop.task).k8s_name}.outputs.parameters."
+                                          f"{io_name(loop.output)}}}}}")
+            if loop.parallelism:
+                return self._loop_wrapper(task, dag_task, template)
+        return dag_task
+
+    def _depends(self, task: Task) -> str:
+        """Argo's ``depends`` of ``task``: each upstream ``.Succeeded``, so a skipped (or omitted) upstream
+        task skips this one; ``when_upstream_skipped = "run"`` also accepts ``.Skipped``/``.Omitted`` of
+        upstream tasks that may be skipped; a collected loop that may run no iteration (an empty list is a
+        ``Skipped`` node) is accepted when ``.Skipped`` too."""
+        parts = []
+        collected = {a.task for a in task.arguments if a.source == "task" and a.collect}
+        for d in task.dependencies:
+            up = self.graph.task(d)
+            name = up.k8s_name
+            if task.when_upstream_skipped == "run" and self.graph.may_skip(d):
+                parts.append(f"({name}.Succeeded || {name}.Skipped || {name}.Omitted)")
+            elif d in collected and up.when is None:
+                parts.append(f"({name}.Succeeded || {name}.Skipped)")
+            else:
+                parts.append(f"{name}.Succeeded")
+        return " && ".join(parts)
+
+    def _loop_wrapper(self, task: Task, dag_task: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        """A looped task with ``parallelism``: Argo limits parallel iterations per template, so the loop runs
+        in a DAG template of its own (``parallelism: N``) that receives the upstream values and files as
+        inputs and re-exports the aggregated output parameters; the outer DAG task calls that template."""
+        inner = dict(dag_task, depends="", when=None)
+        outer_params, outer_artifacts, in_params, in_artifacts = [], [], [], []
+        inner_params, inner_artifacts = [], []
+        for p in dag_task["parameters"]:
+            if "{{tasks." in str(p["value"]):
+                in_params.append({"name": p["name"]})
+                outer_params.append(p)
+                inner_params.append({"name": p["name"], "value": f"{{{{inputs.parameters.{p['name']}}}}}"})
+            else:
+                inner_params.append(p)
+        for a in dag_task["artifacts"]:
+            if "from" in a:
+                in_artifacts.append({"name": a["name"]})
+                outer_artifacts.append(a)
+                inner_artifacts.append({"name": a["name"], "from": f"{{{{inputs.artifacts.{a['name']}}}}}"})
+            else:
+                inner_artifacts.append(a)
+        if "{{tasks." in dag_task.get("with_param", ""):
+            in_params.append({"name": "compose-kfp-items"})
+            outer_params.append({"name": "compose-kfp-items", "value": dag_task["with_param"]})
+            inner["with_param"] = "{{inputs.parameters.compose-kfp-items}}"
+        inner.update(parameters=inner_params, artifacts=inner_artifacts)
+        outputs = [{"name": p["name"], "from": f"{{{{tasks.{task.k8s_name}.outputs.parameters.{p['name']}}}}}"}
+                   for p in template["outputs"]["parameters"]]
+        name = self.unique_name(f"{task.k8s_name}-loop")
+        self.loop_templates.append({"name": name, "parallelism": task.loop.parallelism, "tasks": [inner],
+                                    "inputs": {"parameters": in_params, "artifacts": in_artifacts},
+                                    "outputs": outputs})
+        return {"name": task.k8s_name, "template": name, "dependencies": [], "depends": dag_task["depends"],
+                "when": dag_task.get("when"), "parameters": outer_params, "artifacts": outer_artifacts}
 
     def _template_name(self, task: Task, template: dict[str, Any]) -> str:
         key = json.dumps(template, sort_keys=True)
         if key in self._by_content:
             return self._by_content[key]
-        base = dns1123_name(task.step) or "step"
-        name, n = base, 1
-        while name in self._names:
-            n += 1
-            name = dns1123_name(f"{base[:58]}-{n}")
-        self._names.add(name)
+        name = self.unique_name(dns1123_name(task.step) or "step")
         self._by_content[key] = name
         self.templates.append({"name": name, **template})
         return name
+
+
+def _env_ref(name: str, ref: Any) -> dict[str, Any]:
+    """A container env entry taking its value from a Secret (``secretKeyRef``) or a ConfigMap (``configMapKeyRef``)."""
+    if isinstance(ref, schema.SecretKeyRef):
+        return {"name": name, "value_from": {"secretKeyRef": {"name": ref.secret, "key": ref.key}}}
+    return {"name": name, "value_from": {"configMapKeyRef": {"name": ref.config_map, "key": ref.key}}}
 
 
 def _resources(resources: schema.Resources | None) -> dict[str, dict[str, str]] | None:

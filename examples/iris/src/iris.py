@@ -1,4 +1,4 @@
-"""Iris classification: three plain, typed Python functions that compose-kfp turns into pipeline steps.
+"""Iris classification: four plain, typed Python functions that compose-kfp turns into pipeline steps.
 
 Nothing here knows about Kubeflow: each function can be called from a notebook
 or a test. compose-kfp reads the signatures (without importing this file) to
@@ -71,3 +71,15 @@ def evaluate(model: RandomForestClassifier, test_set: pd.DataFrame) -> Metrics:
     accuracy = float(accuracy_score(test_set[LABEL], predicted))
     print(f"accuracy: {accuracy:.4f}")
     return Metrics(accuracy, matrix, int(model.n_estimators))
+
+
+def deploy(model: RandomForestClassifier, accuracy: float) -> str:
+    """Publish the model; the pipeline runs this step only when the accuracy is above the `threshold` param.
+
+    Args:
+        model: the classifier written by the train step.
+        accuracy: its held-out accuracy, from the evaluate step.
+    """
+    message = f"deployed a random forest of {len(model.estimators_)} trees (accuracy {accuracy:.4f})"
+    print(message)
+    return message

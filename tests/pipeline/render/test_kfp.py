@@ -162,5 +162,9 @@ def test_example_compiles_and_loads_back(kfp_toml, tmp_path):
     out = render_kfp_pipeline(graph, texts, tmp_path / "pipeline.yaml")
     loaded = kfp_components.load_component_from_file(str(out))
     assert loaded.name == graph.k8s_name
-    tasks = yaml.safe_load(out.read_text())["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(t.k8s_name for t in graph.tasks)
+    doc = yaml.safe_load(out.read_text())
+    dags = [doc["root"]["dag"], *(c["dag"] for c in doc["components"].values() if "dag" in c)]
+    # every task of the graph (the exit handler included) is one container task, in whatever dsl block
+    containers = [name for dag in dags for name, t in dag["tasks"].items()
+                  if "executorLabel" in doc["components"][t["componentRef"]["name"]]]
+    assert sorted(containers) == sorted(t.k8s_name for t in graph.all_tasks)

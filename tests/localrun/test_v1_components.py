@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.fixtures.pipeline_graphs import argo_workflow_check  # noqa: F401 - fixture
-from tests.localrun.test_runner import busybox_image, cli_run, executor_or_skip, run_cache  # noqa: F401 - fixtures
+from tests.fixtures.localrun import executor_or_skip
+from tests.localrun.test_runner import cli_run
 from tests.steps.test_v1spec import BOOLEAN_NAMES, BUSYBOX, IF_IN_CONCAT, SINGLE_BRANCH
 
 pytestmark = pytest.mark.registry

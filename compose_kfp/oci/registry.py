@@ -33,6 +33,8 @@ import threading
 import urllib.parse
 from typing import BinaryIO, Callable, Iterable, Protocol, Sequence
 
+from compose_kfp.oci import transport as _transport  # noqa: F401 - first: it defers requests' charset import
+
 import requests
 import urllib3.exceptions
 

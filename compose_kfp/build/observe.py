@@ -352,7 +352,9 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
     """Observe every layer of every image and platform (module docstring, "Layers").
 
     ``paths``/``rootfs``/``runtime`` layers do not depend on the platform and are
-    planned and (on a cache miss) built once; the builds run on two threads.
+    planned and (on a cache miss) built once. An unchanged layer is recognised from its input fingerprint
+    (``lstat`` only) on the calling thread; when two or more ``paths``/``rootfs`` layers are not recognised, they
+    are planned and built on two threads (no thread is started otherwise).
     """
     store, cache = state.store, state.layer_cache
     file_layers: dict[tuple[str, str], LayerSpec] = {}
@@ -362,16 +364,20 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                 file_layers.setdefault((spec.name, image.compression), spec)
     results: dict[tuple[str, str], LayerState] = {}
 
-    def one(item: tuple[tuple[str, str], LayerSpec]) -> tuple[tuple[str, str], LayerState]:
-        (name, compression), spec = item
+    def recognised(spec: LayerSpec, compression: str) -> tuple[str | None, LayerState | None]:
+        """The input fingerprint and, when the layer cache knows it, the layer's state (stat only, no reads)."""
         fp = input_fingerprint(spec, compression, state.root)
         if fp is not None:
             key = state.fingerprint_key(fp)
             hit = cache.lookup(key, store) if key else None
             if hit is not None:
                 # files are loaded later, only if a reason must name them
-                return (name, compression), LayerState(spec.name, spec.kind, key, hit.digest,  # type: ignore[arg-type]
-                                                       hit.diff_id, hit.size, hit.media_type, True)
+                return fp, LayerState(spec.name, spec.kind, key, hit.digest,  # type: ignore[arg-type]
+                                      hit.diff_id, hit.size, hit.media_type, True)
+        return fp, None
+
+    def one(item: tuple[tuple[str, str], tuple[LayerSpec, str | None]]) -> tuple[tuple[str, str], LayerState]:
+        (name, compression), (spec, fp) = item
         lp = layer_plan(spec, compression, state.root)
         stamps = file_stamps(lp)
         hit = cache.lookup(lp.key, store)
@@ -393,9 +399,27 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
         return (name, compression), LayerState(spec.name, spec.kind, lp.key, layer.digest, layer.diff_id,
                                                layer.size, layer.media_type, True, stamps)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-layer") as pool:
-        for key, value in pool.map(one, file_layers.items()):
-            results[key] = value
+    # Recognising an unchanged layer is one lstat per file: done here, in order, without starting a thread.
+    # Only the layers it does not recognise are planned (and built when the cache misses), two at a time.
+    unknown: dict[tuple[str, str], tuple[LayerSpec, str | None]] = {}
+    for (name, compression), spec in file_layers.items():
+        fp, known = recognised(spec, compression)
+        if known is not None:
+            results[(name, compression)] = known
+        else:
+            unknown[(name, compression)] = (spec, fp)
+    # The runtime layer (a few files from memory, normally in the cache) and a single changed layer are planned
+    # on this thread; a thread pool only when two or more layers may have to be read from disk.
+    from_disk = [item for item in unknown.items() if item[1][0].kind != "runtime"]
+    inline = [item for item in unknown.items() if item[1][0].kind == "runtime" or len(from_disk) < 2]
+    for item in inline:
+        key, value = one(item)
+        results[key] = value
+    if len(from_disk) >= 2:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-layer") as pool:
+            for key, value in pool.map(one, from_disk):
+                results[key] = value
+    results = {key: results[key] for key in file_layers}  # in kfp.toml's order, as before
 
     locked_deps = _locked_deps(lock)
     out: dict[tuple[str, str], tuple[LayerState, ...]] = {}

@@ -46,9 +46,10 @@ import tarfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
-import pathspec
+if TYPE_CHECKING:  # imported where an ignore spec is made (a cached layer needs none)
+    import pathspec
 
 from compose_kfp.oci.blobs import BlobStore
 from compose_kfp.oci.errors import LayerError
@@ -324,6 +325,8 @@ def load_ignore_spec(context: str | os.PathLike[str] | None, extra: Iterable[str
             except OSError as e:
                 raise LayerError(f"{f}: cannot be read: {e.strerror or e}") from None
     lines += list(extra)
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 

@@ -36,8 +36,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from compose_kfp.steps.component import Arg, ComponentSpec, InputSpec, OutputSpec
 from compose_kfp.errors import StepError
 
@@ -82,6 +80,8 @@ def load_component_file(path: Path) -> ComponentSpec:
 
 def load_component_text(text: str, *, source: str) -> ComponentSpec:
     """Like :func:`load_component_file` for the file's text; ``source`` names it in messages."""
+    import yaml  # here: a project of function steps reads no YAML
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
-from compose_kfp.build.destination import Destination, destination_for
+from compose_kfp.build.destination import Destination, StreamedUploads, destination_for
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
 from compose_kfp.build.requirements import (
     DepsTarget,
@@ -348,8 +348,14 @@ def _media_type(compression: str) -> str:
 
 def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], state: ProjectState, *,
                    lock: Mapping[str, Any] | None = None, installer: Any = None,
-                   progress: Progress | None = None, where: str = "kfp.toml") -> dict[tuple[str, str], tuple[LayerState, ...]]:
+                   progress: Progress | None = None, where: str = "kfp.toml",
+                   streams: StreamedUploads | None = None,
+                   ) -> dict[tuple[str, str], tuple[LayerState, ...]]:
     """Observe every layer of every image and platform (module docstring, "Layers").
+
+    ``streams`` (``apply`` uploading while building; ``plan`` passes none): each layer that must be built also
+    goes to ``streams.sink_for(key)`` (:class:`~compose_kfp.build.destination.StreamedUploads`) as it is
+    compressed.
 
     ``paths``/``rootfs``/``runtime`` layers do not depend on the platform and are
     planned and (on a cache miss) built once. An unchanged layer is recognised from its input fingerprint
@@ -387,7 +393,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                 progress("build", spec.name, 0, total)
             layer = write_layer(lp, store, cache=cache,
                                 progress=(lambda done, tot, n=spec.name: progress("build", n, done, tot))
-                                if progress else None)
+                                if progress else None, sink=streams.sink_for(lp.key) if streams is not None else None)
             if progress:
                 progress("build", spec.name, total, total)
                 progress("built", f"{spec.name} {layer.digest}", layer.size, layer.size)
@@ -416,9 +422,17 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
         key, value = one(item)
         results[key] = value
     if len(from_disk) >= 2:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-layer") as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-layer")
+        try:
             for key, value in pool.map(one, from_disk):
                 results[key] = value
+        except KeyboardInterrupt:  # do not wait for a layer being built or sent (cli.main ends the process)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     results = {key: results[key] for key in file_layers}  # in kfp.toml's order, as before
 
     locked_deps = _locked_deps(lock)
@@ -590,7 +604,8 @@ def observe_rendered(output_dir: Path, root: Path) -> dict[str, str]:
 
 def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, lock: Mapping[str, Any] | None = None,
             frozen: bool = False, output_dir: Path | None = None, installer: Any = None,
-            progress: Progress | None = None, where: str = "kfp.toml") -> Observed:
+            progress: Progress | None = None, where: str = "kfp.toml",
+            streams: StreamedUploads | None = None) -> Observed:
     """Read everything :func:`compose_kfp.planner.plan` needs (module docstring).
 
     Args:
@@ -602,10 +617,12 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         output_dir: ``render.output_dir`` (absolute), for the rendered files on disk.
         installer: the requirements installer (default :func:`compose_kfp.build.deps.find_installer`, found lazily).
         progress: ``(event, name, done, total)`` callback; events ``build`` (layer built into the local store).
+        streams: see :func:`observe_layers` (``apply`` only). The blobs it uploaded count as missing from the
+            destination, as they were before this command: the plan shows what the command sends.
 
     Raises:
         ConfigError, BuildError, RegistryError, AuthError: as the reads fail; nothing is written but the
-        local, content-addressed cache. A registry error while reading the base or the destination starts
+        local, content-addressed cache (and, with ``streams``, the layers being uploaded). A registry error while reading the base or the destination starts
         with the kfp.toml key that names that registry (``image.base: '...': cannot reach ...``).
     """
     if not images:
@@ -621,7 +638,8 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
     try:
         bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)
         key = None
-        layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
+        layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where,
+                                streams=streams)
         warnings = requirements_warnings(images, state.root)
         key = f"image.repository: {redact_userinfo(first.repository)!r}"
         dest = destination_for(first.repository, state.root, registries)
@@ -644,7 +662,8 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
                     known.update(digest for _, digest, _ in p.layers)
                     if p.base and p.base_layers:
                         known.update(_base_digests_of(cur, p, bases))
-        present = frozenset(d for d in sorted(wanted) if d in known or dest.has_blob(d))
+        sent_now = set(streams.pushed) if streams is not None else set()
+        present = frozenset(d for d in sorted(wanted) if d not in sent_now and (d in known or dest.has_blob(d)))
         tags: dict[str, str | None] = {}
         for image in images:
             for tag in image.tags:

@@ -183,17 +183,7 @@ class RegistryDestination(Destination):
             def send(job: tuple[Any, list[str]]) -> None:
                 _send_blob(client, repo, job[0], job[1], rec, pushed, progress)
 
-            pool = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push")
-            try:
-                for fut in [pool.submit(send, j) for j in jobs]:
-                    fut.result()
-            except KeyboardInterrupt:  # do not wait for a blob being sent (cli.main ends the process)
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+            map_in_threads(send, jobs, workers=3, name="push")
             config_raw = config.raw_bytes()
             if manifest.config.digest not in pushed:
                 send((BytesBlob(config_raw), []))
@@ -349,6 +339,24 @@ def destination_for(repository: str, root: Path, registries: Registries) -> Dest
 
 
 # --------------------------------------------------------------------------- sending
+
+
+def map_in_threads(fn: Callable[[Any], Any], items: Sequence[Any], *, workers: int, name: str) -> list[Any]:
+    """``[fn(item) for item in items]`` on a pool of ``workers`` threads named ``name-N``, results in order; the first
+    failure is raised once the running calls end. On Ctrl-C the running calls are not waited for (a blob being
+    sent, a layer being built): ``cli.main`` ends the process."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        results = [fut.result() for fut in [pool.submit(fn, item) for item in items]]
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
 
 
 class Recorder:
@@ -551,5 +559,5 @@ class _LazyBase:
 
 
 __all__ = ["Destination", "EarlyUploads", "LAYOUT_PREFIX", "LayoutDestination", "Recorder", "RegistryDestination",
-           "StreamedUploads", "destination_for", "destination_host", "layout_path", "registries_for",
+           "StreamedUploads", "destination_for", "destination_host", "layout_path", "map_in_threads", "registries_for",
            "streamed_uploads"]

@@ -33,7 +33,6 @@ The values it returns are in :mod:`compose_kfp.build.state`; the state folder it
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
-from compose_kfp.build.destination import Destination, StreamedUploads, destination_for
+from compose_kfp.build.destination import Destination, StreamedUploads, destination_for, map_in_threads
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
 from compose_kfp.build.requirements import (
     DepsTarget,
@@ -422,17 +421,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
         key, value = one(item)
         results[key] = value
     if len(from_disk) >= 2:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-layer")
-        try:
-            for key, value in pool.map(one, from_disk):
-                results[key] = value
-        except KeyboardInterrupt:  # do not wait for a layer being built or sent (cli.main ends the process)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        results.update(map_in_threads(one, from_disk, workers=2, name="observe-layer"))
     results = {key: results[key] for key in file_layers}  # in kfp.toml's order, as before
 
     locked_deps = _locked_deps(lock)

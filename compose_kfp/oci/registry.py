@@ -679,9 +679,10 @@ class StreamUpload:
     ``PUT <location>?digest=<digest>``; go-containerregistry's ``remote.Write`` of a streaming layer does the
     same). Make it with :meth:`RegistryClient.stream_upload`; it is a :class:`~compose_kfp.oci.layer.LayerSink`.
 
-    :meth:`write` buffers bytes into chunks of ``chunk_size`` bytes and hands each to a sender thread
-    (started with the first chunk) through a queue of at most :attr:`QUEUE_CHUNKS` chunks, so compressing and
-    sending overlap and memory stays below ``(QUEUE_CHUNKS + 2) * chunk_size`` bytes; when the registry is
+    :meth:`write` gathers bytes into chunks of at least ``chunk_size`` bytes (the pieces written, joined once)
+    and hands each to a sender thread (started with the first chunk) through a queue of at most
+    :attr:`QUEUE_CHUNKS` chunks, so compressing and sending overlap and memory stays about
+    ``(QUEUE_CHUNKS + 2) * chunk_size`` bytes; when the registry is
     slower than the producer, :meth:`write` waits (the build is then bound by the upload). :meth:`finish`
     sends the rest and commits the blob under its digest; :meth:`abort` gives up.
 
@@ -691,15 +692,17 @@ class StreamUpload:
     and retries. Nothing here raises, and an uncommitted upload session is left for the registry to purge.
     """
 
-    #: Chunks waiting for the sender at most (each ``chunk_size`` bytes).
-    QUEUE_CHUNKS = 2
+    #: Chunks waiting for the sender at most (each about ``chunk_size`` bytes): one being sent, one waiting, one
+    #: being gathered is enough to keep both sides busy.
+    QUEUE_CHUNKS = 1
 
     def __init__(self, client: RegistryClient, repo: str, chunk_size: int):
         self.client, self.repo, self.chunk_size = client, repo, max(1, chunk_size)
         self.error: str | None = None
         self.committed = False
         self.sent = 0
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []
+        self._gathered = 0
         self._queue: queue.Queue = queue.Queue(self.QUEUE_CHUNKS)
         self._thread: threading.Thread | None = None
         self._location: str | None = None
@@ -709,18 +712,22 @@ class StreamUpload:
         """Add ``data`` to the blob (dropped once the stream failed)."""
         if self.error is not None or self._stop.is_set():
             return
-        self._buffer += data
-        while len(self._buffer) >= self.chunk_size:
-            chunk = bytes(self._buffer[:self.chunk_size])
-            del self._buffer[:self.chunk_size]
-            self._put(chunk)
+        self._pieces.append(data)
+        self._gathered += len(data)
+        if self._gathered >= self.chunk_size:  # one copy: the pieces joined into one chunk (a little over the size)
+            self._put(self._take())
+
+    def _take(self) -> bytes:
+        chunk = b"".join(self._pieces)
+        self._pieces, self._gathered = [], 0
+        return chunk
 
     def finish(self, digest: str, size: int) -> None:
         """Send what is buffered, wait for the sender, and commit the blob as ``digest`` (``size`` bytes) with
         ``PUT ?digest=``; :attr:`committed` tells whether it worked."""
-        if self.error is None and self._buffer:
-            self._put(bytes(self._buffer))
-        self._buffer = bytearray()
+        if self.error is None and self._pieces:
+            self._put(self._take())
+        self._pieces, self._gathered = [], 0
         self._end()
         if self.error is not None:
             return
@@ -740,7 +747,7 @@ class StreamUpload:
         """Stop sending (the blob will not be committed). Does not wait for a chunk being sent (Ctrl-C must not
         wait for the network): the sender thread, a daemon, ends after that request."""
         self._stop.set()
-        self._buffer = bytearray()
+        self._pieces, self._gathered = [], 0
         try:
             self._queue.put_nowait(None)
         except queue.Full:

@@ -163,7 +163,7 @@ def test_broken_download_is_resumed_with_a_range_request(registry, fault_proxy, 
 # --------------------------------------------------------------------------- streamed uploads (issue 17)
 
 
-def _stream(client: RegistryClient, repo: str, data: bytes, piece: int = 1000):
+def _stream(client: RegistryClient, repo: str, data: bytes, piece: int = CHUNK // 4):
     """Feed ``data`` to a StreamUpload ``piece`` bytes at a time, then finish it under its digest."""
     s = client.stream_upload(repo)
     for i in range(0, len(data), piece):

@@ -44,7 +44,7 @@ import time
 import urllib.parse
 import sys
 import types
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 
 class _DeferredCharsetDetector(types.ModuleType):
@@ -59,9 +59,14 @@ class _DeferredCharsetDetector(types.ModuleType):
     what ``sys.modules`` holds and what this object forwards to.
     """
 
-    def __init__(self, name: str, version: str):
+    def __init__(self, name: str, version: str, spec: Any = None):
         super().__init__(name)
         self.__version__ = version
+        # What a look at the module without using it may ask (importlib.util.find_spec, a submodule import).
+        self.__spec__ = spec
+        if spec is not None:
+            self.__file__ = spec.origin
+            self.__path__ = list(spec.submodule_search_locations or [])
 
     def __getattr__(self, attr: str):
         if attr.startswith("__") and attr != "__all__":
@@ -71,7 +76,7 @@ class _DeferredCharsetDetector(types.ModuleType):
         if sys.modules.get(self.__name__) is self:
             del sys.modules[self.__name__]
         real = importlib.import_module(self.__name__)
-        self.__dict__.update({k: v for k, v in vars(real).items() if k not in ("__name__", "__spec__")})
+        self.__dict__.update({k: v for k, v in vars(real).items() if k != "__name__"})
         return getattr(real, attr)
 
 
@@ -94,7 +99,7 @@ def _defer_charset_detection() -> None:
         return
     found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
     if found:
-        sys.modules["charset_normalizer"] = _DeferredCharsetDetector("charset_normalizer", found.group(1))
+        sys.modules["charset_normalizer"] = _DeferredCharsetDetector("charset_normalizer", found.group(1), spec)
 
 
 _defer_charset_detection()

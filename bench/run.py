@@ -847,7 +847,7 @@ def write_report(bench: Bench, out: pathlib.Path, versions: dict[str, str], sect
             "(above 1: compose-kfp is faster)."]
     warm = [(key, [s for s in bench.of(key, "compose-kfp") if s.returncode == 0]) for key in WARM_COMMANDS]
     if any(ss for _, ss in warm):
-        doc += ["", "### Warm commands (issue 17)", "",
+        doc += ["", "## Warm commands (issue 17)", "",
                 "On the project the no-change runs left (every layer cached, the image in the registry), "
                 "`python3 -m compose_kfp -q -f kfp.toml ...`; bytecode compiled beforehand, as `make deps` does.", "",
                 "| command | runs | median s | min s | bytes up | peak RSS |", "| --- | ---: | ---: | ---: | ---: | ---: |"]

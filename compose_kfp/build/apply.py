@@ -46,7 +46,15 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 from compose_kfp import planner as planner_mod
 from compose_kfp.build import deps as deps_mod
 from compose_kfp.build import lock as lock_mod
-from compose_kfp.build.destination import Destination, EarlyUploads, Recorder, destination_for, registries_for
+from compose_kfp.build.destination import (
+    Destination,
+    EarlyUploads,
+    Recorder,
+    StreamedUploads,
+    destination_for,
+    registries_for,
+    streamed_uploads,
+)
 from compose_kfp.build.images import desired_images
 from compose_kfp.build.observe import deps_target, layer_plan, resolve_base
 from compose_kfp.build.plan import plan_project, step_refs
@@ -55,7 +63,7 @@ from compose_kfp.build.registries import Registries, registry_ref
 from compose_kfp.build.spec import ImageSpec
 from compose_kfp.build.state import BaseState
 from compose_kfp.build.statedir import ProjectState
-from compose_kfp.errors import BuildError, Interrupted, RenderError, StaleError, from_oci
+from compose_kfp.errors import BuildError, ComposeError, Interrupted, RenderError, StaleError, from_oci
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.image import ACCEPT_MANIFESTS
 from compose_kfp.oci.layer import Layer, write_layer
@@ -128,11 +136,14 @@ class ApplyResult:
 
 def apply_plan(project: Project, plan: Plan, *, registries: Registries | None = None, frozen: bool = False,
                installer: Any = None, progress: Progress | None = None,
-               lock_timeout: float = LOCK_TIMEOUT, lock_held: bool = False) -> ApplyResult:
+               lock_timeout: float = LOCK_TIMEOUT, lock_held: bool = False,
+               streamed: StreamedUploads | None = None) -> ApplyResult:
     """Execute ``plan`` for ``project`` (module docstring). Decides nothing the plan does not say.
 
     Takes the project lock (waiting up to ``lock_timeout`` seconds) unless ``lock_held``: the caller holds it
     already (:func:`~compose_kfp.build.projectlock.holding_project_lock`, with the plan made inside it).
+    ``streamed``: the layers the planning already uploaded while building them (:func:`apply_project`); they
+    count as uploaded and are not sent again.
 
     Raises:
         BusyError: another apply holds the project lock for longer than ``lock_timeout`` seconds.
@@ -149,16 +160,20 @@ def apply_plan(project: Project, plan: Plan, *, registries: Registries | None = 
     own = registries is None
     registries = registries or registries_for(project)
     rec = Recorder()
+    pushed: set[str] = set()
+    if streamed is not None:
+        with streamed.rec.lock:
+            rec.uploaded.extend(streamed.rec.uploaded)
+            pushed |= streamed.pushed
     try:
         with contextlib.nullcontext() if lock_held else holding_project_lock(project.root, lock_timeout):
-            return _apply_locked(project, plan, registries, frozen, installer, progress, rec)
+            return _apply_locked(project, plan, registries, frozen, installer, progress, rec, pushed)
     except KeyboardInterrupt:
         if rec.tags:
             raise Interrupted(f"interrupted after tagging {', '.join(rec.tags)} (each tag names a complete image); "
                               "kfp.lock and the rendered files may not be written yet: run `compose-kfp apply` "
                               "again to finish") from None
-        raise Interrupted("interrupted: nothing was tagged (blobs already sent stay in the registry and are not "
-                          "sent again; the registry keeps only complete blobs)") from None
+        raise Interrupted(_INTERRUPTED_UNTAGGED) from None
     except oci_errors.DistributionError as e:
         raise from_oci(e) from None
     finally:
@@ -167,7 +182,7 @@ def apply_plan(project: Project, plan: Plan, *, registries: Registries | None = 
 
 
 def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: bool, installer: Any,
-                  progress: Progress | None, rec: Recorder) -> ApplyResult:
+                  progress: Progress | None, rec: Recorder, pushed: set[str]) -> ApplyResult:
     root = project.root
     state = ProjectState(root)
     destinations: dict[str, Destination] = {}
@@ -190,7 +205,7 @@ def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: 
         _check_lock_writable(root)
     resolved_images = []
     built_cache: dict[tuple[str, str], Layer] = {}
-    pushed_blobs: set[str] = set()
+    pushed_blobs = pushed
     # --frozen must fail before anything is sent, so it builds first and uploads after the lock check.
     early = None if frozen else EarlyUploads(rec, pushed_blobs, progress)
     try:
@@ -249,6 +264,8 @@ def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: 
 
 
 _NOTHING_TAGGED = "Nothing was tagged; kfp.lock and the rendered files are unchanged."
+_INTERRUPTED_UNTAGGED = ("interrupted: nothing was tagged (blobs already sent stay in the registry and are not sent "
+                         "again; the registry keeps only complete blobs)")
 
 
 def _check_lock_writable(root: Path) -> None:
@@ -462,12 +479,41 @@ def apply_project(project: Project, saved: Plan | None = None, *, frozen: bool =
     ``progress()`` is entered around each planning and around applying, and yields the ``(event, name, done,
     total)`` callback to use (or ``None``).
 
+    Without ``saved``, ``confirm`` and ``frozen`` (``apply -y``, or no terminal to ask on), building and
+    uploading are one stream (issue 17): the planning uploads each layer it builds while compressing it,
+    several at once (:class:`~compose_kfp.build.destination.StreamedUploads`), once the output folder and
+    kfp.lock's folder are known to be writable; config, manifests and tags still go last, in step 5. A
+    question to ask, a saved plan or ``--frozen`` keeps the planning free of remote writes, as ``plan``.
+
     Raises:
         as :func:`~compose_kfp.build.plan.plan_project` and :func:`apply_plan`; BusyError: the lock stayed held.
     """
+    registries = registries_for(project)
+    try:
+        return _apply_project(project, saved, registries, frozen, lock_timeout, progress, describe, on_plan, confirm,
+                              on_wait, on_replanned)
+    finally:
+        registries.close()
+
+
+def _apply_project(project: Project, saved: Plan | None, registries: Registries, frozen: bool, lock_timeout: float,
+                   progress: Callable[[], ContextManager[Progress | None]], describe: Callable[[Plan], str],
+                   on_plan: Callable[[Plan, str], None] | None, confirm: Callable[[Plan], bool] | None,
+                   on_wait: Callable[[], None] | None,
+                   on_replanned: Callable[[Plan, str], None] | None) -> ApplyOutcome:
+    streams: list[StreamedUploads | None] = []
+
     def make_plan() -> Plan:
         with progress() as bars:
-            return plan_project(project, frozen=frozen, progress=bars)
+            if saved is None and confirm is None and not frozen and not streams:
+                streams.append(_streams_for(project, registries, bars))
+            stream = streams[0] if streams else None
+            try:
+                return plan_project(project, registries=registries, frozen=frozen, progress=bars, streams=stream)
+            except KeyboardInterrupt:
+                if stream is None:
+                    raise
+                raise Interrupted(_INTERRUPTED_UNTAGGED) from None
 
     p = saved if saved is not None else make_plan()
     shown = describe(p)
@@ -495,8 +541,25 @@ def apply_project(project: Project, saved: Plan | None = None, *, frozen: bool =
             if again != shown and confirm is not None and not confirm(p):
                 return ApplyOutcome(p, cancelled=True)
         with progress() as bars:
-            result = apply_plan(project, p, frozen=frozen, progress=bars, lock_held=True)
+            result = apply_plan(project, p, registries=registries, frozen=frozen, progress=bars, lock_held=True,
+                                streamed=streams[0] if streams else None)
     return ApplyOutcome(p, result)
+
+
+def _streams_for(project: Project, registries: Registries, progress: Progress | None) -> StreamedUploads | None:
+    """The :class:`StreamedUploads` of ``project``'s destination, or ``None`` (several repositories, an ``oci:``
+    layout, or an output folder or kfp.lock folder that cannot be written: then :func:`apply_plan` fails with
+    that error before anything is sent, as without streaming)."""
+    root = project.root
+    try:
+        images = desired_images(project.manifest, root)
+        check_output_writable(project, rendered_names(project))
+        _check_lock_writable(root)
+        return streamed_uploads([i.repository for i in images], root, registries, ProjectState(root).layer_cache,
+                                progress)
+    except (ComposeError, oci_errors.OCIError, OSError) as e:
+        log.debug("not uploading while building: %s", e)
+        return None
 
 
 __all__ = ["ApplyOutcome", "ApplyResult", "apply_plan", "apply_project"]

@@ -26,7 +26,7 @@ from compose_kfp.build.statedir import ProjectState
 from compose_kfp.errors import ConfigError, RegistryError, StaleError
 from compose_kfp.oci import errors as oci_errors
 from compose_kfp.oci.image import ACCEPT_MANIFESTS, ImageConfig, Manifest
-from compose_kfp.oci.layer import Layer
+from compose_kfp.oci.layer import Layer, LayerCache, LayerSink
 from compose_kfp.planner import ImagePlan, LayerChange, PlatformPlan
 
 if TYPE_CHECKING:
@@ -183,17 +183,7 @@ class RegistryDestination(Destination):
             def send(job: tuple[Any, list[str]]) -> None:
                 _send_blob(client, repo, job[0], job[1], rec, pushed, progress)
 
-            pool = concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="push")
-            try:
-                for fut in [pool.submit(send, j) for j in jobs]:
-                    fut.result()
-            except KeyboardInterrupt:  # do not wait for a blob being sent (cli.main ends the process)
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+            map_in_threads(send, jobs, workers=3, name="push")
             config_raw = config.raw_bytes()
             if manifest.config.digest not in pushed:
                 send((BytesBlob(config_raw), []))
@@ -351,6 +341,24 @@ def destination_for(repository: str, root: Path, registries: Registries) -> Dest
 # --------------------------------------------------------------------------- sending
 
 
+def map_in_threads(fn: Callable[[Any], Any], items: Sequence[Any], *, workers: int, name: str) -> list[Any]:
+    """``[fn(item) for item in items]`` on a pool of ``workers`` threads named ``name-N``, results in order; the first
+    failure is raised once the running calls end. On Ctrl-C the running calls are not waited for (a blob being
+    sent, a layer being built): ``cli.main`` ends the process."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        results = [fut.result() for fut in [pool.submit(fn, item) for item in items]]
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+
 class Recorder:
     """What was sent, filled while applying (thread-safe through :attr:`lock`): ``uploaded`` ``(digest, bytes)``,
     ``mounted`` digests, ``manifests`` digests and ``tags`` (``repository:tag``) in the order they were written,
@@ -404,6 +412,67 @@ class EarlyUploads:
         if self.pool is not None:
             self.pool.shutdown(wait=wait, cancel_futures=True)
             self.pool = None
+
+
+class StreamedUploads:
+    """Layers sent to the destination registry while they are built (issue 17): ``apply`` without a question to
+    ask plans with :meth:`sink_for` as the builder's sink, so each layer built is compressed, stored and
+    uploaded in one pass, several at once (the builds run two at a time), instead of being built first and
+    uploaded after. Only blobs go up early; config, manifests and tags still wait for every blob
+    (:meth:`RegistryDestination.write_image`), so a failure leaves no tag on an incomplete image.
+
+    :attr:`rec` and :attr:`pushed` record what was committed (for :func:`compose_kfp.build.apply.apply_plan`,
+    which then does not send those blobs again); a stream that failed records nothing, and the blob is sent
+    from the local store as before.
+    """
+
+    def __init__(self, dest: RegistryDestination, cache: LayerCache, progress: Progress | None = None):
+        self.dest, self.cache, self.progress = dest, cache, progress
+        self.rec = Recorder()
+        self.pushed: set[str] = set()
+
+    def sink_for(self, key: str) -> LayerSink | None:
+        """A sink uploading the layer with cache key ``key`` as it is built, or ``None`` when nothing needs to
+        be sent: the layer cache remembers the digest an earlier build with the same inputs gave (the blob
+        has since left the local store) and the destination has that blob (one ``HEAD``)."""
+        record = self.cache.get(key)
+        if record is not None and self.dest.has_blob(record["digest"]):
+            return None
+        return _RecordedStream(self, self.dest.client.stream_upload(self.dest.repo))
+
+
+class _RecordedStream:
+    """A :class:`~compose_kfp.oci.registry.StreamUpload` whose commit is recorded in its :class:`StreamedUploads`."""
+
+    def __init__(self, owner: StreamedUploads, stream: Any):
+        self.owner, self.stream = owner, stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def abort(self) -> None:
+        self.stream.abort()
+
+    def finish(self, digest: str, size: int) -> None:
+        self.stream.finish(digest, size)
+        if not self.stream.committed:
+            return
+        owner = self.owner
+        with owner.rec.lock:
+            owner.rec.uploaded.append((digest, size))
+            owner.pushed.add(digest)
+        if owner.progress:
+            owner.progress("upload", digest, size, size)
+
+
+def streamed_uploads(repositories: Sequence[str], root: Path, registries: Registries, cache: LayerCache,
+                     progress: Progress | None = None) -> StreamedUploads | None:
+    """A :class:`StreamedUploads` when every image goes to the same registry repository, else ``None`` (an
+    ``oci:`` layout destination, or images in several repositories: they are written as before)."""
+    if len(set(repositories)) != 1:
+        return None
+    dest = destination_for(repositories[0], root, registries)
+    return StreamedUploads(dest, cache, progress) if isinstance(dest, RegistryDestination) else None
 
 
 def _base_source(pp: PlatformPlan, state: ProjectState) -> tuple[str | None, str | None, Path | None, bool]:
@@ -490,4 +559,5 @@ class _LazyBase:
 
 
 __all__ = ["Destination", "EarlyUploads", "LAYOUT_PREFIX", "LayoutDestination", "Recorder", "RegistryDestination",
-           "destination_for", "destination_host", "layout_path", "registries_for"]
+           "StreamedUploads", "destination_for", "destination_host", "layout_path", "map_in_threads", "registries_for",
+           "streamed_uploads"]

@@ -33,7 +33,6 @@ The values it returns are in :mod:`compose_kfp.build.state`; the state folder it
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
-from compose_kfp.build.destination import Destination, destination_for
+from compose_kfp.build.destination import Destination, StreamedUploads, destination_for, map_in_threads
 from compose_kfp.build.registries import Registries, download_blob, registry_ref
 from compose_kfp.build.requirements import (
     DepsTarget,
@@ -367,11 +366,19 @@ def _media_type(compression: str) -> str:
 
 def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], state: ProjectState, *,
                    lock: Mapping[str, Any] | None = None, installer: Any = None,
-                   progress: Progress | None = None, where: str = "kfp.toml") -> dict[tuple[str, str], tuple[LayerState, ...]]:
+                   progress: Progress | None = None, where: str = "kfp.toml",
+                   streams: StreamedUploads | None = None,
+                   ) -> dict[tuple[str, str], tuple[LayerState, ...]]:
     """Observe every layer of every image and platform (module docstring, "Layers").
 
+    ``streams`` (``apply`` uploading while building; ``plan`` passes none): each layer that must be built also
+    goes to ``streams.sink_for(key)`` (:class:`~compose_kfp.build.destination.StreamedUploads`) as it is
+    compressed.
+
     ``paths``/``rootfs``/``runtime`` layers do not depend on the platform and are
-    planned and (on a cache miss) built once; the builds run on two threads.
+    planned and (on a cache miss) built once. An unchanged layer is recognised from its input fingerprint
+    (``lstat`` only) on the calling thread; when two or more ``paths``/``rootfs`` layers are not recognised, they
+    are planned and built on two threads (no thread is started otherwise).
     """
     store, cache = state.store, state.layer_cache
     file_layers: dict[tuple[str, str], LayerSpec] = {}
@@ -381,16 +388,20 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                 file_layers.setdefault((spec.name, image.compression), spec)
     results: dict[tuple[str, str], LayerState] = {}
 
-    def one(item: tuple[tuple[str, str], LayerSpec]) -> tuple[tuple[str, str], LayerState]:
-        (name, compression), spec = item
+    def recognised(spec: LayerSpec, compression: str) -> tuple[str | None, LayerState | None]:
+        """The input fingerprint and, when the layer cache knows it, the layer's state (stat only, no reads)."""
         fp = input_fingerprint(spec, compression, state.root)
         if fp is not None:
             key = state.fingerprint_key(fp)
             hit = cache.lookup(key, store) if key else None
             if hit is not None:
                 # files are loaded later, only if a reason must name them
-                return (name, compression), LayerState(spec.name, spec.kind, key, hit.digest,  # type: ignore[arg-type]
-                                                       hit.diff_id, hit.size, hit.media_type, True)
+                return fp, LayerState(spec.name, spec.kind, key, hit.digest,  # type: ignore[arg-type]
+                                      hit.diff_id, hit.size, hit.media_type, True)
+        return fp, None
+
+    def one(item: tuple[tuple[str, str], tuple[LayerSpec, str | None]]) -> tuple[tuple[str, str], LayerState]:
+        (name, compression), (spec, fp) = item
         lp = layer_plan(spec, compression, state.root)
         stamps = file_stamps(lp)
         hit = cache.lookup(lp.key, store)
@@ -400,7 +411,7 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
                 progress("build", spec.name, 0, total)
             layer = write_layer(lp, store, cache=cache,
                                 progress=(lambda done, tot, n=spec.name: progress("build", n, done, tot))
-                                if progress else None)
+                                if progress else None, sink=streams.sink_for(lp.key) if streams is not None else None)
             if progress:
                 progress("build", spec.name, total, total)
                 progress("built", f"{spec.name} {layer.digest}", layer.size, layer.size)
@@ -412,9 +423,25 @@ def observe_layers(images: Sequence[ImageSpec], bases: Mapping[str, BaseState], 
         return (name, compression), LayerState(spec.name, spec.kind, lp.key, layer.digest, layer.diff_id,
                                                layer.size, layer.media_type, True, stamps)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-layer") as pool:
-        for key, value in pool.map(one, file_layers.items()):
-            results[key] = value
+    # Recognising an unchanged layer is one lstat per file: done here, in order, without starting a thread.
+    # Only the layers it does not recognise are planned (and built when the cache misses), two at a time.
+    unknown: dict[tuple[str, str], tuple[LayerSpec, str | None]] = {}
+    for (name, compression), spec in file_layers.items():
+        fp, known = recognised(spec, compression)
+        if known is not None:
+            results[(name, compression)] = known
+        else:
+            unknown[(name, compression)] = (spec, fp)
+    # The runtime layer (a few files from memory, normally in the cache) and a single changed layer are planned
+    # on this thread; a thread pool only when two or more layers may have to be read from disk.
+    from_disk = [item for item in unknown.items() if item[1][0].kind != "runtime"]
+    inline = [item for item in unknown.items() if item[1][0].kind == "runtime" or len(from_disk) < 2]
+    for item in inline:
+        key, value = one(item)
+        results[key] = value
+    if len(from_disk) >= 2:
+        results.update(map_in_threads(one, from_disk, workers=2, name="observe-layer"))
+    results = {key: results[key] for key in file_layers}  # in kfp.toml's order, as before
 
     locked_deps = _locked_deps(lock)
     out: dict[tuple[str, str], tuple[LayerState, ...]] = {}
@@ -585,7 +612,8 @@ def observe_rendered(output_dir: Path, root: Path) -> dict[str, str]:
 
 def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, lock: Mapping[str, Any] | None = None,
             frozen: bool = False, output_dir: Path | None = None, installer: Any = None,
-            progress: Progress | None = None, where: str = "kfp.toml") -> Observed:
+            progress: Progress | None = None, where: str = "kfp.toml",
+            streams: StreamedUploads | None = None) -> Observed:
     """Read everything :func:`compose_kfp.planner.plan` needs (module docstring).
 
     Args:
@@ -597,10 +625,12 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
         output_dir: ``render.output_dir`` (absolute), for the rendered files on disk.
         installer: the requirements installer (default :func:`compose_kfp.build.deps.find_installer`, found lazily).
         progress: ``(event, name, done, total)`` callback; events ``build`` (layer built into the local store).
+        streams: see :func:`observe_layers` (``apply`` only). The blobs it uploaded count as missing from the
+            destination, as they were before this command: the plan shows what the command sends.
 
     Raises:
         ConfigError, BuildError, RegistryError, AuthError: as the reads fail; nothing is written but the
-        local, content-addressed cache. A registry error while reading the base or the destination starts
+        local, content-addressed cache (and, with ``streams``, the layers being uploaded). A registry error while reading the base or the destination starts
         with the kfp.toml key that names that registry (``image.base: '...': cannot reach ...``).
     """
     if not images:
@@ -615,7 +645,8 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
     bases = resolve_base(first.base, first.platforms, registries, state, locked=locked_bases)  # errors: base_error
     key = None  # which kfp.toml key names the registry being read
     try:
-        layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where)
+        layers = observe_layers(images, bases, state, lock=lock, installer=installer, progress=progress, where=where,
+                                streams=streams)
         warnings = requirements_warnings(images, state.root)
         key = f"image.repository: {redact_userinfo(first.repository)!r}"
         dest = destination_for(first.repository, state.root, registries)
@@ -638,7 +669,8 @@ def observe(images: Sequence[ImageSpec], root: Path, *, registries: Registries, 
                     known.update(digest for _, digest, _ in p.layers)
                     if p.base and p.base_layers:
                         known.update(_base_digests_of(cur, p, bases))
-        present = frozenset(d for d in sorted(wanted) if d in known or dest.has_blob(d))
+        sent_now = set(streams.pushed) if streams is not None else set()
+        present = frozenset(d for d in sorted(wanted) if d not in sent_now and (d in known or dest.has_blob(d)))
         tags: dict[str, str | None] = {}
         for image in images:
             for tag in image.tags:

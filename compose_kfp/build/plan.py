@@ -30,20 +30,24 @@ from compose_kfp.planner import Plan
 
 if TYPE_CHECKING:
     from compose_kfp.manifest.project import Project
+    from compose_kfp.build.destination import StreamedUploads
 
 #: Progress callback: ``(event, name or digest, done bytes, total bytes)``.
 Progress = Callable[[str, str, int, int], None]
 
 
 def plan_project(project: Project, *, registries: Registries | None = None, frozen: bool = False,
-                 installer: Any = None, progress: Progress | None = None) -> Plan:
+                 installer: Any = None, progress: Progress | None = None,
+                 streams: StreamedUploads | None = None) -> Plan:
     """The complete plan of ``project``, in one call (module docstring): observe, pin, plan, rendered-file digests,
     ``lock_changes``.
 
     Layers whose files changed are built into the local blob store as part of observing (module
     :mod:`compose_kfp.build.observe`); requirements are never installed here. ``registries`` (default: made with
     :func:`~compose_kfp.build.destination.registries_for` and closed at the end); ``installer``: the requirements
-    installer (default: found when a requirements key is needed); ``progress``: ``(event, name, done, total)``.
+    installer (default: found when a requirements key is needed); ``progress``: ``(event, name, done, total)``;
+    ``streams``: only ``apply`` gives one (:class:`~compose_kfp.build.destination.StreamedUploads`): each layer
+    built is uploaded as it is compressed. Without it nothing remote is changed.
 
     Raises:
         StaleError: ``frozen`` and kfp.lock would change.
@@ -60,7 +64,7 @@ def plan_project(project: Project, *, registries: Registries | None = None, froz
         ProjectState(root).dir.mkdir(exist_ok=True)  # no state folder: every layer must be built into it
         observed = observe(images, root, registries=registries, lock=lock, frozen=frozen,
                            output_dir=project.loaded.output_dir, installer=installer, progress=progress,
-                           where=project.loaded.display_path)
+                           where=project.loaded.display_path, streams=streams)
         pinned = pin_images(component_images(project), registries,
                             locked=(lock or {}).get("components") if frozen else None)
         p = planner_mod.plan(images, observed, project=project.manifest.project.name, root=str(root),

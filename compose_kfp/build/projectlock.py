@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Callable, Iterator
-
-import filelock
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from compose_kfp.build.statedir import ProjectState, state_dir_error
 from compose_kfp.errors import BusyError
+
+if TYPE_CHECKING:  # imported when a lock is taken: a plan with no changes takes none
+    import filelock
 
 #: Default seconds a second ``apply`` waits for the project lock before :class:`BusyError`.
 LOCK_TIMEOUT = 30.0
@@ -30,6 +31,8 @@ def project_lock(root: Path, timeout: float = LOCK_TIMEOUT) -> filelock.FileLock
         state.dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise state_dir_error(state, e) from None
+    import filelock
+
     return filelock.FileLock(str(state.lock_path), timeout=timeout)
 
 
@@ -46,6 +49,8 @@ def holding_project_lock(root: Path, timeout: float = LOCK_TIMEOUT,
         BusyError: still held after ``timeout`` seconds.
         BuildError: the state folder or its lock file cannot be created (names ``.compose-kfp``).
     """
+    import filelock
+
     lk = project_lock(root, timeout)
     try:
         try:

@@ -41,16 +41,19 @@ class _Bars:
     LABELS = {"build": "building", "upload": "uploading", "copy": "copying base", "install": "installing"}
 
     def __init__(self, settings: Settings, enabled: bool = True):
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-
         on = enabled and not settings.quiet
-        self.enabled = on and settings.err.is_terminal
-        self.plain = on and not settings.err.is_terminal
+        terminal = on and settings.err.is_terminal  # silenced: neither rich nor the terminal is asked
+        self.enabled = terminal
+        self.plain = on and not terminal
         self.console = settings.err
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=settings.err,
-                                 transient=False)
+        self.progress: Any = None
+        if self.enabled:  # rich.progress is imported only to draw bars
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), TimeRemainingColumn(), console=settings.err.console,
+                                     transient=False)
         self.tasks: dict[tuple[str, str], Any] = {}
         self.done: set[tuple[str, str]] = set()
         self.lock = threading.Lock()

@@ -46,9 +46,10 @@ import tarfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Union
 
-import pathspec
+if TYPE_CHECKING:  # imported where an ignore spec is made (a cached layer needs none)
+    import pathspec
 
 from compose_kfp.oci.blobs import BlobStore
 from compose_kfp.oci.errors import LayerError
@@ -89,6 +90,23 @@ FORMAT_VERSION = 1
 
 Compression = Union[str, None]
 ProgressFn = Callable[[int, int], None]
+
+
+class LayerSink(Protocol):
+    """Where a layer's compressed bytes also go while :func:`write_layer` writes them into the blob store (a
+    registry upload in progress: :class:`compose_kfp.oci.registry.StreamUpload`).
+
+    Called from the compressing thread, in order: :meth:`write` with each piece of the blob as it is
+    compressed, then exactly one of :meth:`finish` (the blob is complete and stored; its digest and size in
+    bytes are final) or :meth:`abort` (the build failed). A sink never raises: a sink that cannot go on
+    drops what it is given, and the blob in the store stays the truth.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self, digest: str, size: int) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- values
@@ -324,6 +342,8 @@ def load_ignore_spec(context: str | os.PathLike[str] | None, extra: Iterable[str
             except OSError as e:
                 raise LayerError(f"{f}: cannot be read: {e.strerror or e}") from None
     lines += list(extra)
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
@@ -744,8 +764,9 @@ class _Abort(Exception):
 
 
 def _pipeline(chunks: Iterator[bytes | bytearray], store: BlobStore, compression: Compression, level: int,
-              progress: ProgressFn | None, total: int) -> tuple[str, str, int]:
-    """Run tar+hash (worker thread) and compress+hash+write (this thread); return (digest, diff_id, size)."""
+              progress: ProgressFn | None, total: int, sink: LayerSink | None = None) -> tuple[str, str, int]:
+    """Run tar+hash (worker thread) and compress+hash+write (this thread, also to ``sink``); return
+    (digest, diff_id, size)."""
     q: queue.Queue = queue.Queue(_QUEUE_DEPTH)
     stop = threading.Event()
     diff = hashlib.sha256()
@@ -779,26 +800,40 @@ def _pipeline(chunks: Iterator[bytes | bytearray], store: BlobStore, compression
                 if isinstance(item, BaseException):
                     raise item
                 done += len(item)
-                w.write(comp.compress(item) if comp is not None else item)
+                out = comp.compress(item) if comp is not None else item
+                w.write(out)
+                if sink is not None and out:
+                    sink.write(bytes(out))
                 if progress is not None:
                     progress(min(done, total), total)
             if comp is not None:
-                w.write(comp.flush())
+                out = comp.flush()
+                w.write(out)
+                if sink is not None and out:
+                    sink.write(out)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     finally:
         stop.set()
         if worker.ident is not None:  # not started when store.writer() failed (read-only store)
             worker.join()
     assert w.digest is not None
+    if sink is not None:
+        sink.finish(w.digest, w.size)
     return w.digest, "sha256:" + diff.hexdigest(), w.size
 
 
 def write_layer(plan: LayerPlan, store: BlobStore | str | os.PathLike[str], *, cache: LayerCache | None = None,
-                progress: ProgressFn | None = None) -> Layer:
+                progress: ProgressFn | None = None, sink: LayerSink | None = None) -> Layer:
     """Write ``plan`` as a blob into ``store`` in one streaming pass and return the :class:`Layer`.
 
     When ``cache`` knows ``plan.key`` and the blob is in ``store``, nothing is
     read or written. ``progress(done, total)`` is called from this thread with
-    tar bytes produced so far and the planned total (bytes, approximate).
+    tar bytes produced so far and the planned total (bytes, approximate). ``sink`` (:class:`LayerSink`) gets the
+    compressed bytes too, as they are written (the same bytes, so the same digest), then ``finish`` once the
+    blob is stored, or ``abort``; it is not called at all on a cache hit.
 
     Raises:
         LayerError: a file vanished, changed or became unreadable since planning.
@@ -809,7 +844,7 @@ def write_layer(plan: LayerPlan, store: BlobStore | str | os.PathLike[str], *, c
         if hit is not None:
             return hit
     total = plan.content_bytes + 512 * (len(plan.entries) + 2)
-    digest, diff_id, size = _pipeline(_iter_tar(plan), store, plan.compression, plan.level, progress, total)
+    digest, diff_id, size = _pipeline(_iter_tar(plan), store, plan.compression, plan.level, progress, total, sink)
     layer = Layer(plan.media_type, digest, diff_id, size, opener=lambda: store.open(digest))
     if cache is not None:
         cache.record(plan.key, layer)
@@ -919,7 +954,7 @@ class LayerCache:
 
 
 __all__ = [
-    "Content", "DEFAULT_IGNORES", "Entry", "IGNORE_FILE", "Include", "Layer", "LayerCache", "LayerPlan",
+    "Content", "DEFAULT_IGNORES", "Entry", "IGNORE_FILE", "Include", "Layer", "LayerCache", "LayerPlan", "LayerSink",
     "WHITEOUT_OPAQUE", "WHITEOUT_PREFIX", "build_layer", "build_mapping_layer", "build_rootfs_layer",
     "compress_tar", "layer_key", "load_ignore_spec", "plan_layer", "resolve_source_date_epoch", "write_layer",
 ]

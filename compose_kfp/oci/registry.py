@@ -27,11 +27,14 @@ import json
 import logging
 import os
 import pathlib
+import queue
 import re
 import tempfile
 import threading
 import urllib.parse
 from typing import BinaryIO, Callable, Iterable, Protocol, Sequence
+
+from compose_kfp.oci import transport as _transport  # noqa: F401 - first: it defers requests' charset import
 
 import requests
 import urllib3.exceptions
@@ -52,6 +55,7 @@ __all__ = [
     "BlobSource",
     "BytesBlob",
     "FileBlob",
+    "StreamUpload",
     "ImageBlobs",
     "push_image",
     "push_index",
@@ -69,6 +73,8 @@ _INDEX_TYPES = frozenset({MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST}
 
 #: Bytes per upload ``PATCH``; blobs up to this size are uploaded with one ``PUT``.
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
+#: Bytes per ``PATCH`` of a :class:`StreamUpload` at most: with its queue, a stream holds about four of them.
+STREAM_CHUNK_SIZE = 8 * 1024 * 1024
 _READ_BLOCK = 1024 * 1024
 _MAX_MANIFEST = 8 * 1024 * 1024
 
@@ -639,6 +645,12 @@ class RegistryClient:
                 self.transport.sleep(attempt, None)
         return digest
 
+    def stream_upload(self, repo: str, chunk_size: int | None = None) -> "StreamUpload":
+        """A chunked upload into ``repo`` of a blob whose digest is known only at its end (a layer being built):
+        a :class:`StreamUpload` (a :class:`~compose_kfp.oci.layer.LayerSink`). ``chunk_size``: bytes per
+        ``PATCH`` (default: this client's, at most :data:`STREAM_CHUNK_SIZE`)."""
+        return StreamUpload(self, repo, chunk_size or min(self.chunk_size, STREAM_CHUNK_SIZE))
+
     def ensure_blob(self, repo: str, source: BlobSource, mount_from: Sequence[str] = (),
                     progress: ProgressCallback | None = None) -> str:
         """Make ``source.digest`` present in ``repo``: exists? -> mount from each of ``mount_from`` -> upload.
@@ -659,6 +671,136 @@ class RegistryClient:
         if progress:
             progress(digest, source.size, source.size)
         return result
+
+
+class StreamUpload:
+    """One blob sent while it is produced: distribution spec §Pushing a blob in chunks, with the digest given
+    only at the end (``POST /v2/<repo>/blobs/uploads/``, ``PATCH`` chunks with ``Content-Range``, then
+    ``PUT <location>?digest=<digest>``; go-containerregistry's ``remote.Write`` of a streaming layer does the
+    same). Make it with :meth:`RegistryClient.stream_upload`; it is a :class:`~compose_kfp.oci.layer.LayerSink`.
+
+    :meth:`write` gathers bytes into chunks of at least ``chunk_size`` bytes (the pieces written, joined once)
+    and hands each to a sender thread (started with the first chunk) through a queue of at most
+    :attr:`QUEUE_CHUNKS` chunks, so compressing and sending overlap and memory stays about
+    ``(QUEUE_CHUNKS + 2) * chunk_size`` bytes; when the registry is
+    slower than the producer, :meth:`write` waits (the build is then bound by the upload). :meth:`finish`
+    sends the rest and commits the blob under its digest; :meth:`abort` gives up.
+
+    Best effort by design: a failed request (any error, any unexpected status) ends the stream quietly
+    (:attr:`error` says why, :attr:`committed` stays false) and what is written afterwards is dropped; the
+    caller sends the blob again from its stored copy with :meth:`RegistryClient.upload_blob`, which resumes
+    and retries. Nothing here raises, and an uncommitted upload session is left for the registry to purge.
+    """
+
+    #: Chunks waiting for the sender at most (each about ``chunk_size`` bytes): one being sent, one waiting, one
+    #: being gathered is enough to keep both sides busy.
+    QUEUE_CHUNKS = 1
+
+    def __init__(self, client: RegistryClient, repo: str, chunk_size: int):
+        self.client, self.repo, self.chunk_size = client, repo, max(1, chunk_size)
+        self.error: str | None = None
+        self.committed = False
+        self.sent = 0
+        self._pieces: list[bytes] = []
+        self._gathered = 0
+        self._queue: queue.Queue = queue.Queue(self.QUEUE_CHUNKS)
+        self._thread: threading.Thread | None = None
+        self._location: str | None = None
+        self._stop = threading.Event()
+
+    def write(self, data: bytes) -> None:
+        """Add ``data`` to the blob (dropped once the stream failed)."""
+        if self.error is not None or self._stop.is_set():
+            return
+        self._pieces.append(data)
+        self._gathered += len(data)
+        if self._gathered >= self.chunk_size:  # one copy: the pieces joined into one chunk (a little over the size)
+            self._put(self._take())
+
+    def _take(self) -> bytes:
+        chunk = b"".join(self._pieces)
+        self._pieces, self._gathered = [], 0
+        return chunk
+
+    def finish(self, digest: str, size: int) -> None:
+        """Send what is buffered, wait for the sender, and commit the blob as ``digest`` (``size`` bytes) with
+        ``PUT ?digest=``; :attr:`committed` tells whether it worked."""
+        if self.error is None and self._pieces:
+            self._put(self._take())
+        self._pieces, self._gathered = [], 0
+        self._end()
+        if self.error is not None:
+            return
+        if self.sent != size:
+            self.error = f"sent {self.sent} bytes of a {size}-byte blob"
+            return
+        try:
+            if self._location is None:  # an empty blob: no chunk was sent
+                self._location = self.client.start_upload(self.repo)
+            self.client.finish_upload(self.repo, self._location, digest)
+            self.committed = True
+        except Exception as e:  # noqa: BLE001 - best effort: the caller uploads the stored blob instead
+            self.error = f"commit: {e}"
+            log.debug("streamed upload of %s to %s not committed: %s", digest, self.repo, e)
+
+    def abort(self) -> None:
+        """Stop sending (the blob will not be committed). Does not wait for a chunk being sent (Ctrl-C must not
+        wait for the network): the sender thread, a daemon, ends after that request."""
+        self._stop.set()
+        self._pieces, self._gathered = [], 0
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread = None
+
+    def _put(self, chunk: bytes) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send_all, name="stream-push", daemon=True)
+            self._thread.start()
+        while self.error is None and not self._stop.is_set():
+            try:
+                self._queue.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _end(self) -> None:
+        if self._thread is None:
+            return
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        self._thread = None
+
+    def _send_all(self) -> None:
+        """The sender thread: ``POST`` once, then one ``PATCH`` per chunk, in order."""
+        try:
+            location = self.client.start_upload(self.repo)
+            while True:
+                chunk = self._queue.get()
+                if chunk is None or self._stop.is_set():
+                    break
+                resp = self.client.patch_chunk(self.repo, location, self.sent, chunk)
+                with resp:
+                    if resp.status_code not in (202, 204):
+                        raise DistributionError(f"HTTP {resp.status_code} for a chunk at byte {self.sent}")
+                    location = self.client.transport.url(resp.headers.get("Location") or location)
+                self.sent += len(chunk)
+            self._location = location
+        except Exception as e:  # noqa: BLE001 - best effort (class docstring)
+            self.error = str(e) or type(e).__name__
+            log.debug("streamed upload to %s stopped: %s", self.repo, self.error)
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    if self._queue.get_nowait() is None:
+                        break
+                except queue.Empty:
+                    break
 
 
 # ---------------------------------------------------------------------- high level

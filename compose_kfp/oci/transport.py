@@ -42,12 +42,72 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import Iterable, Iterator, Mapping, Sequence
+import sys
+import types
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import requests
-import requests.adapters
-import urllib3.exceptions
-from urllib3.util.retry import Retry
+
+class _DeferredCharsetDetector(types.ModuleType):
+    """Stands in ``sys.modules`` for ``charset_normalizer`` until something uses it.
+
+    ``requests`` imports a character-set detector when it is imported (``requests.compat``), and
+    ``charset_normalizer`` loads every codec module it knows at import: about 40 ms of every command's
+    start-up, for a feature (guessing the encoding of a response that does not declare one, ``Response.text``)
+    that the registry protocol never uses: we read bytes and JSON. This module answers ``__version__`` (read
+    from the installed package's ``version.py`` without importing it, for requests' compatibility check)
+    and replaces itself by the real package on any other attribute (``detect``, ...), which from then on is
+    what ``sys.modules`` holds and what this object forwards to.
+    """
+
+    def __init__(self, name: str, version: str, spec: Any = None):
+        super().__init__(name)
+        self.__version__ = version
+        # What a look at the module without using it may ask (importlib.util.find_spec, a submodule import).
+        self.__spec__ = spec
+        if spec is not None:
+            self.__file__ = spec.origin
+            self.__path__ = list(spec.submodule_search_locations or [])
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__") and attr != "__all__":
+            raise AttributeError(attr)
+        import importlib
+
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update({k: v for k, v in vars(real).items() if k != "__name__"})
+        return getattr(real, attr)
+
+
+def _defer_charset_detection() -> None:
+    """Put a :class:`_DeferredCharsetDetector` in ``sys.modules`` before ``requests`` is first imported
+    (nothing when requests, chardet or charset_normalizer is loaded already, or the package is not installed)."""
+    if any(name in sys.modules for name in ("requests", "chardet", "charset_normalizer")):
+        return
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("chardet")
+        if spec is not None:  # requests prefers chardet, which imports cheaply: leave it alone
+            return
+        spec = importlib.util.find_spec("charset_normalizer")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        text = (pathlib.Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text("utf-8")
+    except (ImportError, OSError, ValueError, StopIteration):
+        return
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
+    if found:
+        sys.modules["charset_normalizer"] = _DeferredCharsetDetector("charset_normalizer", found.group(1), spec)
+
+
+_defer_charset_detection()
+
+import requests  # noqa: E402 - after _defer_charset_detection
+import requests.adapters  # noqa: E402
+import urllib3.exceptions  # noqa: E402
+from urllib3.util.retry import Retry  # noqa: E402
 
 from compose_kfp.oci.auth import Credential, Keychain
 from compose_kfp.oci.errors import Unauthorized, NotFound, DistributionError

@@ -35,13 +35,12 @@ this reader accepts (the ``kfp`` render target refuses such a step; Argo renders
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from compose_kfp.errors import StepError
 from compose_kfp.steps.component import Arg, ComponentSpec, InputSpec, OutputSpec
@@ -69,15 +68,22 @@ _FALSE_WORDS = {"n", "no", "f", "false", "off", "0"}
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
-class _ComponentLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose only booleans are ``true``/``false`` (YAML 1.2 core schema)."""
+@functools.cache
+def _component_loader() -> type:
+    """``yaml.SafeLoader`` whose only booleans are ``true``/``false`` (YAML 1.2 core schema); built on first use,
+    so that a project of function steps never imports yaml."""
+    import yaml
 
+    class ComponentLoader(yaml.SafeLoader):
+        pass
 
-_ComponentLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_ComponentLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    ComponentLoader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    ComponentLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                          list("tTfF"))
+    return ComponentLoader
 
 
 def load_yaml(text: str, *, source: str) -> list[Any]:
@@ -89,8 +95,10 @@ def load_yaml(text: str, *, source: str) -> list[Any]:
     Raises:
         StepError: ``<source>:<line>: not valid YAML: ...``.
     """
+    import yaml
+
     try:
-        docs = list(yaml.load_all(text, Loader=_ComponentLoader))
+        docs = list(yaml.load_all(text, Loader=_component_loader()))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

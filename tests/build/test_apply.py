@@ -764,3 +764,88 @@ def test_after_lock_plan_installs_from_the_lock_until_the_requirements_change(pr
     assert [w for w in edited.warnings if "run `compose-kfp lock` again (requirements.lock.txt was locked from "
             "an earlier requirements.txt" in w], edited.warnings
     assert _layer(edited, "deps").action == "replace"
+
+
+# --------------------------------------------------------------------------- build and upload as one stream (issue 17)
+
+
+def _cli_json(*args: str) -> tuple[int, dict | None, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "compose_kfp", *args], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))))
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None, proc.stderr
+
+
+def test_apply_yes_uploads_each_layer_while_building_it(project_factory, registry, fault_proxy):
+    """`apply -y` on a cold project sends every layer in chunks while compressing it (PATCH, then PUT ?digest=),
+    before the config and manifest; each byte goes up once; the image is the one `plan` describes (same
+    digests as a plan made from the same files) and a rerun has nothing to do."""
+    proxy = fault_proxy(registry)
+    repo = f"test/stream-{uuid.uuid4().hex[:8]}"
+    root = project_factory(repository=f"{proxy.host}/{repo}")
+    code, out, err = _cli_json("-C", str(root), "apply", "-y", "--json")
+    assert code == 0, err
+    plat = out["plan"]["images"][0]["platforms"][0]
+    layers = {ly["name"]: ly for ly in plat["layers"]}
+    built = [ly for ly in layers.values() if ly["name"] != "runtime" or ly["action"] == "add"]
+    uploaded = {u["digest"]: u["size"] for u in out["result"]["uploaded"]}
+    assert {ly["after"] for ly in built} <= set(uploaded)
+    rows = proxy.log
+    patched = [i for i, r in enumerate(rows) if r.method == "PATCH"]
+    manifest_put = min(i for i, r in enumerate(rows) if r.method == "PUT" and "/manifests/" in r.path)
+    assert patched and max(patched) < manifest_put
+    sent = sum(r.bytes_in for r in rows if r.method in ("PATCH", "PUT") and "/blobs/uploads/" in r.path)
+    assert sent < sum(uploaded.values()) + 64 * 1024  # every blob once (plus the HTTP headers)
+    assert not [r for r in rows if r.method == "PUT" and "/blobs/uploads/" in r.path and r.status >= 400]
+    # the same files planned from scratch give the same layer digests (streaming changes no byte)
+    import shutil
+
+    shutil.rmtree(root / ".compose-kfp")
+    again = _plan(root)
+    assert not again.has_changes
+    assert {ly.name: ly.after for ly in again.image("main").platforms[0].layers} == {
+        name: ly["after"] for name, ly in layers.items()}
+
+
+@pytest.mark.parametrize("fault, converges", [
+    # every chunk of every stream broken: the blobs are sent again from the local store (and succeed)
+    ("patch", True),
+    # the registry refuses every blob commit: apply fails, nothing is tagged, no kfp.lock
+    ("put", False),
+])
+def test_failed_stream_midway_leaves_no_tag_and_a_rerun_converges(project_factory, registry, fault_proxy, fault,
+                                                                  converges):
+    proxy = fault_proxy(registry)
+    repo = f"test/streamfault-{uuid.uuid4().hex[:8]}"
+    root = project_factory(repository=f"{proxy.host}/{repo}")
+    from tests.fixtures.registry import Fault
+
+    if fault == "patch":
+        proxy.add(Fault("PATCH", r"/blobs/uploads/", "reset_midway", times=-1))
+    else:
+        proxy.add(Fault("PUT", r"/blobs/uploads/", "status", status=400, times=-1))
+    code, out, err = _cli_json("-C", str(root), "apply", "-y", "--json")
+    from compose_kfp.oci.errors import NotFound
+
+    def tags() -> list[str]:
+        try:
+            return _client(registry).list_tags(repo)
+        except NotFound:
+            return []
+
+    if converges:
+        assert code == 0, err
+        assert tags() and (root / "kfp.lock").exists()
+    else:
+        assert code == 4, err
+        assert tags() == [] and not (root / "kfp.lock").exists()
+        proxy.faults.clear()
+        code, out, err = _cli_json("-C", str(root), "apply", "-y", "--json")
+        assert code == 0, err
+        assert tags()
+    assert not _plan(root).has_changes
+    code, out, err = _cli_json("-C", str(root), "apply", "-y", "--json")
+    assert code == 0 and out["result"] is None, err

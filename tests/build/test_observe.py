@@ -154,3 +154,54 @@ def test_a_layout_base_skips_a_listed_platform_whose_manifest_is_absent(tmp_path
         "annotations": {I.ANNOTATION_REF_NAME: "v1"}}]}))
     project = _project_on(tmp_path, "oci:base:v1", '["linux/arm/v6"]')
     assert _base_of(_plan_json(project)) == there[0].digest
+
+
+_WARM_PROBE = '''
+import json, sys, threading
+started = []
+_start = threading.Thread.start
+
+
+def start(self, *a, **k):
+    started.append(self.name)
+    return _start(self, *a, **k)
+
+
+threading.Thread.start = start
+out = sys.argv[1]
+sys.argv = ["compose-kfp"] + sys.argv[2:]
+try:
+    from compose_kfp.cli import main
+    main()
+finally:
+    with open(out, "w") as f:
+        json.dump({"threads": started, "modules": sorted(sys.modules)}, f)
+'''
+
+#: Libraries a command on an unchanged project must not load: what it does needs none of them. (pathspec is
+#: loaded: ``load_project`` checks that no ignore pattern leaves a step's file out of its image.)
+_WARM_UNUSED = ("jinja2", "yaml", "filelock", "kfp", "rich", "charset_normalizer.api")
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize("command", [["plan", "--exit-code"], ["apply", "-y"]])
+def test_unchanged_project_starts_no_thread_and_loads_no_unused_library(project_factory, registry, tmp_path,
+                                                                        command):
+    """Issue 17: a no-op plan/apply recognises every layer from its files' lstat on the calling thread (no
+    observe-layer pool, no layer-tar thread) and imports neither the template engine, YAML, the file lock, the KFP SDK, rich (-q prints nothing) nor the charset detector of requests."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = project_factory()
+    assert run("-C", str(root), "-q", "apply", "-y")[0] == 0
+    report = tmp_path / "probe.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _WARM_PROBE, str(report), "-q", "-C", str(root), *command],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(report.read_text())
+    assert found["threads"] == [], found["threads"]
+    loaded = set(found["modules"])
+    assert not [m for m in _WARM_UNUSED if m in loaded or any(x.startswith(m + ".") for x in loaded)]

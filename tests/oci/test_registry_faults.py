@@ -158,3 +158,43 @@ def test_broken_download_is_resumed_with_a_range_request(registry, fault_proxy, 
     assert [g.fault for g in gets] == ["truncate_response", None]
     assert gets[0].bytes_out + gets[1].bytes_out == layers[0].size  # the rest, not the whole blob again
     assert seen[-1] == (layers[0].size, layers[0].size)
+
+
+# --------------------------------------------------------------------------- streamed uploads (issue 17)
+
+
+def _stream(client: RegistryClient, repo: str, data: bytes, piece: int = CHUNK // 4):
+    """Feed ``data`` to a StreamUpload ``piece`` bytes at a time, then finish it under its digest."""
+    s = client.stream_upload(repo)
+    for i in range(0, len(data), piece):
+        s.write(data[i:i + piece])
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    s.finish(digest, len(data))
+    return s, digest
+
+
+def test_streamed_upload_sends_chunks_and_commits_with_the_digest_at_the_end(registry, fault_proxy, unique_repo):
+    proxy = fault_proxy(registry)
+    data = random.Random(unique_repo).randbytes(5 * CHUNK + 123)
+    s, digest = _stream(via(proxy), unique_repo, data)
+    assert s.committed and s.error is None
+    assert RegistryClient(registry.host, StaticKeychain({})).blob_exists(unique_repo, digest)
+    patches = proxy.records("PATCH", UPLOADS)
+    assert [r.status for r in patches] == [202] * 6 and sum(r.bytes_in for r in patches) >= len(data)
+    puts = proxy.records("PUT", UPLOADS)
+    assert len(puts) == 1 and "digest=sha256%3A" in puts[0].path and puts[0].status == 201
+    assert len([r for r in proxy.records("POST", UPLOADS)]) == 1
+
+
+@pytest.mark.parametrize("fault", [Fault("PATCH", UPLOADS, "reset", skip=2), Fault("PUT", UPLOADS, "status", status=500)])
+def test_streamed_upload_that_breaks_gives_up_quietly_and_commits_nothing(registry, fault_proxy, unique_repo, fault):
+    """A stream cannot resume (its bytes are gone once sent): any failure ends it without raising, nothing is
+    committed, and the blob stays absent for the caller to upload from its stored copy."""
+    proxy = fault_proxy(registry)
+    proxy.add(fault)
+    data = random.Random(unique_repo).randbytes(5 * CHUNK + 7)
+    s, digest = _stream(via(proxy, retries=0), unique_repo, data)
+    assert not s.committed and s.error
+    assert not RegistryClient(registry.host, StaticKeychain({})).blob_exists(unique_repo, digest)
+    if fault.method == "PATCH":  # nothing more was sent after the broken chunk
+        assert len(proxy.records("PATCH", UPLOADS)) == 3 and not proxy.records("PUT", UPLOADS)

@@ -54,3 +54,23 @@ def test_name_not_resolved_is_told_from_a_temporary_failure_and_a_refusal():
     assert not name_not_resolved(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
     assert not name_not_resolved(ConnectionRefusedError(111, "Connection refused"))
     assert not name_not_resolved(None)
+
+
+def test_requests_charset_detector_loads_only_when_an_encoding_is_guessed():
+    """Issue 17: importing the registry client does not load charset_normalizer (~40 ms of codecs); guessing the
+    encoding of a response that declares none still works, with the real package loaded then."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, importlib.util\n"
+        "import compose_kfp.oci.registry\n"
+        "assert 'charset_normalizer.api' not in sys.modules, 'loaded at import'\n"
+        "assert importlib.util.find_spec('charset_normalizer') is not None\n"
+        "import requests\n"
+        "r = requests.models.Response(); r._content = 'grüße'.encode('utf-8')\n"
+        "assert r.apparent_encoding.lower().replace('_', '-') == 'utf-8', r.apparent_encoding\n"
+        "assert 'charset_normalizer.api' in sys.modules\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from compose_kfp.errors import RenderError
 from compose_kfp.pipeline.render.filters import FILTERS, quote_string, to_yaml
+
+if TYPE_CHECKING:  # jinja2 is imported when an environment is made: a plan whose rendered digests are cached
+    import jinja2  # needs none
 
 __all__ = ["TEMPLATES_DIR", "make_environment", "render_template", "to_yaml", "quote_string"]
 
@@ -42,6 +44,8 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     Raises:
         RenderError: ``templates_dir`` is given but is not a folder.
     """
+    import jinja2
+
     loaders: list[jinja2.BaseLoader] = []
     if templates_dir is not None:
         templates_dir = Path(templates_dir)
@@ -70,6 +74,8 @@ def render_template(env: jinja2.Environment, name: str, **context: object) -> st
     The error names the template (and, for syntax errors, its file and line) and
     what went wrong, e.g. an undefined variable used by a user override.
     """
+    import jinja2
+
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound as exc:
@@ -85,6 +91,8 @@ def render_template(env: jinja2.Environment, name: str, **context: object) -> st
 
 
 def _search_path(env: jinja2.Environment) -> str:
+    import jinja2
+
     paths: list[str] = []
     loader = env.loader
     inner = loader.loaders if isinstance(loader, jinja2.ChoiceLoader) else [loader]

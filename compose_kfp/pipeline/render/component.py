@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import yaml
 
 from compose_kfp import __version__
 from compose_kfp.steps.component import ComponentSpec
@@ -55,6 +54,8 @@ def render_component(spec: ComponentSpec, *, templates_dir: Path | None = None) 
 
 def _check(spec: ComponentSpec, text: str) -> None:
     """Load ``text`` back and compare it with the spec, so a template bug cannot ship a wrong file."""
+    import yaml  # here: a plan whose rendered digests are cached reads no YAML
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

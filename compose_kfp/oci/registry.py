@@ -551,6 +551,15 @@ class RegistryClient:
             if resp.status_code not in (201, 204):
                 raise self.transport.error(resp, f"commit blob {digest} to {repo}")
 
+    def cancel_upload(self, repo: str, location: str) -> None:
+        """``DELETE <upload URL>`` (spec §Canceling an upload): end an upload session whose bytes are not wanted.
+
+        Best effort: any answer is accepted (404 when the session is already gone); raises only
+        :class:`DistributionError` on transport failure.
+        """
+        resp = self.transport.send("DELETE", location, scopes=self._push(repo), repository=repo)
+        resp.close()
+
     def upload_blob(self, repo: str, source: BlobSource, progress: ProgressCallback | None = None) -> str:
         """Upload ``source`` into ``repo`` and commit it under ``source.digest``; returns the digest.
 
@@ -684,7 +693,10 @@ class StreamUpload:
     :attr:`QUEUE_CHUNKS` chunks, so compressing and sending overlap and memory stays about
     ``(QUEUE_CHUNKS + 2) * chunk_size`` bytes; when the registry is
     slower than the producer, :meth:`write` waits (the build is then bound by the upload). :meth:`finish`
-    sends the rest and commits the blob under its digest; :meth:`abort` gives up.
+    asks the repository for the digest (one ``HEAD``; a stream cannot ask before it knows it) and, when the
+    blob is missing, commits it with the buffered rest as the final chunk; when it is there, the session is
+    cancelled and :attr:`present` is set (a layer smaller than one chunk is then never sent at all; a bigger
+    one stops after the chunks already handed over). :meth:`abort` gives up.
 
     Best effort by design: a failed request (any error, any unexpected status) ends the stream quietly
     (:attr:`error` says why, :attr:`committed` stays false) and what is written afterwards is dropped; the
@@ -700,6 +712,7 @@ class StreamUpload:
         self.client, self.repo, self.chunk_size = client, repo, max(1, chunk_size)
         self.error: str | None = None
         self.committed = False
+        self.present = False
         self.sent = 0
         self._pieces: list[bytes] = []
         self._gathered = 0
@@ -723,21 +736,29 @@ class StreamUpload:
         return chunk
 
     def finish(self, digest: str, size: int) -> None:
-        """Send what is buffered, wait for the sender, and commit the blob as ``digest`` (``size`` bytes) with
-        ``PUT ?digest=``; :attr:`committed` tells whether it worked."""
-        if self.error is None and self._pieces:
-            self._put(self._take())
+        """Wait for the chunks already handed to the sender, then ask the repository for ``digest`` (one
+        ``HEAD``): when it has the blob, the session (if one was opened) is cancelled and :attr:`present` is
+        set, so what was still buffered is never sent; otherwise the blob is committed as ``digest``
+        (``size`` bytes) with ``PUT ?digest=`` carrying the buffered rest as its final chunk (a blob smaller
+        than one chunk is one ``POST`` and one ``PUT``). :attr:`committed` tells whether it worked."""
+        rest = self._take() if self.error is None else b""
         self._pieces, self._gathered = [], 0
         self._end()
         if self.error is not None:
             return
-        if self.sent != size:
-            self.error = f"sent {self.sent} bytes of a {size}-byte blob"
+        if self.sent + len(rest) != size:
+            self.error = f"sent {self.sent + len(rest)} bytes of a {size}-byte blob"
             return
         try:
-            if self._location is None:  # an empty blob: no chunk was sent
+            if self.client.blob_exists(self.repo, digest):  # keep the one already there; send no more
+                self.present = True
+                if self._location is not None:
+                    self.client.cancel_upload(self.repo, self._location)
+                return
+            if self._location is None:  # no chunk was sent: one monolithic PUT
                 self._location = self.client.start_upload(self.repo)
-            self.client.finish_upload(self.repo, self._location, digest)
+            self.client.finish_upload(self.repo, self._location, digest, rest)
+            self.sent += len(rest)
             self.committed = True
         except Exception as e:  # noqa: BLE001 - best effort: the caller uploads the stored blob instead
             self.error = f"commit: {e}"

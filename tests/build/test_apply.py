@@ -779,13 +779,23 @@ def _cli_json(*args: str) -> tuple[int, dict | None, str]:
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None, proc.stderr
 
 
+def _big_data_file(root) -> None:
+    """Give the project's ``data`` layer an incompressible file over one stream chunk (8 MiB), so streaming it
+    takes ``PATCH`` chunks; smaller layers go as one ``POST`` and one ``PUT``."""
+    from compose_kfp.oci.registry import STREAM_CHUNK_SIZE
+
+    (root / "data" / "noise.bin").write_bytes(os.urandom(STREAM_CHUNK_SIZE + 1024 * 1024))
+
+
 def test_apply_yes_uploads_each_layer_while_building_it(project_factory, registry, fault_proxy):
-    """`apply -y` on a cold project sends every layer in chunks while compressing it (PATCH, then PUT ?digest=),
-    before the config and manifest; each byte goes up once; the image is the one `plan` describes (same
-    digests as a plan made from the same files) and a rerun has nothing to do."""
+    """`apply -y` on a cold project sends every layer while compressing it (a layer over one chunk as PATCH
+    chunks, the rest as the final chunk of PUT ?digest=), before the config and manifest; each byte goes up
+    once; the image is the one `plan` describes (same digests as a plan made from the same files) and a rerun
+    has nothing to do."""
     proxy = fault_proxy(registry)
     repo = f"test/stream-{uuid.uuid4().hex[:8]}"
     root = project_factory(repository=f"{proxy.host}/{repo}")
+    _big_data_file(root)
     code, out, err = _cli_json("-C", str(root), "apply", "-y", "--json")
     assert code == 0, err
     plat = out["plan"]["images"][0]["platforms"][0]
@@ -795,8 +805,10 @@ def test_apply_yes_uploads_each_layer_while_building_it(project_factory, registr
     assert {ly["after"] for ly in built} <= set(uploaded)
     rows = proxy.log
     patched = [i for i, r in enumerate(rows) if r.method == "PATCH"]
+    committed = [i for i, r in enumerate(rows) if r.method == "PUT" and "/blobs/uploads/" in r.path]
     manifest_put = min(i for i, r in enumerate(rows) if r.method == "PUT" and "/manifests/" in r.path)
-    assert patched and max(patched) < manifest_put
+    assert patched and max(patched + committed) < manifest_put
+    assert len(committed) == len(uploaded)  # one commit per blob: nothing sent twice, nothing retried
     sent = sum(r.bytes_in for r in rows if r.method in ("PATCH", "PUT") and "/blobs/uploads/" in r.path)
     assert sent < sum(uploaded.values()) + 64 * 1024  # every blob once (plus the HTTP headers)
     assert not [r for r in rows if r.method == "PUT" and "/blobs/uploads/" in r.path and r.status >= 400]
@@ -821,6 +833,7 @@ def test_failed_stream_midway_leaves_no_tag_and_a_rerun_converges(project_factor
     proxy = fault_proxy(registry)
     repo = f"test/streamfault-{uuid.uuid4().hex[:8]}"
     root = project_factory(repository=f"{proxy.host}/{repo}")
+    _big_data_file(root)
     from tests.fixtures.registry import Fault
 
     if fault == "patch":

@@ -180,10 +180,34 @@ def test_streamed_upload_sends_chunks_and_commits_with_the_digest_at_the_end(reg
     assert s.committed and s.error is None
     assert RegistryClient(registry.host, StaticKeychain({})).blob_exists(unique_repo, digest)
     patches = proxy.records("PATCH", UPLOADS)
-    assert [r.status for r in patches] == [202] * 6 and sum(r.bytes_in for r in patches) >= len(data)
-    puts = proxy.records("PUT", UPLOADS)
+    assert [r.status for r in patches] == [202] * 5 and sum(r.bytes_in for r in patches) == 5 * CHUNK
+    puts = proxy.records("PUT", UPLOADS)  # the rest (123 bytes) is the closing PUT's final chunk
     assert len(puts) == 1 and "digest=sha256%3A" in puts[0].path and puts[0].status == 201
+    assert puts[0].bytes_in == 123
     assert len([r for r in proxy.records("POST", UPLOADS)]) == 1
+
+
+def test_streamed_upload_of_a_blob_the_repository_has_cancels_the_session(registry, fault_proxy, unique_repo):
+    """The digest is known only at the end: then one HEAD finds the blob there, the upload session is cancelled
+    (DELETE) and nothing is committed, so the blob counts as present, not as uploaded (the twin-project case)."""
+    data = random.Random(unique_repo).randbytes(2 * CHUNK + 5)
+    first, digest = _stream(RegistryClient(registry.host, StaticKeychain({})), unique_repo, data)
+    assert first.committed and not first.present
+    proxy = fault_proxy(registry)
+    again, _ = _stream(via(proxy), unique_repo, data)
+    assert not again.committed and again.present and again.error is None
+    assert [r.status for r in proxy.records("HEAD", f"/blobs/{digest}")] == [200]
+    assert not proxy.records("PUT", UPLOADS)
+    deletes = proxy.records("DELETE", UPLOADS)
+    assert len(deletes) == 1 and deletes[0].status == 204
+    assert RegistryClient(registry.host, StaticKeychain({})).blob_exists(unique_repo, digest)
+
+    proxy = fault_proxy(registry)  # smaller than one chunk: asked for before a byte is sent, and never sent
+    small = random.Random(digest).randbytes(CHUNK // 2)
+    _stream(RegistryClient(registry.host, StaticKeychain({})), unique_repo, small)
+    third, _ = _stream(via(proxy), unique_repo, small)
+    assert third.present and not third.committed
+    assert [r.method for r in proxy.log if r.path != "/v2/"] == ["HEAD"]  # after the client's ping
 
 
 @pytest.mark.parametrize("fault", [Fault("PATCH", UPLOADS, "reset", skip=2), Fault("PUT", UPLOADS, "status", status=500)])

@@ -32,10 +32,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from compose_kfp import schema
 from compose_kfp.pipeline.graph import Task, TaskGraph
+from compose_kfp.planner import TaskCache
 
 __all__ = ["KEY_VERSION", "TaskKey", "TaskCache", "task_keys", "iteration_key", "compare", "cache_settings",
            "caches", "runtime_params", "argo_max_age", "digest_of"]
@@ -85,16 +86,6 @@ class TaskKey:
     def to_dict(self) -> dict[str, Any]:
         """What ``.compose-kfp/task-keys.json`` records per task."""
         return {"key": self.key, "image": self.image, "implementation": self.implementation, "inputs": self.inputs}
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskCache:
-    """One line of ``plan``'s task section: ``cached`` (the recorded key is the same) or ``re-runs`` and why."""
-
-    task: str
-    status: Literal["cached", "re-runs"]
-    reason: str = ""
-    key: str | None = None
 
 
 def _image_id(image: str | None) -> str:
@@ -176,7 +167,7 @@ def compare(graph: TaskGraph, manifest: schema.Manifest, keys: Mapping[str, Task
     (task -> :meth:`TaskKey.to_dict` of the last apply or run): ``cached`` when the key is the same, else
     ``re-runs`` with the first reason that holds: caching off; never recorded; its image changed (with
     ``image_notes[step]``, e.g. the layers that changed); its command changed; an upstream task re-runs;
-    its inputs changed. A task whose image digest is not known yet (``keys`` lacks it) re-runs."""
+    its inputs changed. A task missing from ``keys`` (an image digest known only after apply) re-runs."""
     out: list[TaskCache] = []
     status: dict[str, str] = {}
     for task in graph.all_tasks:
@@ -187,7 +178,7 @@ def compare(graph: TaskGraph, manifest: schema.Manifest, keys: Mapping[str, Task
         elif not caches(manifest, task):
             line = TaskCache(task.name, "re-runs", "caching is off for this task")
         elif k is None:
-            line = TaskCache(task.name, "re-runs", "its image changed" + (f" ({note})" if note else ""))
+            line = TaskCache(task.name, "re-runs", "its key is known after apply (an image digest is)")
         elif before.get("key") == k.key:
             line = TaskCache(task.name, "cached", key=k.key)
         elif not before:

@@ -92,7 +92,7 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
             from compose_kfp.pipeline.render.kfp import render_kfp_pipeline
 
             with tempfile.TemporaryDirectory(prefix="compose-kfp-render-") as tmp:
-                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE)
+                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE, manifest)
                 files[_rel(out_dir / KFP_PIPELINE_FILE, root)] = Path(out).read_bytes()
     return files
 

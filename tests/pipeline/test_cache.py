@@ -205,3 +205,23 @@ def test_a_bad_max_age_names_the_file_and_key(tmp_path, value):
         load_manifest(path, env={})
     assert "kfp.toml" in str(e.value) and "pipeline.cache.max_age" in str(e.value)
     assert '"24h"' in str(e.value)
+
+
+def test_kfp_package_keeps_kfp_caching_and_records_our_keys(tmp_path):
+    from kfp import components as kfp_components
+
+    from compose_kfp.pipeline.render.kfp import CACHE_KEYS_COMMENT, render_kfp_pipeline
+    from tests.pipeline.render.test_kfp import component_texts
+
+    manifest, graph = graph_of(CHAIN + "cache = false\n")  # evaluate opts out
+    out = render_kfp_pipeline(graph, component_texts(graph), tmp_path / "pipeline.yaml", manifest)
+    kfp_components.load_component_from_file(str(out))  # loads back with the SDK
+    text = out.read_text()
+    keys = cache.task_keys(graph)
+    block = text[text.index(CACHE_KEYS_COMMENT):].splitlines()[1:]
+    assert block == [f"#   {name}: {k.key}" for name, k in keys.items()]
+    import yaml
+
+    tasks = yaml.safe_load(text)["root"]["dag"]["tasks"]
+    assert tasks["load"]["cachingOptions"] == {"enableCache": True}  # KFP's own caching stays on
+    assert tasks["evaluate"]["cachingOptions"] == {}  # set_caching_options(False)

@@ -13,24 +13,13 @@ from compose_kfp.manifest.load import load_manifest
 from compose_kfp.pipeline import cache
 from compose_kfp.pipeline.graph import resolve_graph
 from compose_kfp.pipeline.render.workflow import CACHE_KEY_PARAM, render_workflow
-from tests.fixtures.pipeline_graphs import COMPONENTS, IMAGE, STEPS_TOML, manifest_from_toml, scenario_graph
+from tests.fixtures.pipeline_graphs import COMPONENTS, IMAGE, SCENARIOS, STEPS_TOML, manifest_from_toml, scenario_graph
 
 OTHER = "registry.example.com/acme/pipe@sha256:" + "ef" * 32
 ARGO_KEY = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")  # Argo's cacheKeyRegex (workflow/controller/cache)
 
-CHAIN = STEPS_TOML + """
-[pipeline]
-params = { n = 10 }
-[pipeline.tasks.load]
-step = "load"
-args.test_size = 0.2
-[pipeline.tasks.train]
-step = "train"
-args = { dataset = { task = "load", output = "train_set" }, n = 5 }
-[pipeline.tasks.evaluate]
-step = "evaluate"
-args = { model = { task = "train", output = "model" }, test_set = { task = "load", output = "test_set" } }
-"""
+#: load -> train -> evaluate (the "artifacts" scenario) with a param n that the tests wire in where they need it.
+CHAIN = STEPS_TOML + "[pipeline]\nparams = { n = 10 }\n" + SCENARIOS["artifacts"]
 
 
 def graph_of(body: str, images: dict[str, str] | None = None):
@@ -75,10 +64,10 @@ def test_the_repository_is_not_part_of_the_key():
 def test_inputs_and_params_change_the_key():
     _, graph = graph_of(CHAIN)
     base = cache.task_keys(graph)
-    _, edited = graph_of(CHAIN.replace("args.test_size = 0.2", "args.test_size = 0.3"))
+    _, edited = graph_of(CHAIN.replace("args.test_size = 0.3", "args.test_size = 0.4"))
     edited_keys = cache.task_keys(edited)
     assert all(edited_keys[t].key != base[t].key for t in base)  # load's input, and everything downstream
-    _, with_param = graph_of(CHAIN.replace("n = 5 }", "n = { param = \"n\" } }"))
+    _, with_param = graph_of(CHAIN.replace("n = 7 }", "n = { param = \"n\" } }"))
     assert cache.task_keys(with_param, {"n": "10"}) == cache.task_keys(with_param)  # the default
     assert cache.task_keys(with_param, {"n": "11"})["train"].key != cache.task_keys(with_param)["train"].key
 
@@ -111,6 +100,18 @@ args = { dataset = { task = "load", output = "train_set" }, n = { item = true } 
     assert grown["train"].key != keys["train"].key  # ...but do change the task's (collectors re-run)
 
 
+def test_a_loop_iteration_key_names_its_item_and_the_params_upstream(argo_workflow_check):
+    body = CHAIN.replace("n = 7 }", "n = { item = true } }").replace(
+        '[pipeline.tasks.train]\n', '[pipeline.tasks.train]\nfor_each = [1, 2]\n').replace(
+        "args.test_size = 0.3", 'args.test_size = { param = "size" }').replace("n = 10 }", "n = 10, size = 0.3 }")
+    body = body[:body.index("[pipeline.tasks.evaluate]")]
+    manifest, graph = graph_of(body)
+    memo = memoized(argo_workflow_check(render_workflow(graph, manifest)))
+    base = cache.task_keys(graph)["train"].base
+    assert memo["train"]["key"] == (f"{{{{=sprig.sha256sum('{base}' + '/' + workflow.parameters['size'] + '/' + "
+                                    f"inputs.parameters['n'])}}}}")
+
+
 def test_compare_names_the_reasons():
     manifest, graph = graph_of(CHAIN)
     keys = cache.task_keys(graph)
@@ -122,7 +123,7 @@ def test_compare_names_the_reasons():
     assert [(c.task, c.status, c.reason) for c in lines] == [
         ("load", "cached", ""), ("train", "re-runs", "its image changed (layer src replaced)"),
         ("evaluate", "re-runs", "an upstream task re-runs (train)")]
-    _, edited = graph_of(CHAIN.replace("n = 5 }", "n = 6 }"))
+    _, edited = graph_of(CHAIN.replace("n = 7 }", "n = 6 }"))
     lines = cache.compare(edited, manifest, cache.task_keys(edited), recorded)
     assert [c.reason for c in lines][1:] == ["its inputs changed", "an upstream task re-runs (train)"]
     assert cache.compare(graph, manifest, keys, {})[0].reason == "no key recorded by an apply or run yet"

@@ -150,3 +150,9 @@ def test_edit_one_step_and_only_it_and_its_dependents_rerun(e2e_cli, e2e_base, r
     assert all(_tokens(tasks)[n] != tokens_3[n] for n in FILES)
     state = json.loads((root / ".compose-kfp" / "task-keys.json").read_text())
     assert set(state["tasks"]) == set(FILES)
+
+    # A project applied before keys were recorded: plan cannot tell; an apply with nothing to change records them.
+    (root / ".compose-kfp" / "task-keys.json").unlink()
+    assert {t["reason"] for t in e2e_cli.json(root, "plan")["tasks"]} == {"no key recorded by an apply or run yet"}
+    e2e_cli(root, "apply", "--yes")
+    assert [t["status"] for t in e2e_cli.json(root, "plan")["tasks"]] == ["cached"] * 3

@@ -531,6 +531,9 @@ def _apply_project(project: Project, saved: Plan | None, registries: Registries,
     if on_plan is not None:
         on_plan(p, shown)
     if not p.has_changes:
+        state = ProjectState(project.root)
+        if p.tasks and not state.task_keys():  # applied before task keys were recorded: record them now
+            _record_task_keys(project, step_refs(p), state)
         return ApplyOutcome(p)
     if confirm is not None and not confirm(p):
         return ApplyOutcome(p, cancelled=True)

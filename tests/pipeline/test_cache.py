@@ -226,3 +226,16 @@ def test_kfp_package_keeps_kfp_caching_and_records_our_keys(tmp_path):
     tasks = yaml.safe_load(text)["root"]["dag"]["tasks"]
     assert tasks["load"]["cachingOptions"] == {"enableCache": True}  # KFP's own caching stays on
     assert tasks["evaluate"]["cachingOptions"] == {}  # set_caching_options(False)
+
+
+def test_the_plan_carries_the_task_section_in_text_and_json():
+    from compose_kfp.planner import Plan, TaskCache, format_plan
+
+    p = Plan(project="p", root="/x", images=(), tasks=(
+        TaskCache("load", "cached", key="ab"), TaskCache("train", "re-runs", "its inputs changed", "cd")))
+    text = format_plan(p)
+    assert ("tasks (cache keys against the last apply or run):\n  load   cached\n"
+            "  train  re-runs: its inputs changed\nTasks: 1 cached, 1 to re-run.\n") in text
+    assert text.endswith("No changes. The images and rendered files match kfp.toml.\n")  # tasks are no change
+    assert Plan.from_json(p.to_json()) == p
+    assert "tasks" not in format_plan(Plan(project="p", root="/x", images=()))

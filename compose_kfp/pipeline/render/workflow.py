@@ -113,7 +113,8 @@ def workflow_context(graph: TaskGraph, manifest: schema.Manifest) -> dict[str, A
     storage_class, access_modes}``), ``dag`` (``{name, tasks}``; each task ``{name, template,
     dependencies, parameters, artifacts}``) and ``templates`` (container templates; each
     ``{name, image, command, args, env, inputs, outputs, resources, retry, timeout,
-    node_selector, tolerations, volume_mounts}``).
+    node_selector, tolerations, volume_mounts, memoize}``; ``memoize`` is ``None`` or
+    ``{key, maxAge, cache: {configMap: {name}}}``).
     """
     pipeline = manifest.pipeline or schema.PipelineConfig()
     volume_mode = pipeline.data_passing == "volume"

@@ -247,7 +247,7 @@ def run_local(path: str | os.PathLike[str] = "kfp.toml", *, params: Mapping[str,
               run_dir: str | os.PathLike[str] | None = None,
               executor: Literal["auto", "podman", "bwrap", "chroot"] = "auto", parallel: int = 2,
               on_event: Callable[[Any], None] | None = None, on_notice: Callable[[str, str], None] | None = None,
-              check: bool = True, env: Mapping[str, str] | None = None) -> RunResult:
+              check: bool = True, env: Mapping[str, str] | None = None, cache: bool = True) -> RunResult:
     """Run the pipeline on this machine in the images ``kfp.lock`` pins (``compose-kfp run --local``).
 
     Args:
@@ -258,6 +258,7 @@ def run_local(path: str | os.PathLike[str] = "kfp.toml", *, params: Mapping[str,
             with the warnings and notes the CLI prints on stderr.
         check: raise :class:`~compose_kfp.errors.RunError` when a task failed (as the CLI exits 7); with
             ``False`` the failures are only in the result.
+        cache: reuse cached task results (``False``: as ``--no-cache``, every task runs; results are still stored).
 
     Returns:
         the :class:`~compose_kfp.localrun.results.RunResult` (``to_dict()`` is ``run --local --json``'s output).
@@ -272,7 +273,8 @@ def run_local(path: str | os.PathLike[str] = "kfp.toml", *, params: Mapping[str,
     project = _load(path, env)
     with _errors(project):
         result = run_project(project, params=dict(params or {}), run_dir=Path(run_dir) if run_dir else None,
-                             executor=executor, max_parallel=parallel, on_event=on_event, on_notice=on_notice)
+                             executor=executor, max_parallel=parallel, on_event=on_event, on_notice=on_notice,
+                             reuse_results=cache)
         if check:
             raise_for_failure(result)
     return result

@@ -244,6 +244,19 @@ class FileChange:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskCache:
+    """One task of the pipeline against the cache keys the last ``apply`` or ``run --local`` recorded
+    (:func:`compose_kfp.pipeline.cache.compare`): ``cached`` (same key) or ``re-runs`` with the reason (its image
+    changed, its command changed, an upstream task re-runs, its inputs changed, ...). ``key``: its key now
+    (``None`` while an image digest is known only after apply). Display only: it never makes a plan have changes."""
+
+    task: str
+    status: Literal["cached", "re-runs"]
+    reason: str = ""
+    key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Summary:
     """Counts for the last line of ``plan``: layers to add/replace/remove, bytes to upload (``unknown``:
     some layer size is known only after apply), images whose config or manifest change, files that change."""
@@ -263,7 +276,8 @@ class Plan:
     ``lock_changes``: ``kfp.lock`` would be written (missing, or different from what apply records);
     ``component_images``: ``(step, repository@sha256:...)`` pins of third-party component images;
     ``warnings``: messages to show with the plan (requirements that are not pinned or not hash-locked, from
-    :attr:`compose_kfp.build.observe.Observed.warnings`), in order."""
+    :attr:`compose_kfp.build.observe.Observed.warnings`), in order; ``tasks``: the pipeline's tasks against the
+    recorded cache keys (:class:`TaskCache`, graph order; empty without a ``[pipeline]``)."""
 
     project: str
     root: str
@@ -273,6 +287,7 @@ class Plan:
     component_images: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = ()
     version: int = PLAN_VERSION
+    tasks: tuple[TaskCache, ...] = ()
 
     @property
     def summary(self) -> Summary:
@@ -355,7 +370,8 @@ class Plan:
                    files=tuple(FileChange(**f) for f in d.get("files", [])),
                    lock_changes=bool(d.get("lock_changes", False)),
                    component_images=tuple((a, b) for a, b in d.get("component_images", [])),
-                   warnings=tuple(d.get("warnings", [])), version=d["version"])
+                   warnings=tuple(d.get("warnings", [])), version=d["version"],
+                   tasks=tuple(TaskCache(**t) for t in d.get("tasks", [])))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -691,6 +707,7 @@ def format_plan(p: Plan, *, verbose: bool = False) -> str:
         lines.append("Warnings:")
         lines.extend(f"  ! {w}" for w in p.warnings)
         lines.append("")
+    lines.extend(format_task_cache(p.tasks))
     s = p.summary
     if not p.has_changes:
         lines.append("No changes. The images and rendered files match kfp.toml.")
@@ -699,6 +716,21 @@ def format_plan(p: Plan, *, verbose: bool = False) -> str:
     lines.append(f"Plan: {s.add} to add, {s.replace} to replace, {s.remove} to remove; {upload} to upload; "
                  f"{_count(s.files_changed, 'rendered file')} to change; {_count(s.images_changed, 'image')} to push.")
     return "\n".join(lines) + "\n"
+
+
+def format_task_cache(tasks: Sequence[TaskCache]) -> list[str]:
+    """The plan's task section (no lines without tasks): one line per task, ``cached`` or ``re-runs: REASON``,
+    then ``Tasks: N cached, M to re-run.`` and a blank line."""
+    if not tasks:
+        return []
+    width = max(len(t.task) for t in tasks)
+    lines = ["tasks (cache keys against the last apply or run):"]
+    for t in tasks:
+        text = "cached" if t.status == "cached" else f"re-runs: {t.reason}"
+        lines.append(f"  {t.task:<{width}}  {text}")
+    cached = sum(t.status == "cached" for t in tasks)
+    lines += [f"Tasks: {cached} cached, {len(tasks) - cached} to re-run.", ""]
+    return lines
 
 
 def _blob_line(ind: str, what: str, before: str | None, after: str | None) -> str:

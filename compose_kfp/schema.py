@@ -17,8 +17,6 @@ is :func:`compose_kfp.manifest.load.load_manifest`; what needs the step interfac
 from __future__ import annotations
 
 import re
-import types
-import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -763,6 +761,7 @@ class TaskConfig(_Model):
         "reference only: `{ secret = ..., key = ... }` or `{ config_map = ..., key = ... }`.")
     secret_volumes: list[SecretVolume] = Field(default_factory=list, description="Kubernetes Secrets mounted "
                                                "as files.")
+    cache: bool = Field(default=True, description="`false`: never reuse or record a cached result of this task.")
 
     @field_validator("for_each", mode="before")
     @classmethod
@@ -808,6 +807,37 @@ class VolumeConfig(_Model):
     access_modes: list[str] = Field(default_factory=lambda: ["ReadWriteOnce"], description="PVC access modes.")
 
 
+#: A duration as Argo's ``memoize.maxAge`` reads it (Go's ``time.ParseDuration``), plus ``d`` (days, rendered as hours).
+_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h|d))+\Z")
+_DNS_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\Z")
+
+
+class CacheConfig(_Model):
+    """``[pipeline.cache]``: step caching (Argo ``memoize``, ``run --local`` results); README "Caching"."""
+
+    enabled: bool = Field(default=True, description="Cache task results by their cache key (image digest, command, "
+                          "inputs): Argo `memoize` on each step template and reused results in `run --local`.")
+    max_age: str = Field(default="7d", description="How long a cached result stays valid on Argo (`maxAge`): a "
+                         "Go duration such as `\"24h\"` or `\"90m\"`; `d` (days) is written as hours (`7d` -> `168h`).")
+    config_map: str = Field(default="compose-kfp-cache", description="The ConfigMap Argo keeps cache entries in.")
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, v: str) -> str:
+        if not _DURATION.match(v) or not re.search(r"[1-9]", v):
+            raise ValueError(f"expected a positive duration such as \"24h\", \"90m\" or \"7d\" (a number and a unit "
+                             f"of ns, us, ms, s, m, h, d, repeated as in \"1h30m\"), got {v!r}")
+        return v
+
+    @field_validator("config_map")
+    @classmethod
+    def _config_map(cls, v: str) -> str:
+        if not _DNS_NAME.match(v):
+            raise ValueError(f"expected a Kubernetes ConfigMap name (lowercase letters, digits, `-` and `.`, "
+                             f"starting and ending alphanumeric), got {v!r}")
+        return v
+
+
 class PipelineConfig(_Model):
     """``[pipeline]``: how the steps are connected."""
 
@@ -829,6 +859,7 @@ class PipelineConfig(_Model):
         default="artifacts", description="Pass files through the artifact repository, or a shared volume."
     )
     volume: VolumeConfig = Field(default_factory=VolumeConfig, description="The shared volume, for `volume` passing.")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="Step caching by cache key.")
 
 
 class RenderSettings(_Model):
@@ -863,17 +894,3 @@ class Manifest(_Model):
     def pipeline_name(self) -> str:
         """``pipeline.name``, or the project name when there is none."""
         return (self.pipeline.name if self.pipeline and self.pipeline.name else None) or self.project.name
-
-
-# --------------------------------------------------------------------------- model introspection
-
-def flatten_annotation(annotation: Any) -> list[Any]:
-    """The member types of a field annotation: ``Annotated[...]`` unwrapped and unions
-    (``X | None``, ``Union[...]``) split, depth first in declaration order; anything else
-    is returned as a one-element list (``list[str]`` stays ``[list[str]]``)."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return flatten_annotation(typing.get_args(annotation)[0])
-    if origin is Union or origin is types.UnionType:
-        return [t for a in typing.get_args(annotation) for t in flatten_annotation(a)]
-    return [annotation]

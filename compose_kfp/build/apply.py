@@ -70,6 +70,7 @@ from compose_kfp.oci.layer import Layer, write_layer
 from compose_kfp.pipeline.outputs import (
     check_output_writable,
     digests_of,
+    pinned_graph,
     render_outputs,
     rendered_names,
     stage_rendered,
@@ -254,6 +255,7 @@ def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: 
         written = staged.commit()
         if staged_lock is not None:
             lock_mod.commit_lock(root, staged_lock)
+        _record_task_keys(project, step_refs(resolved), state)
     finally:
         staged.discard()
         if staged_lock is not None:
@@ -266,6 +268,15 @@ def _apply_locked(project: Project, plan: Plan, registries: Registries, frozen: 
 _NOTHING_TAGGED = "Nothing was tagged; kfp.lock and the rendered files are unchanged."
 _INTERRUPTED_UNTAGGED = ("interrupted: nothing was tagged (blobs already sent stay in the registry and are not sent "
                          "again; the registry keeps only complete blobs)")
+
+
+def _record_task_keys(project: Project, refs: dict[str, str], state: ProjectState) -> None:
+    """Record the cache keys of every task as applied (``.compose-kfp/task-keys.json``), for the next plan."""
+    from compose_kfp.pipeline.cache import task_keys
+
+    graph = pinned_graph(project, refs)
+    if graph is not None:
+        state.record_task_keys({name: k.to_dict() for name, k in task_keys(graph).items()}, replace=True)
 
 
 def _check_lock_writable(root: Path) -> None:
@@ -520,6 +531,9 @@ def _apply_project(project: Project, saved: Plan | None, registries: Registries,
     if on_plan is not None:
         on_plan(p, shown)
     if not p.has_changes:
+        state = ProjectState(project.root)
+        if p.tasks and not state.task_keys():  # applied before task keys were recorded: record them now
+            _record_task_keys(project, step_refs(p), state)
         return ApplyOutcome(p)
     if confirm is not None and not confirm(p):
         return ApplyOutcome(p, cancelled=True)

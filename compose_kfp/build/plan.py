@@ -4,7 +4,8 @@ observe (:func:`compose_kfp.build.observe.observe`: base, destination, layers, r
 -> pin the third-party component images (:func:`compose_kfp.build.pins.pin_images`)
 -> the pure planner (:func:`compose_kfp.planner.plan`) -> the digests of the files rendering would write
 (:func:`compose_kfp.pipeline.outputs.rendered_digests`; they pin the image digests the planner computed, so
-they come after it) -> :func:`compose_kfp.planner.with_files` -> whether kfp.lock would change (with
+they come after it) -> :func:`compose_kfp.planner.with_files` -> the tasks against the cache keys recorded in
+``.compose-kfp/task-keys.json`` (:func:`task_cache`) -> whether kfp.lock would change (with
 ``frozen``: refused, :class:`~compose_kfp.errors.StaleError`). Nothing else calls these steps in sequence.
 
 :func:`load_saved_plan` reads a plan saved by ``plan --out`` for ``apply --plan``.
@@ -25,8 +26,9 @@ from compose_kfp.build.pins import component_images, pin_images
 from compose_kfp.build.registries import Registries
 from compose_kfp.build.statedir import ProjectState, in_state_dir, state_dir_error
 from compose_kfp.errors import ConfigError, StaleError
-from compose_kfp.pipeline.outputs import managed_prefixes, render_warnings, rendered_digests, rendered_names
-from compose_kfp.planner import Plan
+from compose_kfp.pipeline.outputs import (managed_prefixes, pinned_graph, render_warnings, rendered_digests,
+                                          rendered_names)
+from compose_kfp.planner import Plan, TaskCache
 
 if TYPE_CHECKING:
     from compose_kfp.manifest.project import Project
@@ -76,7 +78,7 @@ def plan_project(project: Project, *, registries: Registries | None = None, froz
         else:
             rendered = {name: None for name in rendered_names(project)}
         p = planner_mod.with_files(p, planner_mod.plan_files(rendered, observed.rendered, managed_prefixes(project)))
-        p = dataclasses.replace(p, warnings=p.warnings + render_warnings(project))
+        p = dataclasses.replace(p, warnings=p.warnings + render_warnings(project), tasks=task_cache(project, p))
         new_lock = _lock_of(p)
         if frozen:
             lock_mod.check_frozen(root, lock, new_lock)
@@ -90,6 +92,28 @@ def plan_project(project: Project, *, registries: Registries | None = None, froz
     finally:
         if own:
             registries.close()
+
+
+def task_cache(project: Project, plan: Plan) -> tuple[TaskCache, ...]:
+    """Each task of the pipeline against the keys the last apply or run recorded
+    (:func:`compose_kfp.pipeline.cache.compare`), with the layers that changed in its image as the reason's
+    detail; empty without a pipeline. Reads ``.compose-kfp/task-keys.json``; writes nothing."""
+    from compose_kfp.pipeline.cache import compare, task_keys
+
+    if project.graph is None:
+        return ()
+    notes: dict[str, str] = {}
+    for image in plan.images:
+        changed = [f"layer {ly.name} {_DONE[ly.action]}" for pp in image.platforms[:1] for ly in pp.layers
+                   if ly.action != "keep"]
+        changed += ["base moved"] if any(pp.base.action == "replace" for pp in image.platforms) else []
+        notes.update({step: ", ".join(changed) for step in image.steps if changed})
+    graph = pinned_graph(project, step_refs(plan)) if _all_refs_known(plan) else project.graph
+    keys = task_keys(graph) if _all_refs_known(plan) else {}
+    return compare(graph, project.manifest, keys, ProjectState(project.root).task_keys(), notes)
+
+
+_DONE = {"add": "added", "replace": "replaced", "remove": "removed"}
 
 
 def step_refs(plan: Plan) -> dict[str, str]:

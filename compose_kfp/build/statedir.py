@@ -3,7 +3,9 @@
 It holds ``blobs/`` (the content-addressed blob store), ``cache/layers`` (layer cache),
 ``cache/deps`` (dependency layers by requirements key), ``cache/files`` (per layer digest,
 the ``(path, size, mtime_ns)`` of its files, so a plan can name the files that changed),
-``cache/fingerprints``, ``cache/archives``, ``cache/render`` and ``lock`` (the apply lock file).
+``cache/fingerprints``, ``cache/archives``, ``cache/render``, ``cache/tasks`` (results of ``run --local`` by task
+cache key, :mod:`compose_kfp.localrun.cache`), ``task-keys.json`` (the task cache keys the last ``apply`` or
+``run --local`` recorded, which ``plan`` compares with) and ``lock`` (the apply lock file).
 Everything in it can be rebuilt; it is never committed.
 """
 
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from compose_kfp.build import deps as deps_mod
 from compose_kfp.errors import BuildError
 from compose_kfp.oci.blobs import BlobStore, atomic_write
 from compose_kfp.oci.layer import LayerCache
+
+log = logging.getLogger(__name__)
 
 #: The project's state folder (relative to the folder of kfp.toml).
 STATE_DIR = ".compose-kfp"
@@ -62,6 +67,32 @@ class ProjectState:
     def lock_path(self) -> Path:
         """The file lock that serializes ``apply`` runs."""
         return self.dir / "lock"
+
+    @property
+    def results_dir(self) -> Path:
+        """Results of ``run --local`` by task cache key (``cache/tasks``)."""
+        return self.dir / "cache" / "tasks"
+
+    def task_keys(self) -> dict[str, dict[str, Any]]:
+        """Task -> its recorded key parts (``task-keys.json``: :meth:`compose_kfp.pipeline.cache.TaskKey.to_dict`);
+        empty when none were recorded or the file is not readable JSON."""
+        try:
+            data = json.loads((self.dir / "task-keys.json").read_text(encoding="utf-8"))
+            tasks = data["tasks"] if data.get("version") == 1 else {}
+            return {str(k): dict(v) for k, v in tasks.items() if isinstance(v, dict)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+
+    def record_task_keys(self, keys: Mapping[str, Mapping[str, Any]], *, replace: bool = False) -> None:
+        """Record task keys (atomic write): ``replace`` (apply: the whole pipeline) or merged into what is there
+        (a run: the tasks that succeeded). A state folder that cannot be written is logged, not raised."""
+        tasks = {} if replace else self.task_keys()
+        tasks.update({name: dict(v) for name, v in keys.items()})
+        try:
+            atomic_write(self.dir / "task-keys.json",
+                         json.dumps({"version": 1, "tasks": tasks}, indent=1, sort_keys=True).encode("utf-8"))
+        except OSError as e:
+            log.debug("cannot record task keys in %s: %s", self.dir, e)
 
     def record_files(self, digest: str, files: Sequence[tuple[str, int, int]]) -> None:
         """Remember the ``(path, size, mtime_ns)`` of the files of layer ``digest`` (atomic write)."""

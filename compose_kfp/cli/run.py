@@ -63,6 +63,8 @@ def run(
     secrets_dir: Annotated[Optional[Path], typer.Option(
         "--secrets-dir", help="Folder of SECRET/KEY files for tasks' Secret and ConfigMap references (an environment "
                               "variable of the same name wins).", file_okay=False)] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Run every task, reusing no cached result (fresh results are still cached).")] = False,
 ) -> None:
     """Run the pipeline in the images kfp.lock pins: outputs and logs under the run folder, a summary table."""
     from compose_kfp.localrun.project import run_project
@@ -86,12 +88,14 @@ def run(
                                markup=False)
         elif event.kind in ("finished", "skipped") and event.result is not None:
             r = event.result
-            extra = f" in {r.duration:.1f} s" if event.kind == "finished" else ""
-            settings.err.print(f"■ {event.task} {r.status}{extra}" + (f": {r.error}" if r.error else ""),
+            extra = f" in {r.duration:.1f} s" if event.kind == "finished" and not r.cached else ""
+            status = "cached" if r.cached else r.status
+            settings.err.print(f"■ {event.task} {status}{extra}" + (f": {r.error}" if r.error else ""),
                                markup=False)
 
     result = run_project(project, params=params, run_dir=run_dir, executor=executor.value,  # type: ignore[arg-type]
-                         max_parallel=parallel, on_event=on_event, on_notice=on_notice, secrets_dir=secrets_dir)
+                         max_parallel=parallel, on_event=on_event, on_notice=on_notice, secrets_dir=secrets_dir,
+                         reuse_results=not no_cache)
     if as_json:
         settings.result.print(json.dumps(result.to_dict(), indent=2), markup=False)
     else:

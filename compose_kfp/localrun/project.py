@@ -130,7 +130,8 @@ def registry_options(project: Project) -> RegistryOptions:
 
 def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | None = None,
                 executor: Executor = "auto", max_parallel: int = 2, on_event: EventCallback | None = None,
-                on_notice: NoticeCallback | None = None, secrets_dir: Path | None = None) -> RunResult:
+                on_notice: NoticeCallback | None = None, secrets_dir: Path | None = None,
+                reuse_results: bool = True) -> RunResult:
     """Run the pipeline of ``project`` on this machine in the images kfp.lock pins (the one call of ``run``).
 
     In order: the project must have a ``[pipeline]``; ``params`` (name -> value) must fit the params'
@@ -141,7 +142,10 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
     ``<output dir>/runs/<YYYYmmdd-HHMMSS>`` (local time); then
     :func:`~compose_kfp.localrun.runner.run_local` runs it with :func:`registry_options`, ``executor``,
     ``max_parallel`` (tasks at the same time), ``on_event`` and ``secrets_dir`` (files for tasks' Secret and
-    ConfigMap references; relative to the current folder).
+    ConfigMap references; relative to the current folder). With ``[pipeline.cache] enabled`` (the default), results
+    are cached by task key in ``.compose-kfp/cache/tasks`` (``reuse_results=False``, ``--no-cache``: nothing is
+    reused, fresh results are still stored; tasks with ``cache = false`` are neither) and the keys of the tasks that
+    succeeded are recorded in ``.compose-kfp/task-keys.json`` for ``plan``.
 
     Returns:
         the :class:`~compose_kfp.localrun.results.RunResult`; task failures are in it, not raised
@@ -154,6 +158,8 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
         RunError: the executor is not available (:func:`compose_kfp.localrun.runner.select_executor`).
     """
     from compose_kfp.build.pins import component_images
+    from compose_kfp.build.statedir import ProjectState
+    from compose_kfp.pipeline.cache import cache_settings, caches, task_keys
     from compose_kfp.pipeline.graph import resolve_graph
     from compose_kfp.localrun.runner import resolve_params, run_local
 
@@ -176,5 +182,14 @@ def run_project(project: Project, *, params: Mapping[str, Any], run_dir: Path | 
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = project.loaded.output_dir / "runs" / stamp
     options = registry_options(project)
-    return run_local(graph, run_dir=run_dir, params=params, executor=executor, max_parallel=max_parallel,
-                     registry=options, on_event=on_event, secrets_dir=Path(secrets_dir).absolute() if secrets_dir else None)
+    state = ProjectState(project.root)
+    results = state.results_dir if cache_settings(project.manifest).enabled else None
+    uncached = [t.name for t in graph.all_tasks if not caches(project.manifest, t)]
+    result = run_local(graph, run_dir=run_dir, params=params, executor=executor, max_parallel=max_parallel,
+                       registry=options, on_event=on_event,
+                       secrets_dir=Path(secrets_dir).absolute() if secrets_dir else None,
+                       results_cache=results, reuse_results=reuse_results, uncached=uncached)
+    keys = task_keys(graph, resolve_params(graph, params))
+    state.record_task_keys({t.name: keys[t.name].to_dict() for t in result.tasks
+                            if t.status == "succeeded" and t.name in keys and t.name not in uncached})
+    return result

@@ -25,7 +25,7 @@ def _shown_output(value: str | Path, run_dir: Path, width: int = 48) -> str:
 
 
 def format_summary(result: RunResult):
-    """A :class:`rich.table.Table` of the run: task, status, duration (s), outputs (values, or file paths relative to the run folder), and the reason for failed and skipped tasks."""
+    """A :class:`rich.table.Table` of the run: task, status (``cached`` for a task whose result was reused), duration (s), outputs (values, or file paths relative to the run folder), and the reason for failed and skipped tasks."""
     from rich.table import Table
 
     table = Table(title=f"{result.pipeline}: {sum(t.status == 'succeeded' for t in result.tasks)}/"
@@ -35,7 +35,7 @@ def format_summary(result: RunResult):
     table.add_column("Status")
     table.add_column("Duration", justify="right")
     table.add_column("Outputs / reason")
-    style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
+    style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "cached": "cyan"}
     for t in result.tasks:
         rows = [t, *t.iterations]
         for row in rows:
@@ -47,7 +47,8 @@ def format_summary(result: RunResult):
                 detail = row.error or ""
             if row is not t:
                 detail = f"item {_shown_output(json.dumps(row.item), result.run_dir)}: {detail}"
-            table.add_row(row.name, f"[{style[row.status]}]{row.status}[/]",
+            status = "cached" if row.cached else row.status
+            table.add_row(row.name, f"[{style[status]}]{status}[/]",
                           f"{row.duration:.1f} s" if row.attempts else "-", detail)
     return table
 

@@ -36,6 +36,8 @@ class TaskResult:
         attempts: how many times the command ran (all iterations, for a ``for_each`` task).
         iterations: for a ``for_each`` task, one result per item, in item order (named ``task[i]``).
         item: for one iteration, its item.
+        cached: it succeeded without running: its outputs came from the result cache (for a ``for_each`` task:
+            every iteration did); ``duration`` and ``attempts`` are then 0.
     """
 
     name: str
@@ -52,6 +54,7 @@ class TaskResult:
     attempts: int = 0
     iterations: tuple["TaskResult", ...] = ()
     item: Any = None
+    cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
@@ -61,6 +64,7 @@ class TaskResult:
             "output_paths": {k: str(v) for k, v in self.output_paths.items()},
             "log": str(self.log_path) if self.log_path else None, "exit_code": self.exit_code,
             "error": self.error, "argv": list(self.argv), "image": self.image, "attempts": self.attempts,
+            "cached": self.cached,
             **({"iterations": [it.to_dict() for it in self.iterations]} if self.iterations else {}),
             **({"item": self.item} if self.item is not None else {}),
         }

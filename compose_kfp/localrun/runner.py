@@ -66,6 +66,12 @@ never raised; the CLI turns a failed run into :class:`~compose_kfp.errors.RunErr
 Running a checked project (the images kfp.lock pins, stale-layer warnings) is
 :func:`compose_kfp.localrun.project.run_project`.
 
+Cached results (``results_cache``, :mod:`compose_kfp.localrun.cache`): a task (each loop iteration on its own)
+whose cache key (:func:`compose_kfp.pipeline.cache.task_keys` with the run's params; an iteration's
+:func:`~compose_kfp.pipeline.cache.iteration_key`) has a valid entry is not run: its outputs are restored into
+its folder and its result says ``cached``; a task that succeeded is stored under its key. Never cached: the
+exit handler, the tasks in ``uncached`` (``cache = false``), failed and skipped tasks.
+
 Run folder layout: ``<run_dir>/<task k8s name>/`` holds ``log.txt`` (stdout and
 stderr of the command, interleaved), ``outputs/<output>/data``, ``inputs/<input>/data``
 (raw inputs only) and ``task.json`` (image, command line, status);
@@ -87,13 +93,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from compose_kfp.errors import ConfigError, RegistryError, RunError
 from compose_kfp.localrun import control
+from compose_kfp.localrun.cache import ResultCache
 from compose_kfp.localrun.results import EventCallback, RunResult, TaskEvent, TaskResult
+from compose_kfp.pipeline.cache import iteration_key, task_keys
 from compose_kfp.pipeline.loops import collected_text, item_value
 from compose_kfp.localrun.rootfs import ImageStore, RegistryOptions, image_user
 from compose_kfp.pipeline.graph import Task, TaskGraph, literal_text
@@ -267,8 +275,12 @@ class _Runner:
     """Runs the tasks of one graph (see :func:`run_local`)."""
 
     def __init__(self, graph: TaskGraph, run_dir: Path, params: Mapping[str, str], executor: str, cache: Path,
-                 options: RegistryOptions, on_event: EventCallback | None, secrets_dir: Path | None = None):
+                 options: RegistryOptions, on_event: EventCallback | None, secrets_dir: Path | None = None,
+                 results: ResultCache | None = None, uncached: frozenset[str] = frozenset()):
         self.graph = graph
+        self.results_cache = results
+        self.uncached = uncached
+        self.keys = task_keys(graph, params)
         self.secrets_dir = secrets_dir
         self.status_text = "Running"
         self.run_dir = run_dir
@@ -474,7 +486,27 @@ class _Runner:
                           status="failed" if failed else "succeeded",
                           error=f"{failed[0].name} failed: {failed[0].error}" if failed else None,
                           duration=sum(it.duration for it in iterations),
-                          attempts=sum(it.attempts for it in iterations), iterations=iterations)
+                          attempts=sum(it.attempts for it in iterations), iterations=iterations,
+                          cached=bool(iterations) and all(it.cached for it in iterations))
+
+    def _key(self, task: Task, item: Any, name: str | None) -> str | None:
+        """The cache key of this run of ``task`` (an iteration's own key), or ``None`` when it is not cached."""
+        if self.results_cache is None or task.exit_handler or task.name in self.uncached:
+            return None
+        k = self.keys[task.name]
+        return iteration_key(k.base, item) if name is not None else k.key
+
+    def _cached(self, task: Task, key: str, task_dir: Path, base: dict[str, Any], log_file) -> TaskResult | None:
+        """The result of ``task`` restored from a valid cache entry of ``key``, or ``None`` (it must run)."""
+        assert self.results_cache is not None
+        names = [o.name for o in task.outputs]
+        entry = self.results_cache.lookup(key, names)
+        if entry is None:
+            return None
+        self.results_cache.restore(entry, names, task_dir / "outputs")
+        log_file.write(f"compose-kfp: not run: the result of cache key {key} was reused ({entry})\n")
+        outputs, paths, _ = self._outputs_of(task, task_dir / "outputs")
+        return TaskResult(status="succeeded", outputs=outputs, output_paths=paths, cached=True, **base)
 
     def run_task(self, task: Task, task_dir: Path | None = None, item: Any = None,
                  name: str | None = None) -> TaskResult:
@@ -488,7 +520,12 @@ class _Runner:
         attempts = 1 + max(0, task.settings.retries)
         total = 0.0
         argv: list[str] = []
+        key = self._key(task, item, name)
         with open(log_path, "w", buffering=1) as log_file:
+            restored = self._cached(task, key, task_dir, base, log_file) if key else None
+            if restored is not None:
+                (task_dir / "task.json").write_text(json.dumps({**restored.to_dict(), "cache_key": key}, indent=1))
+                return restored
             try:
                 if not task.image:
                     raise RunError(f"{task.where}: step {task.step!r} has no image; run `compose-kfp apply` first")
@@ -514,8 +551,11 @@ class _Runner:
                 if result.status == "succeeded":
                     break
             assert result is not None
+        if key and result.status == "succeeded":
+            assert self.results_cache is not None
+            self.results_cache.store(key, base["name"], [o.name for o in task.outputs], prep.outputs_dir)
         (task_dir / "task.json").write_text(json.dumps(
-            {**result.to_dict(), "executor": self.executor, "env": prep.env}, indent=1))
+            {**result.to_dict(), "executor": self.executor, "env": prep.env, "cache_key": key}, indent=1))
         return result
 
     def _execute(self, task: Task, prep: _Prepared, task_dir: Path, log_file) -> tuple[int | None, float, str | None]:
@@ -601,21 +641,27 @@ class _Runner:
             return TaskResult(status="failed", error=error, **common)
         if code != 0:
             return TaskResult(status="failed", error=f"exit code {code}", **common)
+        outputs, paths, missing = self._outputs_of(task, prep.outputs_dir)
+        if missing:
+            return TaskResult(status="failed", error="output " + ", ".join(missing) + " was not written",
+                              output_paths=paths, **common)
+        return TaskResult(status="succeeded", outputs=outputs, output_paths=paths, **common)
+
+    def _outputs_of(self, task: Task, outputs_dir: Path) -> tuple[dict[str, str | Path], dict[str, Path], list[str]]:
+        """``(outputs, output paths, missing)`` of ``task`` in ``outputs_dir``: values for parameter outputs (and
+        outputs read by value), host paths otherwise; ``missing`` names the outputs not written."""
         outputs: dict[str, str | Path] = {}
         paths: dict[str, Path] = {}
         missing = []
         for out in task.outputs:
-            host = prep.outputs_dir / io_name(out.name) / "data"
+            host = outputs_dir / io_name(out.name) / "data"
             if not os.path.lexists(host) or host.is_symlink():
                 missing.append(f"{out.name!r} ({component_output_path(task.component, out.name)})")
                 continue
             paths[out.name] = host
             value = _read_value(host) if (out.is_parameter_type or out.by_value) else None
             outputs[out.name] = value if value is not None else host
-        if missing:
-            return TaskResult(status="failed", error="output " + ", ".join(missing) + " was not written",
-                              output_paths=paths, **common)
-        return TaskResult(status="succeeded", outputs=outputs, output_paths=paths, **common)
+        return outputs, paths, missing
 
     # ------------------------------------------------------------ scheduling
 
@@ -758,7 +804,8 @@ def resolve_params(graph: TaskGraph, params: Mapping[str, Any] | None) -> dict[s
 def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | None = None,
               executor: Executor = "auto", max_parallel: int = 2, registry: RegistryOptions | None = None,
               cache_dir: Path | None = None, on_event: EventCallback | None = None,
-              secrets_dir: Path | None = None) -> RunResult:
+              secrets_dir: Path | None = None, results_cache: Path | None = None, reuse_results: bool = True,
+              uncached: Collection[str] = ()) -> RunResult:
     """Run every task of ``graph`` on this machine, each inside its image (see the module docstring).
 
     Args:
@@ -775,6 +822,9 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
             finishes or is skipped; may be called from worker threads.
         secrets_dir: a folder of ``<secret or config map>/<key>`` files for tasks' ``env`` references and
             ``secret_volumes`` (:mod:`compose_kfp.localrun.control`); environment variables win.
+        results_cache: the folder of cached task results (module docstring); ``None``: no caching.
+        reuse_results: look results up there (``False``: every task runs; results are still stored).
+        uncached: names of tasks never cached (``cache = false``).
 
     Returns:
         the :class:`RunResult` (also written to ``<run_dir>/run.json``). Task failures are in it,
@@ -806,7 +856,9 @@ def run_local(graph: TaskGraph, *, run_dir: Path, params: Mapping[str, Any] | No
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("running pipeline %s locally with %s in %s", graph.name, chosen, run_dir)
     start = time.monotonic()
-    runner = _Runner(graph, run_dir, values, chosen, cache, registry or RegistryOptions(), on_event, secrets_dir)
+    results = ResultCache(Path(results_cache).absolute(), reuse=reuse_results) if results_cache else None
+    runner = _Runner(graph, run_dir, values, chosen, cache, registry or RegistryOptions(), on_event, secrets_dir,
+                     results, frozenset(uncached))
     tasks = runner.run(max_parallel)
     result = RunResult(pipeline=graph.name, run_dir=run_dir, executor=chosen, tasks=tasks,
                        duration=time.monotonic() - start, params=values)

@@ -15,7 +15,8 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel
 
 from compose_kfp.manifest.load import ENV_VARS
-from compose_kfp.schema import Manifest, flatten_annotation
+from compose_kfp.manifest.annotations import flatten_annotation
+from compose_kfp.schema import Manifest
 
 
 def json_schema() -> dict[str, Any]:

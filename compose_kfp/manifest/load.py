@@ -30,7 +30,8 @@ from compose_kfp.manifest.checks import check_files, check_image_format, check_o
 from compose_kfp.manifest.fences import check_output_dir, check_sources, output_warnings
 from compose_kfp.manifest.keys import KEY_PATH, KeyIndex, dotted, split_key
 from compose_kfp.manifest.problems import Problems, did_you_mean, scan_secrets
-from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, flatten_annotation, looks_secret
+from compose_kfp.manifest.annotations import flatten_annotation
+from compose_kfp.schema import MANIFEST_NAME, LayerConfig, Manifest, looks_secret
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from compose_kfp.errors import ConfigError
 from compose_kfp.manifest.keys import KeyIndex, dotted
-from compose_kfp.schema import AuthConfig, Manifest, flatten_annotation, looks_secret
+from compose_kfp.manifest.annotations import flatten_annotation
+from compose_kfp.schema import AuthConfig, Manifest, looks_secret
 
 
 def did_you_mean(word: str, known: Sequence[str] | Mapping[str, Any]) -> str:

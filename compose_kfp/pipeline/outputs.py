@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from compose_kfp.build.lock import lock_component_images, lock_images
 from compose_kfp.build.staging import StagedFiles, check_name_fits
@@ -70,29 +70,20 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
     Raises:
         RenderError: a template or the KFP compiler failed; ConfigError: the graph cannot be resolved.
     """
-    from compose_kfp.pipeline.graph import resolve_graph
     from compose_kfp.pipeline.render.component import component_path, render_component
 
     manifest, root = project.manifest, project.root
     out_dir = project.loaded.output_dir
     templates = (root / manifest.render.templates) if manifest.render.templates else None
-    specs = {}
-    for name, spec in project.components.items():
-        if manifest.steps[name].builds_image and name not in images:
-            raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
-        if name in images:
-            spec = dataclasses.replace(spec, image=images[name])
-        specs[name] = spec
+    specs = pinned_components(project, images)
     files: dict[str, bytes] = {}
     texts: dict[str, str] = {}
     for name, spec in specs.items():
         text = render_component(spec, templates_dir=templates)
         texts[name] = text
         files[_rel(component_path(out_dir, name), root)] = text.encode("utf-8")
-    if manifest.pipeline is not None and manifest.pipeline.tasks:
-        pinned = {name: spec.image for name, spec in specs.items() if spec.image}
-        graph = resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned,
-                              where=project.loaded.where)
+    graph = pinned_graph(project, images)
+    if graph is not None:
         if "argo" in manifest.render.targets:
             from compose_kfp.pipeline.render.workflow import render_workflow
 
@@ -101,9 +92,32 @@ def render_outputs(project: Project, images: Mapping[str, str]) -> dict[str, byt
             from compose_kfp.pipeline.render.kfp import render_kfp_pipeline
 
             with tempfile.TemporaryDirectory(prefix="compose-kfp-render-") as tmp:
-                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE)
+                out = render_kfp_pipeline(graph, texts, Path(tmp) / KFP_PIPELINE_FILE, manifest)
                 files[_rel(out_dir / KFP_PIPELINE_FILE, root)] = Path(out).read_bytes()
     return files
+
+
+def pinned_components(project: Project, images: Mapping[str, str]) -> dict[str, Any]:
+    """Step -> its component with the image of ``images`` (step -> ``repo@sha256:...``; a component-file step
+    not there keeps its own). Raises RenderError when a function step has no image there."""
+    specs = {}
+    for name, spec in project.components.items():
+        if project.manifest.steps[name].builds_image and name not in images:
+            raise RenderError(f"step {name!r}: its image digest is not known; run `compose-kfp apply` first")
+        specs[name] = dataclasses.replace(spec, image=images[name]) if name in images else spec
+    return specs
+
+
+def pinned_graph(project: Project, images: Mapping[str, str]) -> Any:
+    """The task graph with every task's image pinned (:func:`pinned_components`), or ``None`` without a pipeline."""
+    from compose_kfp.pipeline.graph import resolve_graph
+
+    manifest = project.manifest
+    if manifest.pipeline is None or not manifest.pipeline.tasks:
+        return None
+    specs = pinned_components(project, images)
+    pinned = {name: spec.image for name, spec in specs.items() if spec.image}
+    return resolve_graph(manifest, specs, manifest_path=project.loaded.path, images=pinned, where=project.loaded.where)
 
 
 def render_inputs_key(project: Project, images: Mapping[str, str]) -> str:

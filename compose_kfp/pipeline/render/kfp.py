@@ -34,7 +34,13 @@ Mapping from the graph:
   ``dsl.ExitHandler`` around every other task, its ``{ status = "pipeline" }`` input typed
   ``PipelineTaskFinalStatus`` (KFP passes a JSON object, ``{"state": "SUCCEEDED", ...}``, where Argo passes
   ``Succeeded``); task ``env`` and ``secret_volumes`` -> kfp-kubernetes
-  ``use_secret_as_env``, ``use_config_map_as_env``, ``use_secret_as_volume`` (references only).
+  ``use_secret_as_env``, ``use_config_map_as_env``, ``use_secret_as_volume`` (references only);
+- caching stays KFP's own (its fingerprint of the task, on by default): our task cache keys
+  (:mod:`compose_kfp.pipeline.cache`; a loop's task key) are recorded in a comment block at the end of the
+  package (``# compose-kfp task cache keys``, one ``#   <task>: <key>`` line each), not as KFP's ``cache_key``
+  (which would ignore params given at submission) and not as a pod annotation (kfp-kubernetes would add a
+  platform document to every package); with ``manifest`` given, a task with ``cache = false`` (or every task
+  with ``[pipeline.cache] enabled = false``) gets ``set_caching_options(False)``.
 """
 
 from __future__ import annotations
@@ -51,22 +57,29 @@ import yaml
 from compose_kfp.steps.component import ComponentSpec, canonical_type
 from compose_kfp.steps.v1spec import kfp_v2_obstacles
 from compose_kfp.errors import RenderError
+from compose_kfp import schema
+from compose_kfp.pipeline.cache import KEY_VERSION, caches, task_keys
 from compose_kfp.pipeline.graph import Argument, Task, TaskGraph
 
-__all__ = ["render_kfp_pipeline", "build_kfp_pipeline"]
+__all__ = ["render_kfp_pipeline", "build_kfp_pipeline", "CACHE_KEYS_COMMENT"]
+
+#: The first line of the comment block listing each task's compose-kfp cache key (KFP keeps its own caching).
+CACHE_KEYS_COMMENT = "# compose-kfp task cache keys"
 
 log = logging.getLogger(__name__)
 
 _PY_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool, "JsonArray": list, "JsonObject": dict}
 
 
-def render_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str], out_path: Path) -> Path:
+def render_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str], out_path: Path,
+                        manifest: schema.Manifest | None = None) -> Path:
     """Compile ``graph`` into a KFP v2 pipeline package (IR YAML) at ``out_path``.
 
     Args:
         graph: the resolved graph (with images).
         component_yaml: step name -> the text of its rendered KFP component file (v1 ``component.yaml``).
         out_path: the file to write (parent folders are created); overwritten if present.
+        manifest: the kfp.toml the graph came from, for the cache settings (``None``: KFP's defaults).
 
     Returns:
         ``out_path``.
@@ -77,7 +90,7 @@ def render_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str], out
     """
     from kfp import compiler
 
-    pipeline = build_kfp_pipeline(graph, component_yaml)
+    pipeline = build_kfp_pipeline(graph, component_yaml, manifest)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -85,6 +98,9 @@ def render_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str], out
     except Exception as exc:  # the SDK raises many unrelated types; all mean "cannot compile"
         raise RenderError(f"{graph.manifest_path}: pipeline {graph.name!r}: the KFP compiler failed: {exc}") from exc
     _repair_header(pipeline, graph, out_path)
+    lines = "".join(f"#   {name}: {k.key}\n" for name, k in task_keys(graph).items())
+    with open(out_path, "a", encoding="utf-8") as f:
+        f.write(f"{CACHE_KEYS_COMMENT} ({KEY_VERSION}; KFP caches by its own fingerprint):\n{lines}")
     log.info("wrote KFP pipeline package %s (%d tasks)", out_path, len(graph.tasks))
     return out_path
 
@@ -117,7 +133,7 @@ def _repair_header(pipeline: Any, graph: TaskGraph, out_path: Path) -> None:
         raise RenderError(f"{out_path}: the KFP compiler wrote a package that is not valid YAML: {exc}") from exc
 
 
-def build_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str]):
+def build_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str], manifest: schema.Manifest | None = None):
     """The ``kfp`` pipeline object (a ``GraphComponent``) of ``graph``, ready for ``Compiler().compile``.
 
     Raises:
@@ -127,18 +143,24 @@ def build_kfp_pipeline(graph: TaskGraph, component_yaml: Mapping[str, str]):
 
     docs = {step: _component_doc(graph, step, component_yaml) for step in graph.steps}
     params = list(graph.params)
+    off = {t.name for t in graph.all_tasks if manifest is not None and not t.exit_handler and not caches(manifest, t)}
+
+    def add(task: Task, by_param: Mapping[str, Any], tasks: Mapping[str, Any], item: Any = None) -> Any:
+        kfp_task = _add_task(graph, task, docs[task.step], by_param, tasks, item)
+        if task.name in off:
+            kfp_task.set_caching_options(False)
+        return kfp_task
 
     def pipeline_func(*channels: Any) -> None:
         by_param = {p.name: channel for p, channel in zip(params, channels)}
         tasks: dict[str, Any] = {}
         if not graph.has_control_flow:
             for task in graph.tasks:
-                tasks[task.name] = _add_task(graph, task, docs[task.step], by_param, tasks)
+                tasks[task.name] = add(task, by_param, tasks)
             return
         from compose_kfp.pipeline.render.control_kfp import add_with_control_flow
 
-        add_with_control_flow(graph, lambda task, items: _add_task(graph, task, docs[task.step], by_param, tasks,
-                                                                    items), by_param, tasks)
+        add_with_control_flow(graph, lambda task, items: add(task, by_param, tasks, items), by_param, tasks)
 
     pipeline_func.__name__ = graph.k8s_name.replace("-", "_")
     pipeline_func.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
@@ -308,8 +330,6 @@ def _apply_references(task: Task, kfp_task: Any) -> None:
     if not task.env_refs and not task.secret_volumes:
         return
     from kfp import kubernetes
-
-    from compose_kfp import schema
 
     for name, ref in task.env_refs:
         if isinstance(ref, schema.SecretKeyRef):

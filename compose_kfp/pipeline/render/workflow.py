@@ -34,6 +34,14 @@ The Workflow follows the Argo ``io.argoproj.workflow.v1alpha1.Workflow`` schema
   the aggregated ``{{tasks.T.outputs.parameters.P}}``, the exit handler a DAG template named by ``onExit``;
   task ``env`` references become ``valueFrom.secretKeyRef``/``configMapKeyRef``, ``secret_volumes`` template
   ``volumes`` mounted read-only;
+- with caching on (``[pipeline.cache]``, default), each container template memoizes its outputs
+  (``memoize: {key, maxAge, cache: {configMap: {name}}}``) under the task's locally computed cache key
+  (:mod:`compose_kfp.pipeline.cache`): a literal key when one task uses the template and no run-time value
+  reaches it; a template shared by several tasks receives each task's key as the input parameter
+  ``compose-kfp-cache-key``; params (which a submission may override) and loop items reach the key through
+  ``{{=sprig.sha256sum(...)}}`` of ``workflow.parameters`` and ``inputs.parameters`` (Argo keys allow only
+  letters, digits and ``-``). No memoize on the exit handler, on tasks with ``cache = false``, or on a loop whose
+  item reaches the command only as a file;
 - placeholders are resolved with :func:`compose_kfp.steps.placeholders.resolve_command_line`,
   the same resolver the local runner uses; literal strings in third-party commands
   (``{{workflow.uid}}``) pass through unchanged.
@@ -48,6 +56,7 @@ from typing import Any
 
 from compose_kfp import schema
 from compose_kfp.errors import RenderError
+from compose_kfp.pipeline.cache import argo_max_age, cache_settings, caches, runtime_params, task_keys
 from compose_kfp.pipeline.conditions import argo_expression
 from compose_kfp.pipeline.graph import Argument, Task, TaskGraph, dns1123_name
 from compose_kfp.steps.placeholders import component_output_path, input_path, io_name
@@ -65,6 +74,8 @@ VOLUME_NAME = "compose-kfp-data"
 VOLUME_MOUNT = "/mnt/compose-kfp"
 #: Input parameter of a container template, in volume mode, holding the task's folder on the volume.
 TASK_DIR_PARAM = "compose-kfp-task-dir"
+#: Input parameter of a container template shared by several tasks: the calling task's cache key.
+CACHE_KEY_PARAM = "compose-kfp-cache-key"
 
 _LABEL_MANAGED = "app.kubernetes.io/managed-by"
 _LABEL_PIPELINE = "compose-kfp.io/pipeline"
@@ -102,15 +113,18 @@ def workflow_context(graph: TaskGraph, manifest: schema.Manifest) -> dict[str, A
     storage_class, access_modes}``), ``dag`` (``{name, tasks}``; each task ``{name, template,
     dependencies, parameters, artifacts}``) and ``templates`` (container templates; each
     ``{name, image, command, args, env, inputs, outputs, resources, retry, timeout,
-    node_selector, tolerations, volume_mounts}``).
+    node_selector, tolerations, volume_mounts, memoize}``; ``memoize`` is ``None`` or
+    ``{key, maxAge, cache: {configMap: {name}}}``).
     """
     pipeline = manifest.pipeline or schema.PipelineConfig()
     volume_mode = pipeline.data_passing == "volume"
-    builder = _Builder(graph, volume_mode)
+    builder = _Builder(graph, volume_mode, manifest)
     dag_tasks = [builder.task(task) for task in graph.tasks]
     exit_dag = None
     if graph.exit_task is not None:
         exit_dag = {"name": builder.unique_name(f"{graph.k8s_name}-exit"), "tasks": [builder.task(graph.exit_task)]}
+    builder.memoize([*dag_tasks, *(exit_dag["tasks"] if exit_dag else []),
+                     *(t for w in builder.loop_templates for t in w["tasks"])])
     templates = builder.templates
     entrypoint = graph.k8s_name
     if entrypoint in builder.names:
@@ -142,9 +156,13 @@ def workflow_context(graph: TaskGraph, manifest: schema.Manifest) -> dict[str, A
 class _Builder:
     """Builds DAG tasks and deduplicated container templates, task by task in graph order."""
 
-    def __init__(self, graph: TaskGraph, volume_mode: bool) -> None:
+    def __init__(self, graph: TaskGraph, volume_mode: bool, manifest: schema.Manifest | None = None) -> None:
         self.graph = graph
         self.volume_mode = volume_mode
+        self.manifest = manifest
+        self.keys = task_keys(graph)
+        self.runtime = runtime_params(graph)
+        self._task_of: dict[int, Task] = {}  # id(DAG task dict calling a container template) -> its task
         self.templates: list[dict[str, Any]] = []
         self.loop_templates: list[dict[str, Any]] = []
         self._by_content: dict[str, str] = {}
@@ -284,6 +302,7 @@ class _Builder:
             + [{"name": v["name"], "mountPath": v["mount_path"], "readOnly": True} for v in secret_volumes],
             "labels": {_LABEL_STEP: dns1123_name(task.step) or "step"},
         }
+        template["memoize"] = self._memo_spec(task, arg_artifacts)
         if secret_volumes:  # only then: templates of pipelines without secrets keep their exact content
             template["secret_volumes"] = [{"name": v["name"], "secret": {"secretName": v["secret"]}}
                                           for v in secret_volumes]
@@ -294,6 +313,7 @@ class _Builder:
             "parameters": arg_params,
             "artifacts": arg_artifacts,
         }
+        self._task_of[id(dag_task)] = task
         if not self.graph.has_control_flow:
             return dag_task
         dag_task["depends"] = self._depends(task)
@@ -337,6 +357,7 @@ class _Builder:
         in a DAG template of its own (``parallelism: N``) that receives the upstream values and files as
         inputs and re-exports the aggregated output parameters; the outer DAG task calls that template."""
         inner = dict(dag_task, depends="", when=None)
+        self._task_of[id(inner)] = self._task_of[id(dag_task)]
         outer_params, outer_artifacts, in_params, in_artifacts = [], [], [], []
         inner_params, inner_artifacts = [], []
         for p in dag_task["parameters"]:
@@ -366,6 +387,54 @@ class _Builder:
                                     "outputs": outputs})
         return {"name": task.k8s_name, "template": name, "dependencies": [], "depends": dag_task["depends"],
                 "when": dag_task.get("when"), "parameters": outer_params, "artifacts": outer_artifacts}
+
+    def _memo_spec(self, task: Task, arg_artifacts: list[dict[str, Any]]) -> bool | None:
+        """``True`` when the task's template memoizes (``None`` splits it from templates that do not)."""
+        if self.manifest is None or not caches(self.manifest, task):
+            return None
+        if any("{{item" in str(a.get("raw", "")) for a in arg_artifacts):
+            return None  # the item reaches the command only as a file: no key can name it
+        return True
+
+    def _caller_key(self, dag_task: dict[str, Any]) -> str:
+        """The calling task's key as an Argo key expression body: its base key, and the run-time values of the
+        params that reach it (:func:`~compose_kfp.pipeline.cache.runtime_params`)."""
+        task = self._task_of[id(dag_task)]
+        return " + '/' + ".join([repr(self.keys[task.name].base),
+                                  *(f"workflow.parameters[{p!r}]" for p in self.runtime[task.name])])
+
+    def memoize(self, dag_tasks: list[dict[str, Any]]) -> None:
+        """Turn each container template's memo spec into Argo's ``memoize`` (see the module docstring); a template
+        several tasks call gets the :data:`CACHE_KEY_PARAM` input, which each of them passes."""
+        users: dict[str, list[dict[str, Any]]] = {}
+        for dag_task in dag_tasks:
+            if id(dag_task) in self._task_of:
+                users.setdefault(dag_task["template"], []).append(dag_task)
+        settings = cache_settings(self.manifest) if self.manifest is not None else schema.CacheConfig()
+        for template in self.templates:
+            spec, callers = template.pop("memoize", None), users.get(template["name"], [])
+            template["memoize"] = None
+            if spec is None or not callers:
+                continue
+            items = sorted({p["name"] for c in callers for p in c["parameters"] if "{{item" in str(p["value"])})
+            bodies = [self._caller_key(c) for c in callers]
+            if len(set(bodies)) == 1:
+                base = bodies[0]
+            else:
+                template["inputs"]["parameters"].append({"name": CACHE_KEY_PARAM})
+                for caller, body in zip(callers, bodies):
+                    value = body[1:-1] if "+" not in body else "{{=sprig.sha256sum(" + body + ")}}"
+                    caller["parameters"] = [*caller["parameters"], {"name": CACHE_KEY_PARAM, "value": value}]
+                base = f"inputs.parameters[{CACHE_KEY_PARAM!r}]"
+            body = " + '/' + ".join([base, *(f"inputs.parameters[{p!r}]" for p in items)])
+            if "+" in body:
+                key = "{{=sprig.sha256sum(" + body + ")}}"
+            elif base.startswith("inputs."):
+                key = f"{{{{inputs.parameters.{CACHE_KEY_PARAM}}}}}"
+            else:
+                key = body[1:-1]
+            template["memoize"] = {"key": key, "maxAge": argo_max_age(settings.max_age),
+                                   "cache": {"configMap": {"name": settings.config_map}}}
 
     def _template_name(self, task: Task, template: dict[str, Any]) -> str:
         key = json.dumps(template, sort_keys=True)

@@ -97,7 +97,9 @@ def test_argo_workflow_has_when_loops_depends_and_on_exit(tmp_path, argo_workflo
     assert all("dependencies" not in t for t in dag.values())
     assert dag["square-literal"]["withItems"] == [4, 5]
     assert dag["square-field"]["withItems"] == [{"x": 2}, {"x": 3}]
-    assert dag["square-field"]["arguments"]["parameters"] == [{"name": "x", "value": "{{item.x}}"}]
+    # square-literal and square-field share one template, so each passes its cache key to its memoize key
+    assert dag["square-field"]["arguments"]["parameters"][:1] == [{"name": "x", "value": "{{item.x}}"}]
+    assert [p["name"] for p in dag["square-field"]["arguments"]["parameters"][1:]] == ["compose-kfp-cache-key"]
     assert dag["square-output"]["withParam"] == "{{tasks.numbers.outputs.parameters.output}}"
     # parallelism: the loop runs in a DAG template of its own that limits it and re-exports the aggregate
     assert dag["square"]["template"] == "square-loop"
@@ -105,7 +107,7 @@ def test_argo_workflow_has_when_loops_depends_and_on_exit(tmp_path, argo_workflo
     assert loop["parallelism"] == 2
     (inner,) = loop["dag"]["tasks"]
     assert inner["withParam"] == "{{workflow.parameters.ns}}"
-    assert inner["arguments"]["parameters"] == [{"name": "x", "value": "{{item}}"}]
+    assert inner["arguments"]["parameters"][:1] == [{"name": "x", "value": "{{item}}"}]  # then its cache key
     assert loop["outputs"]["parameters"] == [{"name": "output", "valueFrom": {
         "parameter": "{{tasks.square.outputs.parameters.output}}"}}]
     assert dag["summarize"]["depends"] == "(square.Succeeded || square.Skipped)"  # an empty loop is Skipped
